@@ -1,0 +1,265 @@
+//! The course file format, version 1: one YAML file per course.
+//!
+//! These types are the single source of truth: serde reads course files into
+//! them, schemars turns them (with their doc comments) into
+//! `schemas/course.schema.json`, and README's format reference follows them.
+//! Every struct refuses unknown fields, so a typo is an error, not a silent
+//! default.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::values::{ByteSize, CourseName, Day, Duration, ImageName, TimeOfDay, TimeZone};
+
+/// A lab course: the VM every student gets, how many are kept warm, and how
+/// long a student keeps one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "labpool course", example = example_course())]
+pub struct Course {
+    /// The course's unique name, equal to the file name without `.yaml`. It
+    /// appears in VM names and URLs, so it is a lowercase DNS label. Renaming a
+    /// course removes the old pool and creates a new one.
+    pub name: CourseName,
+    /// The title students see on the terminal page and instructors see in the
+    /// LMS when they pick a lab.
+    #[schemars(length(min = 1), example = &"RHEL System Administration I")]
+    pub title: String,
+    /// The base image every VM of this course boots from, by its name in the
+    /// hosts' image catalog. Each VM gets a thin copy-on-write overlay of it.
+    pub image: ImageName,
+    /// The size of each VM.
+    pub vm: VmSpec,
+    /// How many VMs are kept booted and waiting, and the most that may exist.
+    pub pool: PoolSpec,
+    /// How long a student keeps a VM and how they reach it. Defaults: expiry
+    /// 4h, idle 30m, serial console.
+    #[serde(default)]
+    pub session: SessionSpec,
+    /// How LMS courses map to this lab without Deep Linking.
+    #[serde(default, skip_serializing_if = "LtiSpec::is_empty")]
+    pub lti: LtiSpec,
+    /// What proves a freshly booted VM is ready for a student. Default: the
+    /// line `login:` on the serial console, or the SSH port answering for
+    /// `console: ssh`.
+    #[serde(default, skip_serializing_if = "Readiness::is_default")]
+    pub readiness: Readiness,
+}
+
+/// The size of one VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VmSpec {
+    /// Virtual CPUs.
+    #[schemars(range(min = 1, max = 512), example = 2)]
+    pub vcpus: u32,
+    /// Memory, with a unit: `512MiB`, `4GiB`, `16GiB`.
+    pub memory: ByteSize,
+    /// Disk size of the VM's overlay. Default: the size of the base image.
+    /// Larger than the base image grows the disk; smaller is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<ByteSize>,
+}
+
+/// The pool of VMs of one course.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// VMs kept booted, ready and unassigned outside schedule windows. A launch
+    /// takes one and the pool boots a replacement.
+    #[schemars(example = 2)]
+    pub warm: u32,
+    /// The most VMs this course may have at once, warm and assigned together.
+    /// When all are assigned, further students are told the lab is full.
+    #[schemars(range(min = 1), example = 40)]
+    pub max: u32,
+    /// Windows (class times) during which a different number of VMs is kept
+    /// warm. Pre-warming starts early enough to finish before a window opens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<Window>,
+}
+
+/// A weekly window, such as a class meeting, with its own warm target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Days of the week the window applies to.
+    #[schemars(length(min = 1), extend("uniqueItems" = true), example = [Day::Mon, Day::Wed])]
+    pub days: Vec<Day>,
+    /// Start, `HH:MM` local time in `tz` (quote it: "09:45").
+    pub from: TimeOfDay,
+    /// End, `HH:MM` local time in `tz`, later than `from` (`24:00` for midnight).
+    pub to: TimeOfDay,
+    /// IANA time zone the times are in, such as `America/Chicago`.
+    pub tz: TimeZone,
+    /// VMs kept warm during the window, instead of `pool.warm`.
+    #[schemars(example = 30)]
+    pub warm: u32,
+}
+
+/// A student's session on a VM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSpec {
+    /// Hard limit from the first launch; then the VM is destroyed. Default 4h.
+    #[serde(default = "default_expiry")]
+    pub expiry: Duration,
+    /// The VM is destroyed after this long without terminal activity. Default
+    /// 30m; at most `expiry`.
+    #[serde(default = "default_idle")]
+    pub idle: Duration,
+    /// How the browser terminal reaches the VM: `serial` (the VM's serial
+    /// console, the default) or `ssh` (then `ssh` settings are required).
+    #[serde(default)]
+    pub console: Console,
+    /// SSH settings, for `console: ssh` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<SshSpec>,
+}
+
+fn default_expiry() -> Duration {
+    Duration::from_secs(4 * 3600)
+}
+
+fn default_idle() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+
+impl Default for SessionSpec {
+    fn default() -> Self {
+        SessionSpec {
+            expiry: default_expiry(),
+            idle: default_idle(),
+            console: Console::default(),
+            ssh: None,
+        }
+    }
+}
+
+/// The terminal's path into the VM: `serial`, the VM's first serial port
+/// through libvirt (needs nothing in the guest but a getty or shell on
+/// ttyS0), or `ssh`, an SSH login as `ssh.user`.
+// No doc comments on the variants: they would turn the schema's plain `enum`
+// into a `oneOf`, which validators explain far less clearly.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Console {
+    #[default]
+    Serial,
+    Ssh,
+}
+
+/// How labpool logs in over SSH.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SshSpec {
+    /// The account the student's terminal logs in as.
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_-]{0,31}$"), example = &"student")]
+    pub user: String,
+    /// The guest's SSH port. Default 22.
+    #[serde(default = "default_ssh_port")]
+    #[schemars(range(min = 1))]
+    pub port: u16,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+/// LMS settings of a course.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LtiSpec {
+    /// LMS course (context) ids that launch this lab directly, for LMS links
+    /// made without Deep Linking. Each id may belong to one course only.
+    #[serde(default)]
+    #[schemars(inner(length(min = 1)), extend("uniqueItems" = true), example = [&"canvas-4821"])]
+    pub contexts: Vec<String>,
+}
+
+impl LtiSpec {
+    fn is_empty(&self) -> bool {
+        self.contexts.is_empty()
+    }
+}
+
+/// What proves a VM is ready. Give a console marker or a port, not both;
+/// with neither, the default for the course's console applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Readiness {
+    /// Text whose appearance on the serial console means the VM is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"login:")]
+    pub console_marker: Option<String>,
+    /// A TCP port on the VM that accepts connections once it is ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1), example = 22)]
+    pub port: Option<u16>,
+    /// How long a VM may take to become ready before it is failed and
+    /// replaced. Default 5m.
+    #[serde(default = "default_ready_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Readiness {
+            console_marker: None,
+            port: None,
+            timeout: default_ready_timeout(),
+        }
+    }
+}
+
+impl Readiness {
+    fn is_default(&self) -> bool {
+        *self == Readiness::default()
+    }
+}
+
+/// The readiness check that applies to a course, defaults resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    ConsoleMarker(String),
+    Port(u16),
+}
+
+/// The marker used when a serial-console course names none: a getty's prompt.
+pub const DEFAULT_CONSOLE_MARKER: &str = "login:";
+
+impl Course {
+    /// The readiness check for this course's VMs.
+    pub fn probe(&self) -> Probe {
+        match (&self.readiness.console_marker, self.readiness.port) {
+            (Some(marker), _) => Probe::ConsoleMarker(marker.clone()),
+            (None, Some(port)) => Probe::Port(port),
+            (None, None) => match (&self.session.console, &self.session.ssh) {
+                (Console::Ssh, Some(ssh)) => Probe::Port(ssh.port),
+                (Console::Ssh, None) => Probe::Port(default_ssh_port()),
+                (Console::Serial, _) => Probe::ConsoleMarker(DEFAULT_CONSOLE_MARKER.to_string()),
+            },
+        }
+    }
+}
+
+fn example_course() -> serde_json::Value {
+    serde_json::json!({
+        "name": "rhel-101",
+        "title": "RHEL System Administration I",
+        "image": "rhel-9.4-academy",
+        "vm": { "vcpus": 2, "memory": "4GiB" },
+        "pool": {
+            "warm": 5,
+            "max": 40,
+            "schedule": [
+                { "days": ["mon", "wed"], "from": "09:45", "to": "11:30", "tz": "America/Chicago", "warm": 30 }
+            ]
+        },
+        "session": { "expiry": "4h", "idle": "30m", "console": "serial" }
+    })
+}

@@ -1,0 +1,10 @@
+//! labpool: pools of pre-warmed lab VMs on libvirt hosts, driven by course
+//! files in Git, handed to students launching from their LMS.
+//!
+//! See ARCHITECTURE.md for the map of this crate and its invariants.
+
+pub mod cli;
+pub mod config;
+pub mod course;
+pub mod diagnostic;
+pub mod yaml;
