@@ -147,7 +147,7 @@ impl Config {
                 let (_, message) = crate::course::values::ValueError::from_serde_message(&message);
                 diagnostics.push(Diagnostic::new(
                     path,
-                    doc.value_position(&pointer),
+                    doc.position(&pointer),
                     Code::InvalidValue,
                     format!("{}: {message}", e.path()),
                 ));

@@ -49,6 +49,16 @@ impl Document {
         self.nearest(pointer).value
     }
 
+    /// Where to report a problem with the node at `pointer`: its value for a
+    /// scalar (the most precise place), its key for a mapping or a list
+    /// (whose value starts wherever its first entry does, often a line later).
+    pub fn position(&self, pointer: &str) -> Position {
+        match self.value.pointer(pointer) {
+            Some(Value::Object(_) | Value::Array(_)) => self.key_position(pointer),
+            _ => self.value_position(pointer),
+        }
+    }
+
     /// The position of the key that introduces `pointer` (falling back to the
     /// value, then to the nearest ancestor).
     pub fn key_position(&self, pointer: &str) -> Position {

@@ -58,7 +58,7 @@ impl<'a> View<'a> {
     }
 
     fn report(&self, out: &mut Vec<Diagnostic>, pointer: &str, code: Code, message: String) {
-        let position = self.doc.value_position(pointer);
+        let position = self.doc.position(pointer);
         out.push(Diagnostic::new(self.file, position, code, message));
     }
 }

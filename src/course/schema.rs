@@ -33,16 +33,38 @@ pub fn course_schema() -> Schema {
         .into_root_schema_for::<Course>();
     schema.insert("$id".into(), SCHEMA_ID.into());
     let mut value = schema.to_value();
-    bound_unsigned(&mut value);
+    tighten(&mut value);
     Schema::try_from(value).expect("still a schema object")
 }
 
-/// schemars marks `u16`/`u32` fields with a `format` that most validators
-/// ignore; state their upper bound as a `maximum` so every validator refuses
-/// a number that would overflow.
-fn bound_unsigned(value: &mut Value) {
+/// Two adjustments to what schemars generates, applied everywhere:
+///
+/// - `Option` fields accept `null` in schemars' output. An explicit `~` is
+///   never a meaningful course value (leave the field out instead), and an
+///   `anyOf` with a null branch makes every validator's message for a real
+///   mistake vague. So `null` is dropped.
+/// - `u16`/`u32` fields carry a `format` most validators ignore; their upper
+///   bound becomes a `maximum` so every validator refuses an overflow.
+fn tighten(value: &mut Value) {
     match value {
         Value::Object(map) => {
+            if let Some(Value::Array(branches)) = map.get_mut("anyOf") {
+                branches.retain(|b| b.get("type").and_then(Value::as_str) != Some("null"));
+                if branches.len() == 1 {
+                    let Some(Value::Object(only)) = branches.pop() else { unreachable!() };
+                    map.remove("anyOf");
+                    for (k, v) in only {
+                        map.entry(k).or_insert(v);
+                    }
+                }
+            }
+            if let Some(Value::Array(types)) = map.get_mut("type") {
+                types.retain(|t| t != "null");
+                if types.len() == 1 {
+                    let only = types.pop().expect("one type");
+                    map.insert("type".into(), only);
+                }
+            }
             let max = match map.get("format").and_then(Value::as_str) {
                 Some("uint16") => Some(u64::from(u16::MAX)),
                 Some("uint32") => Some(u64::from(u32::MAX)),
@@ -51,9 +73,9 @@ fn bound_unsigned(value: &mut Value) {
             if let Some(max) = max {
                 map.entry("maximum").or_insert(max.into());
             }
-            map.values_mut().for_each(bound_unsigned);
+            map.values_mut().for_each(tighten);
         }
-        Value::Array(items) => items.iter_mut().for_each(bound_unsigned),
+        Value::Array(items) => items.iter_mut().for_each(tighten),
         _ => {}
     }
 }
@@ -169,7 +191,7 @@ impl SchemaChecker {
                 } else {
                     format!("{what} must be {expected}, not {}", type_of(instance))
                 };
-                push(doc.value_position(at), Code::WrongType, message, None);
+                push(doc.position(at), Code::WrongType, message, None);
             }
             ValidationErrorKind::Pattern { .. } | ValidationErrorKind::Format { .. } => {
                 let text = instance.as_str().unwrap_or_default();
@@ -182,7 +204,7 @@ impl SchemaChecker {
                     Some(e) => (e.code, format!("{what}: {}", e.message)),
                     None => (Code::InvalidValue, format!("{what}: \"{text}\" {}", self.form_hint(error))),
                 };
-                push(doc.value_position(at), code, message, None);
+                push(doc.position(at), code, message, None);
             }
             ValidationErrorKind::Enum { options } => {
                 let choices: Vec<&str> = options.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
@@ -193,29 +215,30 @@ impl SchemaChecker {
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();
                 let message = format!("{what} must be one of {}, not {got}{hint}", choices.join(", "));
-                push(doc.value_position(at), Code::InvalidValue, message, None);
+                push(doc.position(at), Code::InvalidValue, message, None);
             }
             ValidationErrorKind::Minimum { limit } => push(
-                doc.value_position(at),
+                doc.position(at),
                 Code::InvalidValue,
                 format!("{what} must be at least {limit}, not {instance}"),
                 None,
             ),
             ValidationErrorKind::Maximum { limit } => push(
-                doc.value_position(at),
+                doc.position(at),
                 Code::InvalidValue,
                 format!("{what} must be at most {limit}, not {instance}"),
                 None,
             ),
             ValidationErrorKind::MinLength { .. } => {
-                push(doc.value_position(at), Code::InvalidValue, format!("{what} must not be empty"), None)
+                push(doc.position(at), Code::InvalidValue, format!("{what} must not be empty"), None)
             }
-            ValidationErrorKind::MinItems { limit } => push(
-                doc.value_position(at),
-                Code::InvalidValue,
-                format!("{what} must list at least {limit}"),
-                None,
-            ),
+            ValidationErrorKind::MinItems { limit } => {
+                let message = match limit {
+                    1 => format!("{what} must not be empty"),
+                    n => format!("{what} must list at least {n} items"),
+                };
+                push(doc.position(at), Code::InvalidValue, message, None)
+            }
             ValidationErrorKind::UniqueItems => {
                 let items = instance.as_array().cloned().unwrap_or_default();
                 let (index, repeated) = items
@@ -232,7 +255,7 @@ impl SchemaChecker {
                     None,
                 );
             }
-            _ => push(doc.value_position(at), Code::InvalidValue, format!("{what}: {error}"), None),
+            _ => push(doc.position(at), Code::InvalidValue, format!("{what}: {error}"), None),
         }
     }
 

@@ -135,18 +135,20 @@ fn dns_label(s: &str, what: &str, code: Code) -> Result<(), ValueError> {
     if s.len() > 63 {
         return fail(format!("is {} characters long; at most 63 are allowed", s.len()));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
-    {
-        let hint = if c.is_ascii_uppercase() {
-            format!(" (use \"{}\")", s.to_ascii_lowercase())
-        } else {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    if !s.chars().all(allowed) {
+        let suggestion: String = s
+            .to_ascii_lowercase()
+            .chars()
+            .map(|c| if allowed(c) { c } else { '-' })
+            .collect();
+        let suggestion = suggestion.trim_matches('-');
+        let hint = if suggestion.is_empty() {
             String::new()
+        } else {
+            format!(" (try \"{suggestion}\")")
         };
-        return fail(format!(
-            "contains '{c}': only lowercase letters, digits and '-' are allowed{hint}"
-        ));
+        return fail(format!("may only contain lowercase letters, digits and '-'{hint}"));
     }
     if s.starts_with('-') || s.ends_with('-') {
         return fail("must not start or end with '-'".to_string());
@@ -374,6 +376,7 @@ impl FromStr for Duration {
                 "m" => 60,
                 "s" => 1,
                 "" => return bad(format!("has no unit after {n}")),
+                u if u.starts_with('.') => return bad("has a fraction".into()),
                 other => return bad(format!("has an unknown unit \"{other}\"")),
             };
             total = match n.checked_mul(scale).and_then(|x| total.checked_add(x)) {
@@ -629,7 +632,7 @@ mod tests {
         assert!("rhel-101".parse::<CourseName>().is_ok());
         assert!("a".parse::<CourseName>().is_ok());
         let e = "RHEL-101".parse::<CourseName>().unwrap_err();
-        assert!(e.message.contains("use \"rhel-101\""), "{}", e.message);
+        assert!(e.message.contains("try \"rhel-101\""), "{}", e.message);
         assert!("-x".parse::<CourseName>().is_err());
         assert!("x_y".parse::<CourseName>().is_err());
         assert!("a".repeat(64).parse::<CourseName>().is_err());

@@ -1,0 +1,9 @@
+//! Integration tests: the `labpool` binary run as users and CI run it.
+//!
+//! One test binary (faster to link than one per file); modules by subject.
+
+mod cli;
+mod corpus;
+mod docs;
+mod schema;
+mod support;
