@@ -35,7 +35,9 @@ fn course(i: usize) -> String {
         );
     }
     if i % 5 == 0 {
-        text.push_str("session:\n  expiry: 4h\n  idle: 30m\n  console: ssh\n  ssh: { user: student }\n");
+        text.push_str(
+            "session:\n  expiry: 4h\n  idle: 30m\n  console: ssh\n  ssh: { user: student }\n",
+        );
     } else {
         text.push_str("session: { expiry: 2h, idle: 20m }\n");
     }
@@ -62,7 +64,11 @@ fn main() {
         let loaded = labpool::course::load_paths(&paths, None);
         times.push(start.elapsed());
         assert_eq!(loaded.files_checked, COURSES);
-        assert!(loaded.is_valid(), "generated courses are valid: {:?}", loaded.diagnostics.first());
+        assert!(
+            loaded.is_valid(),
+            "generated courses are valid: {:?}",
+            loaded.diagnostics.first()
+        );
         assert_eq!(loaded.courses.len(), COURSES);
     }
     times.sort();
@@ -82,10 +88,20 @@ fn main() {
         .expect("labpool runs");
     let command = start.elapsed();
     assert!(status.success());
-    println!("validate: `labpool validate` command {:>7.1} ms (process start included)", ms(command));
+    println!(
+        "validate: `labpool validate` command {:>7.1} ms (process start included)",
+        ms(command)
+    );
 
-    let verdict = if median.max(command) < TARGET { "met" } else { "MISSED" };
-    println!("validate: target under {} ms: {verdict}", TARGET.as_millis());
+    let verdict = if median.max(command) < TARGET {
+        "met"
+    } else {
+        "MISSED"
+    };
+    println!(
+        "validate: target under {} ms: {verdict}",
+        TARGET.as_millis()
+    );
 }
 
 fn ms(d: Duration) -> f64 {

@@ -73,7 +73,12 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
-fn validate(paths: &[PathBuf], format: Format, config: Option<&std::path::Path>, quiet: bool) -> u8 {
+fn validate(
+    paths: &[PathBuf],
+    format: Format,
+    config: Option<&std::path::Path>,
+    quiet: bool,
+) -> u8 {
     let mut stdout = anstream::stdout();
     let config = match config.map(Config::load).transpose() {
         Ok(config) => config,
@@ -94,7 +99,10 @@ fn validate(paths: &[PathBuf], format: Format, config: Option<&std::path::Path>,
         files_checked: loaded.files_checked,
         diagnostics: loaded.diagnostics,
     };
-    if let Err(e) = report.write(format, &mut stdout).and_then(|()| stdout.flush()) {
+    if let Err(e) = report
+        .write(format, &mut stdout)
+        .and_then(|()| stdout.flush())
+    {
         eprintln!("labpool: cannot write the report: {e}");
         return exit::ERROR;
     }

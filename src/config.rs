@@ -120,9 +120,17 @@ pub struct ConfigError {
 impl Config {
     /// Reads and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let fail = |d: Diagnostic| ConfigError { diagnostics: vec![d] };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| fail(Diagnostic::new(path, Position::START, Code::IoError, e.to_string())))?;
+        let fail = |d: Diagnostic| ConfigError {
+            diagnostics: vec![d],
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            fail(Diagnostic::new(
+                path,
+                Position::START,
+                Code::IoError,
+                e.to_string(),
+            ))
+        })?;
         Config::parse(path, &text)
     }
 
@@ -135,14 +143,13 @@ impl Config {
         };
         match serde_path_to_error::deserialize::<_, Config>(&doc.value) {
             Err(e) => {
-                let pointer = e
-                    .path()
-                    .iter()
-                    .fold(String::new(), |p, seg| match seg {
-                        serde_path_to_error::Segment::Seq { index } => yaml::pointer_push(&p, &index.to_string()),
-                        serde_path_to_error::Segment::Map { key } => yaml::pointer_push(&p, key),
-                        _ => p,
-                    });
+                let pointer = e.path().iter().fold(String::new(), |p, seg| match seg {
+                    serde_path_to_error::Segment::Seq { index } => {
+                        yaml::pointer_push(&p, &index.to_string())
+                    }
+                    serde_path_to_error::Segment::Map { key } => yaml::pointer_push(&p, key),
+                    _ => p,
+                });
                 let message = e.inner().to_string();
                 let (_, message) = crate::course::values::ValueError::from_serde_message(&message);
                 diagnostics.push(Diagnostic::new(
@@ -182,11 +189,18 @@ impl Config {
                         path,
                         at("images"),
                         Code::UnknownImage,
-                        format!("host `{}` lists image `{image}`, which is not in `images`", host.name),
+                        format!(
+                            "host `{}` lists image `{image}`, which is not in `images`",
+                            host.name
+                        ),
                     ));
                 }
             }
-            if host.capacity.vms == 0 || host.capacity.vcpus == 0 || !(host.capacity.cpu_overcommit >= 1.0) {
+            if host.capacity.vms == 0
+                || host.capacity.vcpus == 0
+                || host.capacity.cpu_overcommit.is_nan()
+                || host.capacity.cpu_overcommit < 1.0
+            {
                 out.push(Diagnostic::new(
                     path,
                     at("capacity"),
@@ -227,11 +241,17 @@ mod tests {
 
     #[test]
     fn reports_problems_with_positions() {
-        let text = "hosts:\n  - name: a\n    uri: x\n    capacity: { vms: 4, memory: 8 gigs, vcpus: 4 }\n";
+        let text =
+            "hosts:\n  - name: a\n    uri: x\n    capacity: { vms: 4, memory: 8 gigs, vcpus: 4 }\n";
         let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();
         let d = &err.diagnostics[0];
         assert_eq!((d.position.line, d.code), (4, Code::InvalidValue));
-        assert!(d.message.starts_with("hosts[0].capacity.memory: size \"8 gigs\""), "{}", d.message);
+        assert!(
+            d.message
+                .starts_with("hosts[0].capacity.memory: size \"8 gigs\""),
+            "{}",
+            d.message
+        );
 
         let text = "images:\n  both: { volume: v, kernel: k, initrd: i }\n  none: {}\n";
         let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();

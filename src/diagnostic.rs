@@ -365,7 +365,10 @@ mod tests {
         for code in Code::ALL {
             let s = code.as_str();
             assert!(seen.insert(s), "{s} twice");
-            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit()));
+            assert!(
+                s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-' || c.is_ascii_digit())
+            );
             assert_eq!(serde_json::to_value(code).unwrap(), s);
         }
     }

@@ -9,7 +9,6 @@
 //! resolving plain scalars with the YAML 1.2 core schema (so `no` is a string
 //! and `09:45` is not a number).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -210,11 +209,12 @@ impl<'f> Builder<'f> {
         let at = position(&span.start);
         match event {
             Event::Scalar(text, style, anchor, tag) => {
-                let value = match Scalar::parse_from_cow_and_metadata(text.clone(), style, tag.as_ref()) {
-                    Some(scalar) => scalar_to_json(scalar, &text),
-                    // A core-schema tag whose text does not fit (`!!int abc`): keep the text.
-                    None => Value::String(text.into_owned()),
-                };
+                let value =
+                    match Scalar::parse_from_cow_and_metadata(text.clone(), style, tag.as_ref()) {
+                        Some(scalar) => scalar_to_json(scalar, &text),
+                        // A core-schema tag whose text does not fit (`!!int abc`): keep the text.
+                        None => Value::String(text.into_owned()),
+                    };
                 self.record_span(at);
                 self.emit(value, anchor, at);
             }
@@ -284,7 +284,8 @@ impl<'f> Builder<'f> {
     /// Records where the node that starts at `at` lives; returns its pointer.
     fn record_span(&mut self, at: Position) -> Option<String> {
         let (pointer, key) = self.next_pointer()?;
-        self.spans.insert(pointer.clone(), NodeSpan { key, value: at });
+        self.spans
+            .insert(pointer.clone(), NodeSpan { key, value: at });
         Some(pointer)
     }
 
@@ -314,7 +315,10 @@ impl<'f> Builder<'f> {
                             file,
                             at,
                             Code::DuplicateKey,
-                            format!("`{key}` appears twice in this mapping (first on line {})", first.line),
+                            format!(
+                                "`{key}` appears twice in this mapping (first on line {})",
+                                first.line
+                            ),
                         ));
                         *dropping = true;
                     } else {
@@ -342,7 +346,7 @@ fn key_text(value: &Value) -> String {
     }
 }
 
-fn scalar_to_json(scalar: Scalar<'_>, text: &Cow<'_, str>) -> Value {
+fn scalar_to_json(scalar: Scalar<'_>, text: &str) -> Value {
     match scalar {
         Scalar::Null => Value::Null,
         Scalar::Boolean(b) => Value::Bool(b),
@@ -374,7 +378,10 @@ mod tests {
     #[test]
     fn values_and_positions_of_block_and_flow_nodes() {
         let d = doc("# header\nname: x\nvm: { vcpus: 2, memory: 1GiB }\nlist:\n  - a\n  - b: 1\n");
-        assert_eq!(d.value, json!({"name": "x", "vm": {"vcpus": 2, "memory": "1GiB"}, "list": ["a", {"b": 1}]}));
+        assert_eq!(
+            d.value,
+            json!({"name": "x", "vm": {"vcpus": 2, "memory": "1GiB"}, "list": ["a", {"b": 1}]})
+        );
         assert_eq!(d.value_position("/name"), at(2, 7));
         assert_eq!(d.key_position("/name"), at(2, 1));
         assert_eq!(d.value_position("/vm/memory"), at(3, 25));
@@ -387,7 +394,9 @@ mod tests {
 
     #[test]
     fn plain_scalars_follow_the_yaml_1_2_core_schema() {
-        let d = doc("a: no\nb: '09:45'\nc: 09:45\nd: 1.5\ne: ~\nf: true\ng: !!str 123\nh: \"7\"\ni: .nan\n");
+        let d = doc(
+            "a: no\nb: '09:45'\nc: 09:45\nd: 1.5\ne: ~\nf: true\ng: !!str 123\nh: \"7\"\ni: .nan\n",
+        );
         assert_eq!(
             d.value,
             json!({"a": "no", "b": "09:45", "c": "09:45", "d": 1.5, "e": null, "f": true, "g": "123", "h": "7", "i": ".nan"})
@@ -402,9 +411,22 @@ mod tests {
 
     #[test]
     fn duplicate_keys_are_reported_and_the_first_kept() {
-        let parsed = parse(Path::new("t.yaml"), "a: 1\nb:\n  c: 2\n  c: 3\na: { x: 1 }\n");
-        let found: Vec<_> = parsed.diagnostics.iter().map(|d| (d.position, d.code)).collect();
-        assert_eq!(found, vec![(at(4, 3), Code::DuplicateKey), (at(5, 1), Code::DuplicateKey)]);
+        let parsed = parse(
+            Path::new("t.yaml"),
+            "a: 1\nb:\n  c: 2\n  c: 3\na: { x: 1 }\n",
+        );
+        let found: Vec<_> = parsed
+            .diagnostics
+            .iter()
+            .map(|d| (d.position, d.code))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (at(4, 3), Code::DuplicateKey),
+                (at(5, 1), Code::DuplicateKey)
+            ]
+        );
         let d = parsed.document.unwrap();
         assert_eq!(d.value, json!({"a": 1, "b": {"c": 2}}));
         // The dropped value's positions do not replace the kept one's.
@@ -421,7 +443,10 @@ mod tests {
         assert_eq!(p.diagnostics[0].code, Code::EmptyFile);
 
         let p = parse(Path::new("t.yaml"), "a: 1\n---\nb: 2\n");
-        assert_eq!((p.diagnostics[0].code, p.diagnostics[0].position.line), (Code::MultipleDocuments, 2));
+        assert_eq!(
+            (p.diagnostics[0].code, p.diagnostics[0].position.line),
+            (Code::MultipleDocuments, 2)
+        );
         assert_eq!(p.document.unwrap().value, json!({"a": 1}));
     }
 

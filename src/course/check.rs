@@ -42,7 +42,9 @@ impl<'a> View<'a> {
     /// The field at `pointer`, typed: `None` when it is absent, or it (or
     /// something inside it) already has a diagnostic, or it does not parse.
     pub fn get<T: DeserializeOwned>(&self, pointer: &str) -> Option<T> {
-        let inside = |p: &String| p == pointer || p.strip_prefix(pointer).is_some_and(|r| r.starts_with('/'));
+        let inside = |p: &String| {
+            p == pointer || p.strip_prefix(pointer).is_some_and(|r| r.starts_with('/'))
+        };
         if self.broken.iter().any(inside) {
             return None;
         }
@@ -83,7 +85,9 @@ fn pool(view: &View<'_>, out: &mut Vec<Diagnostic>) {
             out,
             "/pool/warm",
             Code::WarmExceedsMax,
-            format!("`pool.warm` is {warm} but `pool.max` is {max}: warm VMs count toward the maximum"),
+            format!(
+                "`pool.warm` is {warm} but `pool.max` is {max}: warm VMs count toward the maximum"
+            ),
         );
     }
     let count = view
@@ -120,7 +124,10 @@ fn pool(view: &View<'_>, out: &mut Vec<Diagnostic>) {
                 out,
                 &format!("{here}/warm"),
                 Code::WindowWarmExceedsMax,
-                format!("schedule window {} asks for {warm} warm VMs but `pool.max` is {max}", i + 1),
+                format!(
+                    "schedule window {} asks for {warm} warm VMs but `pool.max` is {max}",
+                    i + 1
+                ),
             );
         }
         let Some(w) = window else { continue };
@@ -255,7 +262,10 @@ fn hosts(view: &View<'_>, config: &Config, out: &mut Vec<Diagnostic>) {
     if carriers.iter().any(|h| h.fits(vm.vcpus, vm.memory)) {
         return;
     }
-    let detail = match carriers.iter().max_by_key(|h| (h.capacity.memory, h.capacity.vcpus)) {
+    let detail = match carriers
+        .iter()
+        .max_by_key(|h| (h.capacity.memory, h.capacity.vcpus))
+    {
         None => format!("no host carries image `{image}`"),
         Some(h) => format!(
             "the largest host with image `{image}` is `{}` with {} vCPUs and {}",
@@ -266,7 +276,10 @@ fn hosts(view: &View<'_>, config: &Config, out: &mut Vec<Diagnostic>) {
         out,
         "/vm",
         Code::NoHostFits,
-        format!("no host can hold one VM of {} vCPUs and {}: {detail}", vm.vcpus, vm.memory),
+        format!(
+            "no host can hold one VM of {} vCPUs and {}: {detail}",
+            vm.vcpus, vm.memory
+        ),
     );
 }
 
@@ -296,7 +309,10 @@ impl Identity {
             .enumerate()
             .filter_map(|(i, v)| {
                 let id = v.as_str().filter(|s| !s.is_empty())?;
-                Some((id.to_string(), doc.value_position(&format!("/lti/contexts/{i}"))))
+                Some((
+                    id.to_string(),
+                    doc.value_position(&format!("/lti/contexts/{i}")),
+                ))
             })
             .collect();
         Identity {
@@ -309,7 +325,11 @@ impl Identity {
     /// The file name must say which course it holds.
     pub fn check_file_name(&self, out: &mut Vec<Diagnostic>) {
         let Some((name, at)) = &self.name else { return };
-        let stem = self.file.file_stem().map(|s| s.to_string_lossy()).unwrap_or_default();
+        let stem = self
+            .file
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default();
         if stem != name.as_str() {
             out.push(Diagnostic::new(
                 &self.file,
@@ -335,7 +355,11 @@ pub fn across(files: &[Identity], out: &mut Vec<Diagnostic>) {
                     &id.file,
                     *at,
                     Code::DuplicateName,
-                    format!("course `{name}` is already defined in {}:{}", first.display(), first_at.line),
+                    format!(
+                        "course `{name}` is already defined in {}:{}",
+                        first.display(),
+                        first_at.line
+                    ),
                 )),
                 None => {
                     names.insert(name, (&id.file, *at));

@@ -58,9 +58,7 @@ fn is_course_file(path: &Path) -> bool {
     let hidden = path
         .file_name()
         .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-    let yaml = path
-        .extension()
-        .is_some_and(|e| e == "yaml" || e == "yml");
+    let yaml = path.extension().is_some_and(|e| e == "yaml" || e == "yml");
     yaml && !hidden
 }
 
@@ -90,7 +88,9 @@ pub fn discover(paths: &[PathBuf], diagnostics: &mut Vec<Diagnostic>) -> Vec<Pat
             .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
         for entry in walk {
             match entry {
-                Ok(e) if !e.file_type().is_dir() && is_course_file(e.path()) => files.push(e.into_path()),
+                Ok(e) if !e.file_type().is_dir() && is_course_file(e.path()) => {
+                    files.push(e.into_path())
+                }
                 Ok(_) => {}
                 Err(e) => {
                     let at = e.path().unwrap_or(path).to_path_buf();
@@ -126,9 +126,12 @@ pub fn load_paths(paths: &[PathBuf], config: Option<&Config>) -> Loaded {
                 format!("cannot read: {e}"),
             )),
             Ok(bytes) => match String::from_utf8(bytes) {
-                Err(e) => loaded.diagnostics.push(not_utf8(file, e.as_bytes(), e.utf8_error())),
+                Err(e) => loaded
+                    .diagnostics
+                    .push(not_utf8(file, e.as_bytes(), e.utf8_error())),
                 Ok(text) => {
-                    let (course, identity) = check_text(file, &text, config, &mut loaded.diagnostics);
+                    let (course, identity) =
+                        check_text(file, &text, config, &mut loaded.diagnostics);
                     identities.extend(identity);
                     loaded.courses.extend(course);
                 }

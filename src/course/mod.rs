@@ -12,4 +12,6 @@ pub mod spec;
 pub mod values;
 
 pub use load::{Loaded, LoadedCourse, load_paths};
-pub use spec::{Console, Course, LtiSpec, PoolSpec, Probe, Readiness, SessionSpec, SshSpec, VmSpec, Window};
+pub use spec::{
+    Console, Course, LtiSpec, PoolSpec, Probe, Readiness, SessionSpec, SshSpec, VmSpec, Window,
+};

@@ -51,7 +51,9 @@ fn tighten(value: &mut Value) {
             if let Some(Value::Array(branches)) = map.get_mut("anyOf") {
                 branches.retain(|b| b.get("type").and_then(Value::as_str) != Some("null"));
                 if branches.len() == 1 {
-                    let Some(Value::Object(only)) = branches.pop() else { unreachable!() };
+                    let Some(Value::Object(only)) = branches.pop() else {
+                        unreachable!()
+                    };
                     map.remove("anyOf");
                     for (k, v) in only {
                         map.entry(k).or_insert(v);
@@ -115,9 +117,13 @@ impl SchemaChecker {
             let schema = course_schema().to_value();
             let options = values::FORMATS.iter().fold(
                 jsonschema::draft7::options().should_validate_formats(true),
-                |options, (name, check)| options.with_format(*name, move |s: &str| check(s).is_none()),
+                |options, (name, check)| {
+                    options.with_format(*name, move |s: &str| check(s).is_none())
+                },
             );
-            let validator = options.build(&schema).expect("the generated schema compiles");
+            let validator = options
+                .build(&schema)
+                .expect("the generated schema compiles");
             SchemaChecker { schema, validator }
         })
     }
@@ -145,7 +151,13 @@ impl SchemaChecker {
         findings
     }
 
-    fn explain(&self, file: &Path, doc: &Document, error: &ValidationError<'_>, out: &mut Vec<Finding>) {
+    fn explain(
+        &self,
+        file: &Path,
+        doc: &Document,
+        error: &ValidationError<'_>,
+        out: &mut Vec<Finding>,
+    ) {
         let at = error.instance_path().as_str();
         let what = describe(at);
         let instance = error.instance();
@@ -169,7 +181,12 @@ impl SchemaChecker {
                         "unknown field `{key}` in {what}{hint}; expected one of: {}",
                         allowed.join(", ")
                     );
-                    push(doc.key_position(&pointer), Code::UnknownField, message, Some(pointer));
+                    push(
+                        doc.key_position(&pointer),
+                        Code::UnknownField,
+                        message,
+                        Some(pointer),
+                    );
                 }
             }
             ValidationErrorKind::Required { property } => {
@@ -184,10 +201,17 @@ impl SchemaChecker {
             ValidationErrorKind::Type { kind } => {
                 let expected = match kind {
                     TypeKind::Single(t) => article(&t.to_string()),
-                    TypeKind::Multiple(ts) => ts.iter().map(|t| article(&t.to_string())).collect::<Vec<_>>().join(" or "),
+                    TypeKind::Multiple(ts) => ts
+                        .iter()
+                        .map(|t| article(&t.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
                 };
                 let message = if at.is_empty() {
-                    format!("a course file must be a mapping of fields, not {}", type_of(instance))
+                    format!(
+                        "a course file must be a mapping of fields, not {}",
+                        type_of(instance)
+                    )
                 } else {
                     format!("{what} must be {expected}, not {}", type_of(instance))
                 };
@@ -202,19 +226,32 @@ impl SchemaChecker {
                     .and_then(|format| values::explain(format, text));
                 let (code, message) = match explained {
                     Some(e) => (e.code, format!("{what}: {}", e.message)),
-                    None => (Code::InvalidValue, format!("{what}: \"{text}\" {}", self.form_hint(error))),
+                    None => (
+                        Code::InvalidValue,
+                        format!("{what}: \"{text}\" {}", self.form_hint(error)),
+                    ),
                 };
                 push(doc.position(at), code, message, None);
             }
             ValidationErrorKind::Enum { options } => {
-                let choices: Vec<&str> = options.as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-                let got = instance.as_str().map_or_else(|| instance.to_string(), |s| format!("\"{s}\""));
+                let choices: Vec<&str> = options
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let got = instance
+                    .as_str()
+                    .map_or_else(|| instance.to_string(), |s| format!("\"{s}\""));
                 let hint = instance
                     .as_str()
                     .and_then(|s| closest(s, choices.iter().copied()))
                     .map(|c| format!(" (did you mean `{c}`?)"))
                     .unwrap_or_default();
-                let message = format!("{what} must be one of {}, not {got}{hint}", choices.join(", "));
+                let message = format!(
+                    "{what} must be one of {}, not {got}{hint}",
+                    choices.join(", ")
+                );
                 push(doc.position(at), Code::InvalidValue, message, None);
             }
             ValidationErrorKind::Minimum { limit } => push(
@@ -229,9 +266,12 @@ impl SchemaChecker {
                 format!("{what} must be at most {limit}, not {instance}"),
                 None,
             ),
-            ValidationErrorKind::MinLength { .. } => {
-                push(doc.position(at), Code::InvalidValue, format!("{what} must not be empty"), None)
-            }
+            ValidationErrorKind::MinLength { .. } => push(
+                doc.position(at),
+                Code::InvalidValue,
+                format!("{what} must not be empty"),
+                None,
+            ),
             ValidationErrorKind::MinItems { limit } => {
                 let message = match limit {
                     1 => format!("{what} must not be empty"),
@@ -247,7 +287,9 @@ impl SchemaChecker {
                     .find(|(i, v)| items[..*i].contains(v))
                     .map(|(i, v)| (i, v.clone()))
                     .unwrap_or((0, Value::Null));
-                let shown = repeated.as_str().map_or_else(|| repeated.to_string(), str::to_string);
+                let shown = repeated
+                    .as_str()
+                    .map_or_else(|| repeated.to_string(), str::to_string);
                 push(
                     doc.value_position(&pointer_push(at, &index.to_string())),
                     Code::InvalidValue,
@@ -255,7 +297,12 @@ impl SchemaChecker {
                     None,
                 );
             }
-            _ => push(doc.position(at), Code::InvalidValue, format!("{what}: {error}"), None),
+            _ => push(
+                doc.position(at),
+                Code::InvalidValue,
+                format!("{what}: {error}"),
+                None,
+            ),
         }
     }
 
@@ -282,12 +329,20 @@ impl SchemaChecker {
             .owner(error)
             .and_then(|s| s.get("examples"))
             .and_then(Value::as_array)
-            .map(|ex| ex.iter().filter_map(Value::as_str).map(str::to_string).collect::<Vec<_>>())
+            .map(|ex| {
+                ex.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         if examples.is_empty() {
             "does not have the expected form".to_string()
         } else {
-            format!("does not have the expected form, such as \"{}\"", examples.join("\" or \""))
+            format!(
+                "does not have the expected form, such as \"{}\"",
+                examples.join("\" or \"")
+            )
         }
     }
 }

@@ -79,13 +79,16 @@ macro_rules! string_value {
     };
 }
 
+/// A value type's check: `None` when the text is a valid value.
+pub type FormatCheck = fn(&str) -> Option<ValueError>;
+
 /// The JSON Schema `format` of each value type, with its parser's verdict.
 ///
 /// Patterns let editors and other validators check a value's form; a format
 /// carries what no pattern can (a real time zone, a size above zero). Other
 /// validators ignore formats they do not know, as the JSON Schema spec asks;
 /// labpool registers these and so reports every bad value in one pass.
-pub const FORMATS: &[(&str, fn(&str) -> Option<ValueError>)] = &[
+pub const FORMATS: &[(&str, FormatCheck)] = &[
     ("labpool-course-name", |s| s.parse::<CourseName>().err()),
     ("labpool-image-name", |s| s.parse::<ImageName>().err()),
     ("labpool-byte-size", |s| s.parse::<ByteSize>().err()),
@@ -133,7 +136,10 @@ fn dns_label(s: &str, what: &str, code: Code) -> Result<(), ValueError> {
         return Err(ValueError::new(code, format!("{what} is empty")));
     }
     if s.len() > 63 {
-        return fail(format!("is {} characters long; at most 63 are allowed", s.len()));
+        return fail(format!(
+            "is {} characters long; at most 63 are allowed",
+            s.len()
+        ));
     }
     let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
     if !s.chars().all(allowed) {
@@ -148,7 +154,9 @@ fn dns_label(s: &str, what: &str, code: Code) -> Result<(), ValueError> {
         } else {
             format!(" (try \"{suggestion}\")")
         };
-        return fail(format!("may only contain lowercase letters, digits and '-'{hint}"));
+        return fail(format!(
+            "may only contain lowercase letters, digits and '-'{hint}"
+        ));
     }
     if s.starts_with('-') || s.ends_with('-') {
         return fail("must not start or end with '-'".to_string());
@@ -277,7 +285,10 @@ impl FromStr for ByteSize {
         let Some(&(_, scale)) = SIZE_UNITS.iter().find(|(u, _)| *u == unit) else {
             let hint = SIZE_UNITS
                 .iter()
-                .find(|(u, _)| u.eq_ignore_ascii_case(unit) || u.trim_end_matches("iB").eq_ignore_ascii_case(unit))
+                .find(|(u, _)| {
+                    u.eq_ignore_ascii_case(unit)
+                        || u.trim_end_matches("iB").eq_ignore_ascii_case(unit)
+                })
                 .map(|(u, _)| format!(" (did you mean {u}?)"))
                 .unwrap_or_default();
             return bad(&format!("has an unknown unit \"{unit}\"{hint}"));
@@ -305,7 +316,12 @@ impl FromStr for ByteSize {
 impl fmt::Display for ByteSize {
     /// The largest binary unit that shows the size exactly (`16GiB`, `1536MiB`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (unit, scale) in [("TiB", 1u64 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        for (unit, scale) in [
+            ("TiB", 1u64 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ] {
             if self.0 >= scale && self.0 % scale == 0 {
                 return write!(f, "{}{unit}", self.0 / scale);
             }
@@ -351,7 +367,9 @@ impl FromStr for Duration {
         let bad = |why: String| {
             Err(ValueError::new(
                 Code::InvalidDuration,
-                format!("duration \"{s}\" {why}; write numbers with units d, h, m or s, such as 30m, 4h or 1h30m"),
+                format!(
+                    "duration \"{s}\" {why}; write numbers with units d, h, m or s, such as 30m, 4h or 1h30m"
+                ),
             ))
         };
         if s.is_empty() {
@@ -360,7 +378,9 @@ impl FromStr for Duration {
         let mut total: u64 = 0;
         let mut rest = s;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return bad(format!("has \"{rest}\" where a number belongs"));
             }
@@ -449,7 +469,9 @@ impl FromStr for TimeOfDay {
         let bad = || {
             Err(ValueError::new(
                 Code::InvalidTime,
-                format!("time \"{s}\" is not a time of day; write HH:MM in 24-hour form, such as 09:45 or 17:00"),
+                format!(
+                    "time \"{s}\" is not a time of day; write HH:MM in 24-hour form, such as 09:45 or 17:00"
+                ),
             ))
         };
         let Some((h, m)) = s.split_once(':') else {
@@ -539,7 +561,9 @@ pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -
 // ---------------------------------------------------------------------------
 
 /// A day of the week, as written in schedules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Day {
     Mon,
@@ -575,8 +599,14 @@ mod tests {
         assert_eq!("512MiB".parse::<ByteSize>().unwrap(), ByteSize::mib(512));
         assert_eq!("16GiB".parse::<ByteSize>().unwrap(), ByteSize::gib(16));
         assert_eq!("16 GiB".parse::<ByteSize>().unwrap(), ByteSize::gib(16));
-        assert_eq!("1.5GiB".parse::<ByteSize>().unwrap().as_bytes(), 1_610_612_736);
-        assert_eq!("20GB".parse::<ByteSize>().unwrap().as_bytes(), 20_000_000_000);
+        assert_eq!(
+            "1.5GiB".parse::<ByteSize>().unwrap().as_bytes(),
+            1_610_612_736
+        );
+        assert_eq!(
+            "20GB".parse::<ByteSize>().unwrap().as_bytes(),
+            20_000_000_000
+        );
         assert_eq!(ByteSize::gib(16).to_string(), "16GiB");
         assert_eq!("1.5GiB".parse::<ByteSize>().unwrap().to_string(), "1536MiB");
     }
@@ -615,16 +645,27 @@ mod tests {
         assert_eq!("09:45".parse::<TimeOfDay>().unwrap().minutes(), 585);
         assert_eq!("24:00".parse::<TimeOfDay>().unwrap().minutes(), 1440);
         for bad in ["9:45", "24:01", "12:60", "noon", "12:5"] {
-            assert_eq!(bad.parse::<TimeOfDay>().unwrap_err().code, Code::InvalidTime, "{bad}");
+            assert_eq!(
+                bad.parse::<TimeOfDay>().unwrap_err().code,
+                Code::InvalidTime,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn time_zones_suggest_the_closest_name() {
-        assert_eq!("America/Chicago".parse::<TimeZone>().unwrap().to_string(), "America/Chicago");
+        assert_eq!(
+            "America/Chicago".parse::<TimeZone>().unwrap().to_string(),
+            "America/Chicago"
+        );
         let e = "America/Chicgo".parse::<TimeZone>().unwrap_err();
         assert_eq!(e.code, Code::UnknownTimeZone);
-        assert!(e.message.contains("did you mean America/Chicago?"), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean America/Chicago?"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -644,11 +685,14 @@ mod tests {
     fn patterns_agree_with_parsers() {
         let samples = [
             "512MiB", "16 GiB", "1.5GiB", "16", "16gb", "0MiB", "1.GiB", "30m", "1h30m", "1h 30m",
-            "4M", "1h ", " 1h", "09:45", "24:00", "24:01", "9:45", "rhel-101", "RHEL", "-x", "a-", "x.y", "a_b",
-            "",
+            "4M", "1h ", " 1h", "09:45", "24:00", "24:01", "9:45", "rhel-101", "RHEL", "-x", "a-",
+            "x.y", "a_b", "",
         ];
         for (name, parse_ok) in [
-            ("ByteSize", (|s: &str| s.parse::<ByteSize>().is_ok()) as fn(&str) -> bool),
+            (
+                "ByteSize",
+                (|s: &str| s.parse::<ByteSize>().is_ok()) as fn(&str) -> bool,
+            ),
             ("Duration", |s| s.parse::<Duration>().is_ok()),
             ("TimeOfDay", |s| s.parse::<TimeOfDay>().is_ok()),
             ("CourseName", |s| s.parse::<CourseName>().is_ok()),
@@ -674,7 +718,10 @@ mod tests {
     fn codes_survive_the_trip_through_serde() {
         let e: serde_json::Error = ValueError::new(Code::InvalidSize, "bad").into_serde();
         let text = e.to_string();
-        assert_eq!(ValueError::from_serde_message(&text), (Some(Code::InvalidSize), "bad"));
+        assert_eq!(
+            ValueError::from_serde_message(&text),
+            (Some(Code::InvalidSize), "bad")
+        );
         assert_eq!(ValueError::from_serde_message("plain"), (None, "plain"));
     }
 }

@@ -12,7 +12,11 @@ fn the_example_courses_are_valid_by_default_path_and_against_the_example_config(
     let run = labpool(&["validate"]);
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(run.stdout, "");
-    assert!(run.stderr.contains("checked 3 files: no problems"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("checked 3 files: no problems"),
+        "{}",
+        run.stderr
+    );
 
     let run = labpool(&["validate", "--config", "labpool.yaml", "courses/"]);
     assert_eq!(run.status, 0, "{run:?}");
@@ -22,24 +26,53 @@ fn the_example_courses_are_valid_by_default_path_and_against_the_example_config(
 fn an_unreadable_file_is_an_io_error_that_hides_nothing() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("ok.yaml"), VALID).unwrap();
-    fs::write(dir.path().join("bad.yaml"), VALID.replace("name: ok", "name: bad").replace("warm: 1", "warm: 3")).unwrap();
+    fs::write(
+        dir.path().join("bad.yaml"),
+        VALID
+            .replace("name: ok", "name: bad")
+            .replace("warm: 1", "warm: 3"),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("/nonexistent/labpool", dir.path().join("gone.yaml")).unwrap();
 
     let run = labpool_in(dir.path(), &["validate", "."]);
     assert_eq!(run.status, 2, "{run:?}");
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 2, "{}", run.stdout);
-    assert!(lines[0].starts_with("./bad.yaml:5:15: warm-exceeds-max: "), "{}", lines[0]);
-    assert!(lines[1].starts_with("./gone.yaml:1:1: io-error: cannot read: "), "{}", lines[1]);
-    assert!(run.stderr.contains("checked 3 files: 2 problems in 2 files"), "{}", run.stderr);
+    assert!(
+        lines[0].starts_with("./bad.yaml:5:15: warm-exceeds-max: "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("./gone.yaml:1:1: io-error: cannot read: "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        run.stderr
+            .contains("checked 3 files: 2 problems in 2 files"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
 fn a_missing_path_is_an_io_error_and_other_paths_are_still_checked() {
-    let run = labpool(&["validate", "no/such/folder", "tests/corpus/semantic/warm-exceeds-max.yaml"]);
+    let run = labpool(&[
+        "validate",
+        "no/such/folder",
+        "tests/corpus/semantic/warm-exceeds-max.yaml",
+    ]);
     assert_eq!(run.status, 2, "{run:?}");
-    assert!(run.stdout.contains("no/such/folder:1:1: io-error: no such file or folder"));
-    assert!(run.stdout.contains("warm-exceeds-max.yaml:6:9: warm-exceeds-max:"));
+    assert!(
+        run.stdout
+            .contains("no/such/folder:1:1: io-error: no such file or folder")
+    );
+    assert!(
+        run.stdout
+            .contains("warm-exceeds-max.yaml:6:9: warm-exceeds-max:")
+    );
 }
 
 #[test]
@@ -58,11 +91,20 @@ fn an_empty_folder_is_valid_and_says_so() {
 
 #[test]
 fn github_format_writes_one_annotation_per_diagnostic() {
-    let run = labpool(&["validate", "--format", "github", "tests/corpus/twenty-mistakes"]);
+    let run = labpool(&[
+        "validate",
+        "--format",
+        "github",
+        "tests/corpus/twenty-mistakes",
+    ]);
     assert_eq!(run.status, 1);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 20);
-    assert!(lines.iter().all(|l| l.starts_with("::error file=tests/corpus/twenty-mistakes/")));
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("::error file=tests/corpus/twenty-mistakes/"))
+    );
     assert!(
         lines.contains(&"::error file=tests/corpus/twenty-mistakes/algebra.yaml,line=10,col=9,title=warm-exceeds-max::`pool.warm` is 12 but `pool.max` is 8: warm VMs count toward the maximum"),
         "{}",
@@ -90,7 +132,11 @@ fn json_format_has_every_field_of_every_diagnostic() {
 fn a_broken_config_is_a_usage_error_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("labpool.yaml");
-    fs::write(&config, "hosts:\n  - name: a\n    uri: qemu:///system\n    capcity: {}\n").unwrap();
+    fs::write(
+        &config,
+        "hosts:\n  - name: a\n    uri: qemu:///system\n    capcity: {}\n",
+    )
+    .unwrap();
     let run = labpool(&["validate", "--config", config.to_str().unwrap(), "courses"]);
     assert_eq!(run.status, 2, "{run:?}");
     assert!(run.stdout.contains("labpool.yaml:4:5: invalid-value: hosts[0].capcity: unknown field `capcity`, expected one of"), "{}", run.stdout);
@@ -102,9 +148,19 @@ fn config_adds_the_image_and_size_checks() {
     let course = dir.path().join("ok.yaml");
     fs::write(&course, VALID.replace("busybox", "fedora")).unwrap();
     let config = root().join("labpool.yaml");
-    let run = labpool(&["validate", "--config", config.to_str().unwrap(), course.to_str().unwrap()]);
+    let run = labpool(&[
+        "validate",
+        "--config",
+        config.to_str().unwrap(),
+        course.to_str().unwrap(),
+    ]);
     assert_eq!(run.status, 1);
-    assert!(run.stdout.contains(":3:8: unknown-image: image `fedora` is not in the hosts' image catalog"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(":3:8: unknown-image: image `fedora` is not in the hosts' image catalog"),
+        "{}",
+        run.stdout
+    );
     // Without the config the same file is valid: the catalog is not guessed.
     assert_eq!(labpool(&["validate", course.to_str().unwrap()]).status, 0);
 }

@@ -46,7 +46,10 @@ fn cases() -> Vec<Case> {
     }
     cases.push(Case {
         path: corpus.join("hosts"),
-        args: vec!["--config".into(), "tests/fixtures/labpool-hosts.yaml".into()],
+        args: vec![
+            "--config".into(),
+            "tests/fixtures/labpool-hosts.yaml".into(),
+        ],
     });
     cases.push(Case {
         path: corpus.join("twenty-mistakes"),
@@ -66,10 +69,15 @@ fn markers(path: &Path) -> BTreeMap<(String, u64), Vec<String>> {
     for file in files {
         let bytes = std::fs::read(&file).unwrap();
         let text = String::from_utf8_lossy(&bytes);
-        let shown = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
+        let shown = file
+            .strip_prefix(root())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         for (i, line) in text.lines().enumerate() {
             if let Some((_, codes)) = line.split_once("# expect: ") {
-                let mut codes: Vec<String> = codes.split(',').map(|c| c.trim().to_string()).collect();
+                let mut codes: Vec<String> =
+                    codes.split(',').map(|c| c.trim().to_string()).collect();
                 codes.sort();
                 out.insert((shown.clone(), i as u64 + 1), codes);
             }
@@ -101,9 +109,12 @@ fn every_marked_mistake_is_reported_at_its_line_and_nothing_else() {
         let (found, status) = diagnostics(&args);
         let mut got: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
         for d in &found {
-            got.entry((d["file"].as_str().unwrap().to_string(), d["line"].as_u64().unwrap()))
-                .or_default()
-                .push(d["code"].as_str().unwrap().to_string());
+            got.entry((
+                d["file"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+            ))
+            .or_default()
+            .push(d["code"].as_str().unwrap().to_string());
         }
         got.values_mut().for_each(|codes| codes.sort());
         let want = markers(&case.path);
@@ -133,10 +144,14 @@ fn output_matches_the_golden_files() {
             std::fs::write(&golden, &run.stdout).unwrap();
             continue;
         }
-        let want = std::fs::read_to_string(&golden)
-            .unwrap_or_else(|_| panic!("{} is missing: run with LABPOOL_BLESS=1", golden.display()));
+        let want = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+            panic!("{} is missing: run with LABPOOL_BLESS=1", golden.display())
+        });
         if run.stdout != want {
-            failures.push(format!("{path}:\n--- expected\n{want}--- got\n{}", run.stdout));
+            failures.push(format!(
+                "{path}:\n--- expected\n{want}--- got\n{}",
+                run.stdout
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -155,7 +170,11 @@ fn twenty_mistakes_over_five_files_give_twenty_diagnostics() {
 #[test]
 fn the_whole_corpus_at_once_reports_what_each_part_reports() {
     // One run over every group: a broken file never hides another's problems.
-    let groups = ["tests/corpus/schema", "tests/corpus/semantic", "tests/corpus/syntax"];
+    let groups = [
+        "tests/corpus/schema",
+        "tests/corpus/semantic",
+        "tests/corpus/syntax",
+    ];
     let (together, status) = diagnostics(&groups);
     assert_eq!(status, 1);
     let separately: usize = groups.iter().map(|g| diagnostics(&[g]).0.len()).sum();

@@ -12,7 +12,10 @@ fn readme_documents_every_diagnostic_code() {
         .map(|c| c.as_str())
         .filter(|c| !readme.contains(&format!("`{c}`")))
         .collect();
-    assert!(missing.is_empty(), "README.md does not document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README.md does not document: {missing:?}"
+    );
 }
 
 #[test]
@@ -29,11 +32,19 @@ fn readme_documents_every_course_field() {
             .map(|(k, v)| (k.clone(), v)),
     );
     for (owner, object) in objects {
-        for field in object["properties"].as_object().into_iter().flatten().map(|(k, _)| k) {
+        for field in object["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
             if !readme.contains(&format!("`{field}`")) {
                 missing.push(format!("{owner}.{field}"));
             }
         }
     }
-    assert!(missing.is_empty(), "README.md does not document: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "README.md does not document: {missing:?}"
+    );
 }

@@ -23,7 +23,12 @@ fn yaml_files(dir: &str) -> Vec<String> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .map(|p| p.strip_prefix(root()).unwrap().to_string_lossy().into_owned())
+        .map(|p| {
+            p.strip_prefix(root())
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
         .collect();
     files.sort();
     files
@@ -66,6 +71,10 @@ fn python_jsonschema_rejects_every_schema_fixture() {
     let verdicts = python_verdicts(&files);
     assert_eq!(verdicts.len(), files.len());
     for (file, errors) in verdicts {
-        assert_ne!(errors, serde_json::json!([]), "{file} should be refused by the schema");
+        assert_ne!(
+            errors,
+            serde_json::json!([]),
+            "{file} should be refused by the schema"
+        );
     }
 }

@@ -44,5 +44,8 @@ pub fn diagnostics(args: &[&str]) -> (Vec<serde_json::Value>, i32) {
     let run = labpool(&all);
     let report: serde_json::Value = serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("JSON report ({e}): {}\n{}", run.stdout, run.stderr));
-    (report["diagnostics"].as_array().unwrap().clone(), run.status)
+    (
+        report["diagnostics"].as_array().unwrap().clone(),
+        run.status,
+    )
 }
