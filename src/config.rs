@@ -143,19 +143,14 @@ impl Config {
         };
         match serde_path_to_error::deserialize::<_, Config>(&doc.value) {
             Err(e) => {
-                let pointer = e.path().iter().fold(String::new(), |p, seg| match seg {
-                    serde_path_to_error::Segment::Seq { index } => {
-                        yaml::pointer_push(&p, &index.to_string())
-                    }
-                    serde_path_to_error::Segment::Map { key } => yaml::pointer_push(&p, key),
-                    _ => p,
-                });
+                let pointer = yaml::pointer_from_serde_path(e.path());
                 let message = e.inner().to_string();
-                let (_, message) = crate::course::values::ValueError::from_serde_message(&message);
+                let (code, message) =
+                    crate::course::values::ValueError::from_serde_message(&message);
                 diagnostics.push(Diagnostic::new(
                     path,
                     doc.position(&pointer),
-                    Code::InvalidValue,
+                    code.unwrap_or(Code::InvalidValue),
                     format!("{}: {message}", e.path()),
                 ));
                 Err(ConfigError { diagnostics })
@@ -245,7 +240,7 @@ mod tests {
             "hosts:\n  - name: a\n    uri: x\n    capacity: { vms: 4, memory: 8 gigs, vcpus: 4 }\n";
         let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();
         let d = &err.diagnostics[0];
-        assert_eq!((d.position.line, d.code), (4, Code::InvalidValue));
+        assert_eq!((d.position.line, d.code), (4, Code::InvalidSize));
         assert!(
             d.message
                 .starts_with("hosts[0].capacity.memory: size \"8 gigs\""),

@@ -90,6 +90,19 @@ pub fn pointer_push(pointer: &str, token: &str) -> String {
     format!("{pointer}/{escaped}")
 }
 
+/// The JSON pointer of the place a serde error happened, so that errors from
+/// deserializing a [`Document`]'s value can be positioned in its text.
+pub fn pointer_from_serde_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .fold(String::new(), |pointer, segment| match segment {
+            Segment::Seq { index } => pointer_push(&pointer, &index.to_string()),
+            Segment::Map { key } => pointer_push(&pointer, key),
+            Segment::Enum { variant } => pointer_push(&pointer, variant),
+            Segment::Unknown => pointer,
+        })
+}
+
 /// Parses `text` (the contents of `file`) into a located document.
 pub fn parse(file: &Path, text: &str) -> Parsed {
     let mut builder = Builder::new(file);

@@ -227,16 +227,7 @@ fn typed_error(
     doc: &Document,
     e: &serde_path_to_error::Error<serde_json::Error>,
 ) -> Diagnostic {
-    let mut pointer = String::new();
-    for segment in e.path().iter() {
-        use serde_path_to_error::Segment;
-        match segment {
-            Segment::Seq { index } => pointer = yaml::pointer_push(&pointer, &index.to_string()),
-            Segment::Map { key } => pointer = yaml::pointer_push(&pointer, key),
-            Segment::Enum { variant } => pointer = yaml::pointer_push(&pointer, variant),
-            Segment::Unknown => {}
-        }
-    }
+    let pointer = yaml::pointer_from_serde_path(e.path());
     let text = e.inner().to_string();
     let (code, message) = ValueError::from_serde_message(&text);
     let what = super::schema::describe(&pointer);
