@@ -95,6 +95,13 @@ fn validate(
         }
     };
     let loaded = course::load_paths(paths, config.as_ref());
+    let status = if loaded.has_io_errors() {
+        exit::ERROR
+    } else if loaded.is_valid() {
+        exit::OK
+    } else {
+        exit::INVALID
+    };
     let report = Report {
         files_checked: loaded.files_checked,
         diagnostics: loaded.diagnostics,
@@ -109,11 +116,5 @@ fn validate(
     if !quiet && format == Format::Human {
         eprintln!("{}", report.summary());
     }
-    if report.diagnostics.iter().any(|d| d.code.is_io()) {
-        exit::ERROR
-    } else if report.diagnostics.is_empty() {
-        exit::OK
-    } else {
-        exit::INVALID
-    }
+    status
 }

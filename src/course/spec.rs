@@ -263,3 +263,35 @@ fn example_course() -> serde_json::Value {
         "session": { "expiry": "4h", "idle": "30m", "console": "serial" }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn course(yaml_session: serde_json::Value, readiness: serde_json::Value) -> Course {
+        let mut value = example_course();
+        value["session"] = yaml_session;
+        value["readiness"] = readiness;
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn readiness_probe_defaults_follow_the_console() {
+        use serde_json::json;
+        let serial = course(json!({}), json!({}));
+        assert_eq!(serial.probe(), Probe::ConsoleMarker("login:".into()));
+        assert_eq!(serial.session, SessionSpec::default());
+        assert_eq!(serial.readiness.timeout, Duration::from_secs(300));
+
+        let ssh = course(
+            json!({"console": "ssh", "ssh": {"user": "student", "port": 2222}}),
+            json!({}),
+        );
+        assert_eq!(ssh.probe(), Probe::Port(2222));
+
+        let marked = course(json!({}), json!({"console_marker": "READY"}));
+        assert_eq!(marked.probe(), Probe::ConsoleMarker("READY".into()));
+        let port = course(json!({}), json!({"port": 8080}));
+        assert_eq!(port.probe(), Probe::Port(8080));
+    }
+}
