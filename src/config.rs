@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::course::values::{ByteSize, ImageName};
+use crate::course::values::{ByteSize, ImageName, serde_diagnostic};
 use crate::diagnostic::{Code, Diagnostic, Position};
 use crate::yaml::{self, Document};
 
@@ -143,16 +143,7 @@ impl Config {
         };
         match serde_path_to_error::deserialize::<_, Config>(&doc.value) {
             Err(e) => {
-                let pointer = yaml::pointer_from_serde_path(e.path());
-                let message = e.inner().to_string();
-                let (code, message) =
-                    crate::course::values::ValueError::from_serde_message(&message);
-                diagnostics.push(Diagnostic::new(
-                    path,
-                    doc.position(&pointer),
-                    code.unwrap_or(Code::InvalidValue),
-                    format!("{}: {message}", e.path()),
-                ));
+                diagnostics.push(serde_diagnostic(path, &doc, &e, |_| e.path().to_string()));
                 Err(ConfigError { diagnostics })
             }
             Ok(config) => {

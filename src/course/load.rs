@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use walkdir::WalkDir;
 
 use super::check::{self, Identity, View};
-use super::schema::SchemaChecker;
+use super::schema::{SchemaChecker, describe};
 use super::spec::Course;
-use super::values::ValueError;
+use super::values;
 use crate::config::Config;
 use crate::diagnostic::{self, Code, Diagnostic, Position};
 use crate::yaml::{self, Document};
@@ -193,7 +193,7 @@ pub fn check_text(
         Err(e) => {
             // Unexpected once the schema and its formats passed; reported
             // rather than lost all the same.
-            out.push(typed_error(file, &document, &e));
+            out.push(values::serde_diagnostic(file, &document, &e, describe));
             return (None, Some(identity));
         }
     };
@@ -218,23 +218,4 @@ fn remove(value: &mut serde_json::Value, pointer: &str) {
     if let Some(serde_json::Value::Object(map)) = value.pointer_mut(parent) {
         map.remove(&key);
     }
-}
-
-/// A serde failure after the schema passed: a value the schema's pattern
-/// allows but whose meaning is wrong (an unknown time zone, a zero size).
-fn typed_error(
-    file: &Path,
-    doc: &Document,
-    e: &serde_path_to_error::Error<serde_json::Error>,
-) -> Diagnostic {
-    let pointer = yaml::pointer_from_serde_path(e.path());
-    let text = e.inner().to_string();
-    let (code, message) = ValueError::from_serde_message(&text);
-    let what = super::schema::describe(&pointer);
-    Diagnostic::new(
-        file,
-        doc.value_position(&pointer),
-        code.unwrap_or(Code::InvalidValue),
-        format!("{what}: {message}"),
-    )
 }

@@ -50,6 +50,26 @@ impl ValueError {
     }
 }
 
+/// A serde failure while deserializing a located document, as a diagnostic at
+/// the failing value, with the code a [`ValueError`] carried (else
+/// `invalid-value`). `what` names the failing path for the message.
+pub fn serde_diagnostic(
+    file: &std::path::Path,
+    doc: &crate::yaml::Document,
+    e: &serde_path_to_error::Error<serde_json::Error>,
+    what: impl FnOnce(&str) -> String,
+) -> crate::diagnostic::Diagnostic {
+    let pointer = crate::yaml::pointer_from_serde_path(e.path());
+    let text = e.inner().to_string();
+    let (code, message) = ValueError::from_serde_message(&text);
+    crate::diagnostic::Diagnostic::new(
+        file,
+        doc.position(&pointer),
+        code.unwrap_or(Code::InvalidValue),
+        format!("{}: {message}", what(&pointer)),
+    )
+}
+
 /// Implements `Display`, serde and `JsonSchema` for a type that is written as a
 /// string in course files and parsed with `FromStr<Err = ValueError>`.
 macro_rules! string_value {
