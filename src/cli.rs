@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 use crate::course::{self, schema};
 use crate::diagnostic::{Format, Report};
+use crate::ops;
 
 /// Exit statuses shared by every command.
 pub mod exit {
@@ -49,6 +50,43 @@ pub enum Command {
     },
     /// Print the JSON Schema of course files (for editors and other validators).
     Schema,
+    /// Show what the reconciler would do now, without doing it. Exit status:
+    /// 0 nothing to do, 2 changes to make, 1 error.
+    Plan {
+        #[command(flatten)]
+        common: ops::Common,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ops::Output::Human)]
+        format: ops::Output,
+    },
+    /// Run one reconcile pass and wait for its actions (boots included) to
+    /// finish. For when `serve` is not running: it also recovers boots a
+    /// crashed labpool left behind.
+    Reconcile {
+        #[command(flatten)]
+        common: ops::Common,
+        /// Run one pass (required; continuous reconciling is `serve`).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Run labpool: keep every course's pool at its target until stopped
+    /// (Ctrl-C or SIGTERM).
+    Serve {
+        #[command(flatten)]
+        common: ops::Common,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Per course: target, warm, booting, assigned, failed and condition; per
+    /// host: VMs, memory and vCPUs in use, up or down.
+    Status {
+        #[command(flatten)]
+        common: ops::Common,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ops::Output::Human)]
+        format: ops::Output,
+    },
 }
 
 /// Runs the command line of this process.
@@ -70,6 +108,18 @@ pub fn run(cli: Cli) -> u8 {
             print!("{}", schema::course_schema_text());
             exit::OK
         }
+        Command::Plan { common, format } => ops::run(ops::plan(common, format)),
+        Command::Reconcile { common, once } => {
+            if !once {
+                eprintln!(
+                    "labpool: `reconcile` needs --once (continuous reconciling is `labpool serve`)"
+                );
+                return exit::ERROR;
+            }
+            ops::run(ops::reconcile_once(common))
+        }
+        Command::Serve { common, log_json } => ops::run(ops::serve(common, log_json)),
+        Command::Status { common, format } => ops::run(ops::status(common, format)),
     }
 }
 

@@ -1,16 +1,20 @@
-//! labpool's own configuration file: the libvirt hosts and their image catalog.
+//! labpool's own configuration file: the state store, the course source, the
+//! reconciler's pace, the libvirt hosts and their image catalog.
 //!
-//! Written by the platform admin, read by `labpool validate --config` (to check
-//! that courses fit the hosts) and, later, by `labpool serve`. The file is
+//! Written by the platform admin, read by `labpool serve`, `plan`, `status`
+//! and `validate --config` (to check that courses fit the hosts). The file is
 //! YAML, read with the same located parser as course files, so every problem
-//! is reported as `file:line:column: code: message`.
+//! is reported as `file:line:column: code: message`. Relative paths in it
+//! (the SQLite file, the course folder) are relative to the file's folder, so
+//! a command works the same from any working directory.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::course::values::{ByteSize, ImageName, serde_diagnostic};
+use crate::course::values::{ByteSize, Duration, ImageName, serde_diagnostic};
 use crate::diagnostic::{Code, Diagnostic, Position};
 use crate::yaml::{self, Document};
 
@@ -18,6 +22,16 @@ use crate::yaml::{self, Document};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The state store: `sqlite:PATH` (the default, `sqlite:labpool.db`) or
+    /// `postgres://user:password@host/db`.
+    #[serde(default = "default_database")]
+    pub database: DatabaseUrl,
+    /// Where the desired courses come from.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// How often and how fast the reconciler works.
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
     /// The libvirt hosts VMs may be placed on.
     #[serde(default)]
     pub hosts: Vec<HostConfig>,
@@ -45,6 +59,188 @@ pub struct HostConfig {
     /// The catalog images present on this host. Default: all of them.
     #[serde(default)]
     pub images: Option<Vec<ImageName>>,
+    /// For `console: ssh` courses: the host address and port range on which
+    /// each VM's SSH port is forwarded (user networking, passt) and where
+    /// labpool connects to it.
+    #[serde(default)]
+    pub ssh_forward: SshForward,
+}
+
+/// Host-side forwarding of guests' SSH ports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshForward {
+    /// The address the forwards listen on, reachable from labpool.
+    /// Default `127.0.0.1` (labpool on the same machine as the host).
+    #[serde(default = "default_forward_address")]
+    pub address: String,
+    /// First port of the range (inclusive). Default 22000.
+    #[serde(default = "default_first_port")]
+    pub first_port: u16,
+    /// Last port of the range (inclusive). Default 22999.
+    #[serde(default = "default_last_port")]
+    pub last_port: u16,
+}
+
+impl Default for SshForward {
+    fn default() -> Self {
+        SshForward {
+            address: default_forward_address(),
+            first_port: default_first_port(),
+            last_port: default_last_port(),
+        }
+    }
+}
+
+fn default_forward_address() -> String {
+    "127.0.0.1".into()
+}
+fn default_first_port() -> u16 {
+    22000
+}
+fn default_last_port() -> u16 {
+    22999
+}
+
+/// A database URL. Its password never prints: `Debug` and `Display` show
+/// `postgres://user:***@host/db`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL itself, password included: for connecting only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn redacted(&self) -> String {
+        // scheme://user:password@rest -> scheme://user:***@rest
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return self.0.clone();
+        };
+        match rest.split_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}")
+            }
+            _ => self.0.clone(),
+        }
+    }
+
+    /// Makes a relative SQLite path relative to `base` (the config's folder).
+    fn resolve(&mut self, base: &Path) {
+        let Some(path) = self.0.strip_prefix("sqlite:") else {
+            return;
+        };
+        let path = path.strip_prefix("//").unwrap_or(path);
+        let (file, query) = path
+            .split_once('?')
+            .map_or((path, None), |(f, q)| (f, Some(q)));
+        if file.is_empty() || file == ":memory:" || Path::new(file).is_absolute() {
+            return;
+        }
+        let joined = base.join(file);
+        self.0 = match query {
+            Some(q) => format!("sqlite:{}?{q}", joined.display()),
+            None => format!("sqlite:{}", joined.display()),
+        };
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn default_database() -> DatabaseUrl {
+    DatabaseUrl::new("sqlite:labpool.db")
+}
+
+/// Where course files come from. Only a local folder for now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A folder of course files, read again on every resync. Default `courses`.
+    #[serde(default = "default_folder")]
+    pub folder: PathBuf,
+}
+
+impl Default for SourceConfig {
+    fn default() -> Self {
+        SourceConfig {
+            folder: default_folder(),
+        }
+    }
+}
+
+fn default_folder() -> PathBuf {
+    PathBuf::from("courses")
+}
+
+/// The reconciler's pace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// A full pass runs at least this often, even when nothing signalled a
+    /// change (a little jitter is added). Default 10s.
+    #[serde(default = "default_resync")]
+    pub resync: Duration,
+    /// VMs booting at once on one host; more would only slow every boot down.
+    /// Default 2.
+    #[serde(default = "default_boots_per_host")]
+    pub boots_per_host: u32,
+    /// How long a domain or volume that carries labpool's mark but is unknown
+    /// to the store is left alone before it is destroyed. Default 2m.
+    #[serde(default = "default_orphan_grace")]
+    pub orphan_grace: Duration,
+    /// How long before a schedule window opens its warm target applies, so the
+    /// VMs are booted when class starts. Default 15m.
+    #[serde(default = "default_prewarm")]
+    pub prewarm: Duration,
+    /// First delay after a course's VM fails to boot; it doubles with every
+    /// further failure (up to 5m) and resets when one becomes warm. Default 5s.
+    #[serde(default = "default_backoff")]
+    pub backoff: Duration,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            resync: default_resync(),
+            boots_per_host: default_boots_per_host(),
+            orphan_grace: default_orphan_grace(),
+            prewarm: default_prewarm(),
+            backoff: default_backoff(),
+        }
+    }
+}
+
+fn default_resync() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_boots_per_host() -> u32 {
+    2
+}
+fn default_orphan_grace() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_prewarm() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_backoff() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_storage_pool() -> String {
@@ -79,8 +275,10 @@ pub enum DomainType {
     Qemu,
 }
 
-/// Where an image's bits are: a base volume in the host's storage pool, or a
-/// kernel and initrd booted directly.
+/// Where an image's bits are: a base volume in the host's storage pool, a
+/// kernel and initrd booted directly, or both (a root disk plus direct boot).
+/// Every VM gets its own overlay volume: backed by `volume` when there is one,
+/// otherwise a blank disk of the course's `vm.disk` size (default 1GiB).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageConfig {
@@ -96,6 +294,18 @@ pub struct ImageConfig {
     /// Kernel command line, for direct boot.
     #[serde(default)]
     pub cmdline: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: default_database(),
+            source: SourceConfig::default(),
+            reconcile: ReconcileConfig::default(),
+            hosts: Vec::new(),
+            images: BTreeMap::new(),
+        }
+    }
 }
 
 impl HostConfig {
@@ -131,7 +341,16 @@ impl Config {
                 e.to_string(),
             ))
         })?;
-        Config::parse(path, &text)
+        let mut config = Config::parse(path, &text)?;
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        config.database.resolve(base);
+        if config.source.folder.is_relative() {
+            config.source.folder = base.join(&config.source.folder);
+        }
+        Ok(config)
     }
 
     /// Parses configuration text (`path` names it in diagnostics).
@@ -158,6 +377,29 @@ impl Config {
     }
 
     fn check(&self, path: &Path, doc: &Document, out: &mut Vec<Diagnostic>) {
+        let db = self.database.expose();
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            out.push(Diagnostic::new(
+                path,
+                doc.value_position("/database"),
+                Code::InvalidValue,
+                format!(
+                    "database `{}` is neither sqlite:PATH nor postgres://…",
+                    self.database
+                ),
+            ));
+        }
+        if self.reconcile.boots_per_host == 0 || self.reconcile.resync.is_zero() {
+            out.push(Diagnostic::new(
+                path,
+                doc.value_position("/reconcile"),
+                Code::InvalidValue,
+                "reconcile needs boots_per_host and resync above zero",
+            ));
+        }
         let mut names = HashMap::new();
         for (i, host) in self.hosts.iter().enumerate() {
             let at = |field: &str| doc.value_position(&format!("/hosts/{i}/{field}"));
@@ -182,6 +424,26 @@ impl Config {
                     ));
                 }
             }
+            let forward = &host.ssh_forward;
+            if forward.first_port == 0 || forward.first_port > forward.last_port {
+                out.push(Diagnostic::new(
+                    path,
+                    at("ssh_forward"),
+                    Code::InvalidValue,
+                    "ssh_forward needs 0 < first_port <= last_port",
+                ));
+            }
+            if !host.uri.contains(':') {
+                out.push(Diagnostic::new(
+                    path,
+                    at("uri"),
+                    Code::InvalidValue,
+                    format!(
+                        "`{}` is not a libvirt URI such as qemu:///system, qemu+ssh://user@host/system or test:///default",
+                        host.uri
+                    ),
+                ));
+            }
             if host.capacity.vms == 0
                 || host.capacity.vcpus == 0
                 || host.capacity.cpu_overcommit.is_nan()
@@ -198,12 +460,14 @@ impl Config {
         for (name, image) in &self.images {
             let direct = image.kernel.is_some() || image.initrd.is_some();
             let complete_direct = image.kernel.is_some() && image.initrd.is_some();
-            if image.volume.is_some() == direct || (direct && !complete_direct) {
+            if (image.volume.is_none() && !direct) || (direct && !complete_direct) {
                 out.push(Diagnostic::new(
                     path,
                     doc.key_position(&yaml::pointer_push("/images", name.as_str())),
                     Code::InvalidValue,
-                    format!("image `{name}` needs either `volume`, or `kernel` and `initrd`"),
+                    format!(
+                        "image `{name}` needs `volume`, or `kernel` and `initrd`, or all three"
+                    ),
                 ));
             }
         }

@@ -6,4 +6,5 @@ mod cli;
 mod corpus;
 mod docs;
 mod schema;
+mod store;
 mod support;

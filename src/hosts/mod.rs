@@ -1,0 +1,429 @@
+//! libvirt hosts: one connection per host, the calls labpool makes on it, and
+//! what it finds there. Every call here blocks (libvirt's API is
+//! synchronous); async callers go through [`Host::run`], which moves the call
+//! onto tokio's blocking pool so the runtime's workers never wait on a host.
+//!
+//! Ownership: a domain is labpool's when its metadata carries labpool's
+//! namespace ([`xml::NAMESPACE`]); an overlay volume when its name has the
+//! exact form `labpool-<16 hex>.qcow2` in the configured storage pool. The
+//! reconciler only ever destroys what the store or that mark says is ours.
+
+pub mod ready;
+pub mod xml;
+
+use std::sync::{Arc, Mutex};
+
+use virt::connect::Connect;
+use virt::domain::DomainState;
+use virt::enumutil::Enum;
+use virt::error::ErrorNumber;
+use virt::storage_pool::StoragePool;
+use virt::storage_vol::StorageVol;
+use virt::stream::Stream;
+
+use crate::config::{DomainType, HostConfig, ImageConfig};
+use xml::Mark;
+
+/// A host call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostError {
+    /// The host does not answer: the connection failed or broke.
+    #[error("host `{host}` is unreachable: {message}")]
+    Unreachable { host: String, message: String },
+    /// The host answered with an error.
+    #[error("host `{host}`: {op}: {message}")]
+    Failed {
+        host: String,
+        op: &'static str,
+        message: String,
+    },
+}
+
+impl HostError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, HostError::Unreachable { .. })
+    }
+}
+
+/// Which libvirt driver answers on the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// QEMU/KVM: real guests, consoles, readiness probes.
+    Qemu,
+    /// libvirt's test driver: domains without guests, no consoles. A VM there
+    /// is ready as soon as it runs, since there is nothing to probe.
+    Test,
+}
+
+/// A domain that carries labpool's mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedDomain {
+    pub name: String,
+    pub mark: Mark,
+    pub running: bool,
+}
+
+/// What labpool owns on a host right now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Inventory {
+    pub domains: Vec<OwnedDomain>,
+    /// Overlay volume names (labpool's form only).
+    pub volumes: Vec<String>,
+}
+
+/// A VM to build.
+#[derive(Debug, Clone)]
+pub struct NewVm<'a> {
+    pub mark: Mark,
+    pub domain: &'a str,
+    pub volume: &'a str,
+    pub vcpus: u32,
+    pub memory: u64,
+    pub disk: Option<u64>,
+    pub image: &'a ImageConfig,
+    /// Host port for the guest's SSH port, and the guest port.
+    pub ssh: Option<(u16, u16)>,
+}
+
+/// A started VM; its serial console was attached before the guest ran, so
+/// nothing it printed is missed.
+pub struct Started {
+    pub console: Option<Stream>,
+}
+
+/// Blank disks (images without a base volume) get this size unless the
+/// course says otherwise.
+const DEFAULT_BLANK_DISK: u64 = 1 << 30;
+
+/// One libvirt host: its configuration and a connection opened on demand and
+/// reopened after it breaks.
+pub struct Host {
+    pub config: HostConfig,
+    conn: Mutex<Option<(Connect, Driver)>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("name", &self.config.name)
+            .finish()
+    }
+}
+
+impl Host {
+    pub fn new(config: HostConfig) -> Arc<Host> {
+        // libvirt otherwise prints every error to stderr itself.
+        virt::error::clear_error_callback();
+        Arc::new(Host {
+            config,
+            conn: Mutex::new(None),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Runs a blocking host call on tokio's blocking pool.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        call: impl FnOnce(&Host) -> Result<T, HostError> + Send + 'static,
+    ) -> Result<T, HostError> {
+        let host = Arc::clone(self);
+        let name = host.config.name.clone();
+        tokio::task::spawn_blocking(move || call(&host))
+            .await
+            .unwrap_or_else(|e| {
+                Err(HostError::Failed {
+                    host: name,
+                    op: "call",
+                    message: format!("panicked: {e}"),
+                })
+            })
+    }
+
+    /// The connection, opened if there is none yet.
+    fn connection(&self) -> Result<(Connect, Driver), HostError> {
+        let mut slot = self.conn.lock().expect("host connection lock");
+        if let Some((conn, driver)) = slot.as_ref() {
+            return Ok((conn.clone(), *driver));
+        }
+        let conn = Connect::open(Some(&self.config.uri)).map_err(|e| HostError::Unreachable {
+            host: self.config.name.clone(),
+            message: e.message().to_string(),
+        })?;
+        let driver = match conn.driver_type() {
+            Ok(t) if t.eq_ignore_ascii_case("test") => Driver::Test,
+            _ => Driver::Qemu,
+        };
+        *slot = Some((conn.clone(), driver));
+        Ok((conn, driver))
+    }
+
+    /// Turns a libvirt error into a [`HostError`]; a broken connection is
+    /// dropped so the next call reconnects.
+    fn error(&self, conn: &Connect, op: &'static str, e: virt::error::Error) -> HostError {
+        let alive = conn.is_alive().unwrap_or(false);
+        let broken = !alive
+            || matches!(
+                e.code(),
+                Enum::Known(ErrorNumber::NoConnect | ErrorNumber::InvalidConn | ErrorNumber::Rpc)
+            );
+        if broken {
+            self.conn.lock().expect("host connection lock").take();
+            HostError::Unreachable {
+                host: self.config.name.clone(),
+                message: e.message().to_string(),
+            }
+        } else {
+            HostError::Failed {
+                host: self.config.name.clone(),
+                op,
+                message: e.message().to_string(),
+            }
+        }
+    }
+
+    pub fn driver(&self) -> Result<Driver, HostError> {
+        self.connection().map(|(_, d)| d)
+    }
+
+    /// Drops the connection (the next call reconnects).
+    pub fn disconnect(&self) {
+        self.conn.lock().expect("host connection lock").take();
+    }
+
+    fn storage_pool(&self, conn: &Connect) -> Result<StoragePool, HostError> {
+        conn.lookup_storage_pool_by_name(&self.config.storage_pool)
+            .map_err(|e| self.error(conn, "find storage pool", e))
+    }
+
+    /// Every domain and overlay volume on the host that is labpool's.
+    pub fn inventory(&self) -> Result<Inventory, HostError> {
+        let (conn, _) = self.connection()?;
+        let all = conn
+            .list_all_domains(0)
+            .map_err(|e| self.error(&conn, "list domains", e))?;
+        let mut domains = Vec::new();
+        for dom in all {
+            // A domain without our metadata is someone else's; a domain that
+            // vanished between list and lookup is simply not there.
+            let Ok(element) = dom.metadata(
+                virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                Some(xml::NAMESPACE),
+                0,
+            ) else {
+                continue;
+            };
+            let Some(mark) = xml::parse_mark(&element) else {
+                continue;
+            };
+            let Ok(name) = dom.name() else { continue };
+            let running = matches!(dom.state(), Ok((Enum::Known(DomainState::Running), _)));
+            domains.push(OwnedDomain {
+                name,
+                mark,
+                running,
+            });
+        }
+        let pool = self.storage_pool(&conn)?;
+        // New files in a dir pool are seen only after a refresh.
+        let _ = pool.refresh(0);
+        let volumes = pool
+            .list_all_volumes(0)
+            .map_err(|e| self.error(&conn, "list volumes", e))?
+            .iter()
+            .filter_map(|v| v.name().ok())
+            .filter(|n| xml::vm_id_of_volume(n).is_some())
+            .collect();
+        Ok(Inventory { domains, volumes })
+    }
+
+    /// Builds and starts a VM: overlay volume, domain definition, start
+    /// paused, attach the serial console, resume. Any step that fails undoes
+    /// the ones before it.
+    pub fn create(&self, vm: &NewVm<'_>) -> Result<Started, HostError> {
+        let (conn, driver) = self.connection()?;
+        let pool = self.storage_pool(&conn)?;
+        let backing = match &vm.image.volume {
+            Some(base) => {
+                let base_vol = pool
+                    .lookup_storage_vol_by_name(base)
+                    .map_err(|e| self.error(&conn, "find base volume", e))?;
+                let path = base_vol
+                    .path()
+                    .map_err(|e| self.error(&conn, "base volume path", e))?;
+                let info = base_vol
+                    .info()
+                    .map_err(|e| self.error(&conn, "base volume size", e))?;
+                let format = base_vol
+                    .xml_desc(0)
+                    .ok()
+                    .and_then(|x| xml::volume_format(&x))
+                    .unwrap_or_else(|| "qcow2".into());
+                Some((path, format, info.capacity))
+            }
+            None => None,
+        };
+        let capacity = match (&backing, vm.disk) {
+            (Some((_, _, base)), Some(disk)) => disk.max(*base),
+            (Some((_, _, base)), None) => *base,
+            (None, disk) => disk.unwrap_or(DEFAULT_BLANK_DISK),
+        };
+        // A leftover volume with this exact name can only be from an earlier
+        // attempt at this same VM: replace it.
+        if let Ok(old) = pool.lookup_storage_vol_by_name(vm.volume) {
+            let _ = old.delete(0);
+        }
+        let volume_xml = xml::overlay_volume(
+            vm.volume,
+            capacity,
+            backing.as_ref().map(|(p, f, _)| (p.as_str(), f.as_str())),
+        );
+        let volume = StorageVol::create_xml(&pool, &volume_xml, 0)
+            .map_err(|e| self.error(&conn, "create overlay volume", e))?;
+
+        let domain_type = match (driver, self.config.domain_type) {
+            (Driver::Test, _) => "test",
+            (Driver::Qemu, DomainType::Kvm) => "kvm",
+            (Driver::Qemu, DomainType::Qemu) => "qemu",
+        };
+        let direct_boot = match (&vm.image.kernel, &vm.image.initrd) {
+            (Some(kernel), Some(initrd)) => Some(xml::DirectBoot {
+                kernel,
+                initrd,
+                cmdline: vm
+                    .image
+                    .cmdline
+                    .as_deref()
+                    .unwrap_or("console=ttyS0 quiet panic=-1"),
+            }),
+            _ => None,
+        };
+        let domain_xml = xml::domain(&xml::DomainSpec {
+            domain_type,
+            name: vm.domain,
+            mark: &vm.mark,
+            vcpus: vm.vcpus,
+            memory: vm.memory,
+            storage_pool: &self.config.storage_pool,
+            volume: vm.volume,
+            direct_boot,
+            ssh_forward: vm.ssh.map(|(host_port, guest_port)| xml::SshPortForward {
+                address: &self.config.ssh_forward.address,
+                host_port,
+                guest_port,
+            }),
+        });
+        let undo_volume = |e: HostError| {
+            let _ = volume.delete(0);
+            e
+        };
+        let dom = conn
+            .define_domain_xml(&domain_xml)
+            .map_err(|e| undo_volume(self.error(&conn, "define domain", e)))?;
+        let undo_domain = |e: HostError| {
+            let _ = dom.destroy();
+            let _ = dom.undefine();
+            undo_volume(e)
+        };
+        dom.create_with_flags(virt::sys::VIR_DOMAIN_START_PAUSED)
+            .map_err(|e| undo_domain(self.error(&conn, "start domain", e)))?;
+        let console = match driver {
+            Driver::Test => None,
+            Driver::Qemu => {
+                let stream = Stream::new(&conn, 0)
+                    .map_err(|e| undo_domain(self.error(&conn, "open stream", e)))?;
+                dom.open_console(None, &stream, virt::sys::VIR_DOMAIN_CONSOLE_FORCE)
+                    .map_err(|e| undo_domain(self.error(&conn, "open console", e)))?;
+                Some(stream)
+            }
+        };
+        dom.resume()
+            .map_err(|e| undo_domain(self.error(&conn, "resume domain", e)))?;
+        Ok(Started { console })
+    }
+
+    /// Destroys a VM's domain and deletes its volume. Anything already gone
+    /// counts as done, so a retry after a crash is harmless.
+    pub fn destroy(&self, domain: &str, volume: &str) -> Result<(), HostError> {
+        let (conn, _) = self.connection()?;
+        self.remove_domain(&conn, domain)?;
+        self.remove_volume(&conn, volume)
+    }
+
+    /// Removes one orphan (a domain or a volume).
+    pub fn remove_orphan(&self, is_domain: bool, name: &str) -> Result<(), HostError> {
+        let (conn, _) = self.connection()?;
+        if is_domain {
+            // Re-check the mark right before destroying: ownership is decided
+            // by metadata, never by a name from an earlier listing.
+            if let Ok(dom) = conn.lookup_domain_by_name(name) {
+                let marked = dom
+                    .metadata(
+                        virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                        Some(xml::NAMESPACE),
+                        0,
+                    )
+                    .ok()
+                    .and_then(|m| xml::parse_mark(&m))
+                    .is_some();
+                if !marked {
+                    return Ok(());
+                }
+            }
+            self.remove_domain(&conn, name)
+        } else {
+            if xml::vm_id_of_volume(name).is_none() {
+                return Ok(());
+            }
+            self.remove_volume(&conn, name)
+        }
+    }
+
+    fn remove_domain(&self, conn: &Connect, name: &str) -> Result<(), HostError> {
+        let dom = match conn.lookup_domain_by_name(name) {
+            Ok(d) => d,
+            Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) => return Ok(()),
+            Err(e) => return Err(self.error(conn, "find domain", e)),
+        };
+        if dom.is_active().unwrap_or(true) {
+            if let Err(e) = dom.destroy() {
+                // "not running" is fine: it stopped between the two calls.
+                if dom.is_active().unwrap_or(true) {
+                    return Err(self.error(conn, "destroy domain", e));
+                }
+            }
+        }
+        match dom.undefine() {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) => Ok(()),
+            Err(e) => Err(self.error(conn, "undefine domain", e)),
+        }
+    }
+
+    fn remove_volume(&self, conn: &Connect, name: &str) -> Result<(), HostError> {
+        let pool = self.storage_pool(conn)?;
+        let vol = match pool.lookup_storage_vol_by_name(name) {
+            Ok(v) => v,
+            Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoStorageVolume)) => {
+                return Ok(());
+            }
+            Err(e) => return Err(self.error(conn, "find volume", e)),
+        };
+        vol.delete(0)
+            .map_err(|e| self.error(conn, "delete volume", e))
+    }
+
+    /// Opens a VM's serial console (for the terminal gateway and tests).
+    pub fn open_console(&self, domain: &str) -> Result<Stream, HostError> {
+        let (conn, _) = self.connection()?;
+        let dom = conn
+            .lookup_domain_by_name(domain)
+            .map_err(|e| self.error(&conn, "find domain", e))?;
+        let stream = Stream::new(&conn, 0).map_err(|e| self.error(&conn, "open stream", e))?;
+        dom.open_console(None, &stream, virt::sys::VIR_DOMAIN_CONSOLE_FORCE)
+            .map_err(|e| self.error(&conn, "open console", e))?;
+        Ok(stream)
+    }
+}

@@ -1,0 +1,274 @@
+//! libvirt XML for labpool's volumes and domains, and the metadata that marks
+//! a domain as labpool's. Pure text in, text out, so it is tested without a
+//! host.
+
+use std::fmt::Write as _;
+
+/// labpool's XML namespace for domain metadata. A domain is labpool's if and
+/// only if it carries an element in this namespace: names are never trusted.
+pub const NAMESPACE: &str = "https://labpool.dev/xmlns/vm/1";
+const PREFIX: &str = "labpool";
+
+/// What labpool writes into a domain's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub vm_id: String,
+    pub course: String,
+    pub spec_hash: String,
+}
+
+/// Everything a domain definition needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSpec<'a> {
+    /// `kvm`, `qemu` (TCG) or `test` (libvirt's test driver).
+    pub domain_type: &'a str,
+    pub name: &'a str,
+    pub mark: &'a Mark,
+    pub vcpus: u32,
+    pub memory: u64,
+    pub storage_pool: &'a str,
+    pub volume: &'a str,
+    pub direct_boot: Option<DirectBoot<'a>>,
+    /// User networking (passt) with the guest's SSH port forwarded here.
+    pub ssh_forward: Option<SshPortForward<'a>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectBoot<'a> {
+    pub kernel: &'a str,
+    pub initrd: &'a str,
+    pub cmdline: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshPortForward<'a> {
+    pub address: &'a str,
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+/// Escapes text for XML attribute values and element content.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// The metadata element, as stored in the domain XML.
+pub fn mark_element(mark: &Mark) -> String {
+    format!(
+        "<{PREFIX}:vm xmlns:{PREFIX}=\"{NAMESPACE}\" id=\"{}\" course=\"{}\" spec=\"{}\"/>",
+        escape(&mark.vm_id),
+        escape(&mark.course),
+        escape(&mark.spec_hash)
+    )
+}
+
+/// Reads a mark back from what `virDomainGetMetadata` returns for our
+/// namespace (libvirt rewrites the prefix, so only attributes are read).
+pub fn parse_mark(element: &str) -> Option<Mark> {
+    let attr = |name: &str| -> Option<String> {
+        let start = element.find(&format!(" {name}=\""))? + name.len() + 3;
+        let len = element[start..].find('"')?;
+        Some(unescape(&element[start..start + len]))
+    };
+    Some(Mark {
+        vm_id: attr("id")?,
+        course: attr("course")?,
+        spec_hash: attr("spec")?,
+    })
+}
+
+/// The domain definition. Every domain gets a serial console (the terminal's
+/// default path and where readiness markers appear) and labpool's mark; it
+/// is destroyed rather than rebooted on any exit, so a guest that powers
+/// itself off shows up as stopped and gets replaced.
+pub fn domain(spec: &DomainSpec<'_>) -> String {
+    let mut x = String::with_capacity(2048);
+    let _ = write!(
+        x,
+        "<domain type='{}'>\n  <name>{}</name>\n  <metadata>{}</metadata>\n  <memory unit='KiB'>{}</memory>\n  <vcpu>{}</vcpu>\n  <os>\n    <type arch='x86_64'>hvm</type>\n",
+        escape(spec.domain_type),
+        escape(spec.name),
+        mark_element(spec.mark),
+        spec.memory / 1024,
+        spec.vcpus
+    );
+    if let Some(boot) = &spec.direct_boot {
+        let _ = write!(
+            x,
+            "    <kernel>{}</kernel>\n    <initrd>{}</initrd>\n    <cmdline>{}</cmdline>\n",
+            escape(boot.kernel),
+            escape(boot.initrd),
+            escape(boot.cmdline)
+        );
+    } else {
+        x.push_str("    <boot dev='hd'/>\n");
+    }
+    x.push_str("  </os>\n  <features><acpi/></features>\n");
+    x.push_str("  <on_poweroff>destroy</on_poweroff>\n  <on_reboot>restart</on_reboot>\n  <on_crash>destroy</on_crash>\n  <devices>\n");
+    let _ = write!(
+        x,
+        "    <disk type='volume' device='disk'>\n      <driver name='qemu' type='qcow2'/>\n      <source pool='{}' volume='{}'/>\n      <target dev='vda' bus='virtio'/>\n    </disk>\n",
+        escape(spec.storage_pool),
+        escape(spec.volume)
+    );
+    if let Some(fwd) = &spec.ssh_forward {
+        let _ = write!(
+            x,
+            "    <interface type='user'>\n      <backend type='passt'/>\n      <model type='virtio'/>\n      <portForward proto='tcp' address='{}'>\n        <range start='{}' to='{}'/>\n      </portForward>\n    </interface>\n",
+            escape(fwd.address),
+            fwd.host_port,
+            fwd.guest_port
+        );
+    }
+    x.push_str("    <serial type='pty'><target port='0'/></serial>\n    <console type='pty'><target type='serial' port='0'/></console>\n");
+    if spec.domain_type != "test" {
+        x.push_str("    <memballoon model='none'/>\n");
+    }
+    x.push_str("  </devices>\n</domain>\n");
+    x
+}
+
+/// An overlay volume: a qcow2 backed by the base volume at `backing` (an
+/// absolute path on the host, as libvirt reports it), or a blank disk.
+pub fn overlay_volume(name: &str, capacity: u64, backing: Option<(&str, &str)>) -> String {
+    let mut x = format!(
+        "<volume>\n  <name>{}</name>\n  <capacity unit='bytes'>{capacity}</capacity>\n  <target><format type='qcow2'/></target>\n",
+        escape(name)
+    );
+    if let Some((path, format)) = backing {
+        let _ = write!(
+            x,
+            "  <backingStore><path>{}</path><format type='{}'/></backingStore>\n",
+            escape(path),
+            escape(format)
+        );
+    }
+    x.push_str("</volume>\n");
+    x
+}
+
+/// The `<format type='…'/>` of a volume's target, from its XML description.
+pub fn volume_format(volume_xml: &str) -> Option<String> {
+    let target = &volume_xml[volume_xml.find("<target>")?..];
+    let start = target
+        .find("<format type='")
+        .map(|i| (i, '\''))
+        .or_else(|| target.find("<format type=\"").map(|i| (i, '"')))?;
+    let value = &target[start.0 + 14..];
+    Some(value[..value.find(start.1)?].to_string())
+}
+
+/// Name of a VM's domain: readable in `virsh list`, unique through the id.
+pub fn domain_name(course: &str, vm_id: &str) -> String {
+    format!("labpool-{course}-{vm_id}")
+}
+
+/// Name of a VM's overlay volume.
+pub fn volume_name(vm_id: &str) -> String {
+    format!("labpool-{vm_id}.qcow2")
+}
+
+/// The VM id in an overlay volume's name, if the name has labpool's exact
+/// form. Volumes carry no metadata, so this form plus the store decide.
+pub fn vm_id_of_volume(name: &str) -> Option<&str> {
+    let id = name.strip_prefix("labpool-")?.strip_suffix(".qcow2")?;
+    (id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+    .then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark() -> Mark {
+        Mark {
+            vm_id: "0123456789abcdef".into(),
+            course: "intro-shell".into(),
+            spec_hash: "feedface00000000".into(),
+        }
+    }
+
+    #[test]
+    fn mark_round_trips_through_the_forms_libvirt_returns() {
+        let m = mark();
+        assert_eq!(parse_mark(&mark_element(&m)), Some(m.clone()));
+        // libvirt hands the element back with its own prefix and quoting.
+        let back = "<vm xmlns=\"https://labpool.dev/xmlns/vm/1\" id=\"0123456789abcdef\" course=\"intro-shell\" spec=\"feedface00000000\"/>";
+        assert_eq!(parse_mark(back), Some(m));
+        assert_eq!(parse_mark("<vm id=\"x\"/>"), None);
+    }
+
+    #[test]
+    fn domain_has_console_mark_and_overlay() {
+        let m = mark();
+        let xml = domain(&DomainSpec {
+            domain_type: "qemu",
+            name: "labpool-intro-shell-0123456789abcdef",
+            mark: &m,
+            vcpus: 1,
+            memory: 192 * 1024 * 1024,
+            storage_pool: "labpool",
+            volume: "labpool-0123456789abcdef.qcow2",
+            direct_boot: Some(DirectBoot {
+                kernel: "/k",
+                initrd: "/i",
+                cmdline: "console=ttyS0 a<b",
+            }),
+            ssh_forward: Some(SshPortForward {
+                address: "127.0.0.1",
+                host_port: 22001,
+                guest_port: 22,
+            }),
+        });
+        assert!(xml.contains("<domain type='qemu'>"));
+        assert!(xml.contains("<memory unit='KiB'>196608</memory>"));
+        assert!(xml.contains("<serial type='pty'>"));
+        assert!(xml.contains(NAMESPACE));
+        assert!(xml.contains("<source pool='labpool' volume='labpool-0123456789abcdef.qcow2'/>"));
+        assert!(xml.contains("<cmdline>console=ttyS0 a&lt;b</cmdline>"));
+        assert!(xml.contains("<range start='22001' to='22'/>"));
+    }
+
+    #[test]
+    fn volumes_and_names() {
+        let v = overlay_volume(
+            "labpool-0123456789abcdef.qcow2",
+            1 << 30,
+            Some(("/p/base.qcow2", "qcow2")),
+        );
+        assert!(v.contains(
+            "<backingStore><path>/p/base.qcow2</path><format type='qcow2'/></backingStore>"
+        ));
+        assert!(!overlay_volume("x", 1, None).contains("backingStore"));
+        assert_eq!(
+            vm_id_of_volume("labpool-0123456789abcdef.qcow2"),
+            Some("0123456789abcdef")
+        );
+        assert_eq!(vm_id_of_volume("labpool-0123.qcow2"), None);
+        assert_eq!(vm_id_of_volume("busybox-base.qcow2"), None);
+        let vol = "<volume type='file'>\n  <name>b</name>\n  <target>\n    <path>/x</path>\n    <format type='raw'/>\n  </target>\n</volume>";
+        assert_eq!(volume_format(vol).as_deref(), Some("raw"));
+    }
+}

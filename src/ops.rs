@@ -1,0 +1,368 @@
+//! The commands that run labpool against its store and hosts: `plan`,
+//! `reconcile --once`, `serve` and `status`. Each opens the configuration and
+//! the store, does its work, and renders the outcome for people (text) or
+//! programs (JSON).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::cli::exit;
+use crate::config::{Config, DatabaseUrl};
+use crate::reconcile::Reconciler;
+use crate::reconcile::plan::{Action, Plan};
+use crate::store::{Store, VmState};
+
+/// Options every operating command takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Common {
+    /// labpool's configuration file.
+    #[arg(long, env = "LABPOOL_CONFIG", default_value = "labpool.yaml")]
+    pub config: PathBuf,
+    /// The state store, overriding the configuration's `database`.
+    #[arg(long, env = "LABPOOL_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+/// Runs an async command on a fresh runtime; errors print their causes and
+/// exit with status 1.
+pub fn run(command: impl Future<Output = anyhow::Result<u8>>) -> u8 {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("labpool: cannot start the runtime: {e}");
+            return exit::INVALID;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("labpool: {e:#}");
+            exit::INVALID
+        }
+    }
+}
+
+fn load_config(common: &Common) -> anyhow::Result<Config> {
+    let mut config = match Config::load(&common.config) {
+        Ok(c) => c,
+        Err(e) => {
+            for d in &e.diagnostics {
+                eprintln!("{d}");
+            }
+            anyhow::bail!("invalid configuration {}", common.config.display());
+        }
+    };
+    if let Some(url) = &common.database {
+        config.database = DatabaseUrl::new(url.clone());
+    }
+    Ok(config)
+}
+
+async fn open(common: &Common) -> anyhow::Result<(Config, Store)> {
+    let config = load_config(common)?;
+    let store = Store::open(config.database.expose())
+        .await
+        .with_context(|| format!("cannot open the store {}", config.database))?;
+    Ok((config, store))
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LABPOOL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("labpool=info,warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// `labpool plan`: 0 nothing to do, 2 changes, 1 error.
+pub async fn plan(common: Common, format: Output) -> anyhow::Result<u8> {
+    let (config, store) = open(&common).await?;
+    if let Err(rejected) = crate::source::load_folder(&config) {
+        for d in &rejected.diagnostics {
+            eprintln!("{d}");
+        }
+        eprintln!("labpool: the course folder is invalid; `serve` keeps the last good revision");
+    }
+    let reconciler = Reconciler::new(config, store).await?;
+    let plan = reconciler.dry_run().await?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &plan)?;
+            writeln!(out)?;
+        }
+        Output::Human => write_plan(&mut out, &plan)?,
+    }
+    Ok(if plan.is_empty() {
+        exit::OK
+    } else {
+        exit::ERROR
+    })
+}
+
+fn write_plan(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
+    for c in &plan.courses {
+        let mut line = format!(
+            "{:<20} target {:>3}  warm {:>3}  booting {:>3}  assigned {:>3}",
+            c.course, c.target, c.warm, c.booting, c.assigned
+        );
+        if !c.desired {
+            line.push_str("  (removed: draining)");
+        }
+        if c.in_class {
+            line.push_str("  (class time: additive changes only)");
+        }
+        if let Some(s) = &c.shortfall {
+            line.push_str(&format!(
+                "  short: {}",
+                serde_json::to_value(s).unwrap_or_default()["reason"]
+                    .as_str()
+                    .unwrap_or("?")
+            ));
+        }
+        writeln!(out, "{line}")?;
+    }
+    if plan.actions.is_empty() {
+        return writeln!(out, "\nnothing to do");
+    }
+    writeln!(out, "\n{} action(s):", plan.actions.len())?;
+    for a in &plan.actions {
+        match a {
+            Action::Create { course, host, .. } => {
+                writeln!(out, "  + create   {course} VM on {host}")?
+            }
+            Action::Destroy {
+                vm,
+                course,
+                host,
+                reason,
+            } => writeln!(
+                out,
+                "  - destroy  {course} VM {vm} on {host} ({})",
+                reason.as_str()
+            )?,
+            Action::CollectOrphan { host, kind, name } => {
+                writeln!(out, "  - collect  orphan {kind:?} {name} on {host}")?
+            }
+            Action::ForgetCourse { course } => {
+                writeln!(out, "  - forget   course {course} (drained)")?
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `labpool reconcile --once`.
+pub async fn reconcile_once(common: Common) -> anyhow::Result<u8> {
+    init_logs(false);
+    let (config, store) = open(&common).await?;
+    let reconciler = Reconciler::new(config, store).await?;
+    reconciler.recover().await?;
+    let report = reconciler.pass().await?;
+    reconciler.settle().await;
+    println!(
+        "revision {}: {} action(s) planned, {} started and finished",
+        report.revision.as_deref().unwrap_or("(none)"),
+        report.plan.actions.len(),
+        report.started
+    );
+    Ok(exit::OK)
+}
+
+/// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
+pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
+    init_logs(log_json);
+    let (config, store) = open(&common).await?;
+    tracing::info!(
+        config = %common.config.display(),
+        database = %config.database,
+        courses = %config.source.folder.display(),
+        hosts = config.hosts.len(),
+        "labpool serve starting"
+    );
+    let reconciler = Reconciler::new(config, store).await?;
+    reconciler.recover().await?;
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("stopping: VMs keep running and are picked up at the next start");
+    };
+    reconciler.run(shutdown).await;
+    Ok(exit::OK)
+}
+
+#[derive(Debug, Serialize)]
+struct CourseStatus {
+    name: String,
+    title: String,
+    revision: String,
+    target: u64,
+    warm: u32,
+    booting: u32,
+    assigned: u32,
+    failed: u32,
+    deleting: u32,
+    condition: String,
+    reason: String,
+}
+
+#[derive(Debug, Serialize)]
+struct HostStatus {
+    name: String,
+    uri: String,
+    up: bool,
+    error: Option<String>,
+    vms: u32,
+    max_vms: u32,
+    memory_used: u64,
+    memory: u64,
+    vcpus_used: u64,
+    vcpu_slots: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct StatusReport {
+    courses: Vec<CourseStatus>,
+    hosts: Vec<HostStatus>,
+}
+
+/// `labpool status`: read from the store only, so it answers even while a
+/// host hangs.
+pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
+    let (config, store) = open(&common).await?;
+    let vms = store.vms().await?;
+    let mut per_course: BTreeMap<&str, [u32; 6]> = BTreeMap::new();
+    for vm in &vms {
+        let slot = VmState::ALL
+            .iter()
+            .position(|s| *s == vm.state)
+            .unwrap_or(0);
+        per_course.entry(vm.course.as_str()).or_default()[slot] += 1;
+    }
+    let count = |course: &str, state: VmState| {
+        let slot = VmState::ALL.iter().position(|s| *s == state).unwrap_or(0);
+        per_course.get(course).map_or(0, |c| c[slot])
+    };
+    let courses = store
+        .courses()
+        .await?
+        .into_iter()
+        .map(|row| {
+            let conditions: serde_json::Value =
+                serde_json::from_str(&row.conditions_json).unwrap_or_default();
+            let name = row.name.as_str();
+            CourseStatus {
+                target: conditions["counts"]["target"].as_u64().unwrap_or(0),
+                warm: count(name, VmState::Warm),
+                booting: count(name, VmState::Creating) + count(name, VmState::Booting),
+                assigned: count(name, VmState::Assigned),
+                failed: count(name, VmState::Failed),
+                deleting: count(name, VmState::Deleting),
+                condition: conditions["condition"]["status"]
+                    .as_str()
+                    .unwrap_or("Unknown")
+                    .to_string(),
+                reason: conditions["condition"]["reason"]
+                    .as_str()
+                    .unwrap_or("not reconciled yet")
+                    .to_string(),
+                name: row.name,
+                title: row.title,
+                revision: row.revision,
+            }
+        })
+        .collect();
+    let rows = store.hosts().await?;
+    let hosts = config
+        .hosts
+        .iter()
+        .map(|h| {
+            let row = rows.iter().find(|r| r.name == h.name);
+            let on_host = vms.iter().filter(|v| v.host == h.name);
+            HostStatus {
+                name: h.name.clone(),
+                uri: h.uri.clone(),
+                up: row.is_some_and(|r| r.up),
+                error: row.and_then(|r| r.last_error.clone()),
+                vms: on_host.clone().count() as u32,
+                max_vms: h.capacity.vms,
+                memory_used: on_host.clone().map(|v| v.memory as u64).sum(),
+                memory: h.capacity.memory.as_bytes(),
+                vcpus_used: on_host.map(|v| v.vcpus as u64).sum(),
+                vcpu_slots: (f64::from(h.capacity.vcpus) * h.capacity.cpu_overcommit) as u64,
+            }
+        })
+        .collect();
+    let report = StatusReport { courses, hosts };
+    let mut out = std::io::stdout().lock();
+    match format {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &report)?;
+            writeln!(out)?;
+        }
+        Output::Human => {
+            writeln!(
+                out,
+                "{:<20} {:>6} {:>5} {:>8} {:>9} {:>7}  CONDITION",
+                "COURSE", "TARGET", "WARM", "BOOTING", "ASSIGNED", "FAILED"
+            )?;
+            for c in &report.courses {
+                writeln!(
+                    out,
+                    "{:<20} {:>6} {:>5} {:>8} {:>9} {:>7}  {}: {}",
+                    c.name,
+                    c.target,
+                    c.warm,
+                    c.booting,
+                    c.assigned,
+                    c.failed,
+                    c.condition,
+                    c.reason
+                )?;
+            }
+            writeln!(
+                out,
+                "\n{:<12} {:>5} {:>5} {:>17} {:>9}  URI",
+                "HOST", "STATE", "VMS", "MEMORY", "VCPUS"
+            )?;
+            for h in &report.hosts {
+                let mib = |b: u64| b / (1024 * 1024);
+                writeln!(
+                    out,
+                    "{:<12} {:>5} {:>5} {:>17} {:>9}  {}{}",
+                    h.name,
+                    if h.up { "up" } else { "down" },
+                    format!("{}/{}", h.vms, h.max_vms),
+                    format!("{}/{} MiB", mib(h.memory_used), mib(h.memory)),
+                    format!("{}/{}", h.vcpus_used, h.vcpu_slots),
+                    h.uri,
+                    h.error
+                        .as_deref()
+                        .map(|e| format!("  ({e})"))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,238 @@
+//! Desired state: what each course asks for at a given moment.
+//!
+//! A course file says `warm: 2` plus schedule windows; the reconciler needs one
+//! number now ("keep 30 warm, class starts in 10 minutes"), and a fingerprint
+//! of everything that would make an existing VM wrong (the spec hash). Both are
+//! pure functions of the course, the image catalog and the clock.
+
+use chrono::{DateTime, Datelike, Days, NaiveDate, TimeZone as _, Utc, Weekday};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::ImageConfig;
+use crate::course::Course;
+use crate::course::spec::Window;
+use crate::course::values::Day;
+
+/// One course as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DesiredCourse {
+    pub name: String,
+    /// Fingerprint of what a VM is built from (image, size, console); a VM
+    /// with another hash is outdated and is replaced once nobody uses it.
+    pub spec_hash: String,
+    /// VMs to keep warm now, schedule applied.
+    pub warm: u32,
+    /// Most VMs at once, warm and assigned together.
+    pub max: u32,
+    pub vcpus: u32,
+    pub memory: u64,
+    pub image: String,
+    /// A schedule window (or its pre-warm lead) is on: class time is sacred,
+    /// only additive changes apply until it ends.
+    pub in_class: bool,
+    /// How long a VM may take to become ready (ms).
+    pub ready_timeout_ms: i64,
+    /// No new VMs before this time (ms): the course's boots keep failing.
+    pub backoff_until: Option<i64>,
+}
+
+/// The fields that decide how a VM is built. Warm counts, titles, sessions
+/// and LTI settings change nothing in a running VM, so they are left out:
+/// raising `warm` must not replace the pool.
+#[derive(Serialize)]
+struct BuildInputs<'a> {
+    image: &'a str,
+    catalog: Option<&'a ImageConfig>,
+    vcpus: u32,
+    memory: u64,
+    disk: Option<u64>,
+    console: &'a crate::course::spec::Console,
+    ssh_port: Option<u16>,
+    probe: String,
+}
+
+/// The spec hash of a course's VMs: 16 hex digits of a SHA-256 over the build
+/// inputs, including the image's catalog entry (a new base volume or kernel
+/// replaces the pool too).
+pub fn spec_hash(course: &Course, catalog: Option<&ImageConfig>) -> String {
+    let inputs = BuildInputs {
+        image: course.image.as_str(),
+        catalog,
+        vcpus: course.vm.vcpus,
+        memory: course.vm.memory.as_bytes(),
+        disk: course.vm.disk.map(|d| d.as_bytes()),
+        console: &course.session.console,
+        ssh_port: course.session.ssh.as_ref().map(|s| s.port),
+        probe: format!("{:?}", course.probe()),
+    };
+    let json = serde_json::to_vec(&inputs).expect("build inputs serialize");
+    let digest = Sha256::digest(&json);
+    hex::encode(&digest[..8])
+}
+
+/// The warm target at `now`: the largest `warm` of the windows that are on
+/// (counting `prewarm` before each opens), else `pool.warm`. The flag says
+/// whether any window is on.
+pub fn warm_target(
+    course: &Course,
+    now: DateTime<Utc>,
+    prewarm: std::time::Duration,
+) -> (u32, bool) {
+    let lead = chrono::Duration::from_std(prewarm).unwrap_or_default();
+    let active = course
+        .pool
+        .schedule
+        .iter()
+        .filter(|w| window_on(w, now, lead))
+        .map(|w| w.warm)
+        .max();
+    match active {
+        Some(warm) => (warm, true),
+        None => (course.pool.warm, false),
+    }
+}
+
+/// Is `now` within [from - lead, to) of one of the window's days? Days are
+/// local to the window's zone; yesterday and tomorrow are looked at too so a
+/// lead time or a zone offset that crosses midnight is still caught.
+fn window_on(window: &Window, now: DateTime<Utc>, lead: chrono::Duration) -> bool {
+    let tz = window.tz.tz();
+    let today = now.with_timezone(&tz).date_naive();
+    [today.pred_opt(), Some(today), today.succ_opt()]
+        .into_iter()
+        .flatten()
+        .filter(|day| window.days.iter().any(|d| weekday(*d) == day.weekday()))
+        .any(|day| {
+            let (Some(start), Some(end)) = (
+                local_instant(&tz, day, window.from.minutes()),
+                local_instant(&tz, day, window.to.minutes()),
+            ) else {
+                return false;
+            };
+            start - lead <= now && now < end
+        })
+}
+
+/// `minutes` after local midnight of `day` in `tz`, as a UTC instant. A time
+/// that a DST jump skips resolves to the first valid instant after it; an
+/// ambiguous one to the earlier.
+fn local_instant(tz: &chrono_tz::Tz, day: NaiveDate, minutes: u16) -> Option<DateTime<Utc>> {
+    let (day, minutes) = if minutes >= 24 * 60 {
+        (day.checked_add_days(Days::new(1))?, minutes - 24 * 60)
+    } else {
+        (day, minutes)
+    };
+    let naive = day.and_hms_opt(u32::from(minutes / 60), u32::from(minutes % 60), 0)?;
+    (0..=120)
+        .step_by(30)
+        .find_map(|skip| {
+            tz.from_local_datetime(&(naive + chrono::Duration::minutes(skip)))
+                .earliest()
+        })
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn weekday(day: Day) -> Weekday {
+    match day {
+        Day::Mon => Weekday::Mon,
+        Day::Tue => Weekday::Tue,
+        Day::Wed => Weekday::Wed,
+        Day::Thu => Weekday::Thu,
+        Day::Fri => Weekday::Fri,
+        Day::Sat => Weekday::Sat,
+        Day::Sun => Weekday::Sun,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn course(schedule: serde_json::Value) -> Course {
+        serde_json::from_value(serde_json::json!({
+            "name": "c", "title": "C", "image": "busybox",
+            "vm": { "vcpus": 1, "memory": "192MiB" },
+            "pool": { "warm": 2, "max": 40, "schedule": schedule },
+        }))
+        .unwrap()
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    const LEAD: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+    #[test]
+    fn window_sets_the_target_with_prewarm_lead() {
+        // Mon/Wed 09:45-11:30 Chicago (UTC-6 in November).
+        let c = course(serde_json::json!([
+            { "days": ["mon", "wed"], "from": "09:45", "to": "11:30", "tz": "America/Chicago", "warm": 30 }
+        ]));
+        // Monday 2026-11-23.
+        assert_eq!(
+            warm_target(&c, at("2026-11-23T15:29:00Z"), LEAD),
+            (2, false)
+        );
+        assert_eq!(
+            warm_target(&c, at("2026-11-23T15:30:00Z"), LEAD),
+            (30, true)
+        ); // 09:30 local
+        assert_eq!(
+            warm_target(&c, at("2026-11-23T17:29:59Z"), LEAD),
+            (30, true)
+        );
+        assert_eq!(
+            warm_target(&c, at("2026-11-23T17:30:00Z"), LEAD),
+            (2, false)
+        ); // 11:30 local
+        // Tuesday: no window.
+        assert_eq!(
+            warm_target(&c, at("2026-11-24T16:00:00Z"), LEAD),
+            (2, false)
+        );
+    }
+
+    #[test]
+    fn window_to_midnight_and_across_utc_midnight() {
+        let c = course(serde_json::json!([
+            { "days": ["sun"], "from": "20:00", "to": "24:00", "tz": "Asia/Tokyo", "warm": 5 }
+        ]));
+        // Sunday 2026-11-22 23:59 Tokyo = 14:59 UTC.
+        assert_eq!(warm_target(&c, at("2026-11-22T14:59:00Z"), LEAD), (5, true));
+        assert_eq!(
+            warm_target(&c, at("2026-11-22T15:00:00Z"), LEAD),
+            (2, false)
+        );
+    }
+
+    #[test]
+    fn overlapping_windows_take_the_largest() {
+        let c = course(serde_json::json!([
+            { "days": ["mon"], "from": "09:00", "to": "12:00", "tz": "UTC", "warm": 5 },
+            { "days": ["mon"], "from": "10:00", "to": "11:00", "tz": "UTC", "warm": 9 }
+        ]));
+        assert_eq!(warm_target(&c, at("2026-11-23T10:30:00Z"), LEAD), (9, true));
+        assert_eq!(warm_target(&c, at("2026-11-23T11:30:00Z"), LEAD), (5, true));
+    }
+
+    #[test]
+    fn spec_hash_ignores_pool_size_but_not_the_build() {
+        let a = course(serde_json::json!([]));
+        let mut b = a.clone();
+        b.pool.warm = 7;
+        b.title = "other".into();
+        assert_eq!(spec_hash(&a, None), spec_hash(&b, None));
+        b.vm.vcpus = 2;
+        assert_ne!(spec_hash(&a, None), spec_hash(&b, None));
+        let image = ImageConfig {
+            volume: Some("v1".into()),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        };
+        assert_ne!(spec_hash(&a, None), spec_hash(&a, Some(&image)));
+        assert_eq!(spec_hash(&a, None).len(), 16);
+    }
+}

@@ -1,0 +1,473 @@
+//! The executor: turns a plan's actions into store writes and host calls.
+//!
+//! Each action records its intent in the store first (a `creating` row, a
+//! `deleting` state) and then runs on a background task; host calls go to the
+//! blocking pool. A VM with work in flight is *busy* and later actions on it
+//! wait for the next pass. Per-host boot concurrency is bounded by the
+//! planner, which counts `creating`/`booting` VMs against each host's slots.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::observe::World;
+use super::plan::{Action, CourseCounts, DestroyReason, OrphanKind, Plan, Shortfall};
+use super::{Reconciler, now_ms};
+use crate::course::{Console, Course, Probe};
+use crate::hosts::{Driver, Host, HostError, NewVm, ready, xml};
+use crate::store::{StoreError, VmRow, VmState};
+
+/// A course's condition, derived from its counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Condition {
+    /// `Ready`, `Progressing` or `Degraded`.
+    pub status: &'static str,
+    pub reason: String,
+}
+
+pub fn condition(c: &CourseCounts) -> Condition {
+    let degraded = |reason: String| Condition {
+        status: "Degraded",
+        reason,
+    };
+    match &c.shortfall {
+        Some(Shortfall::NoHostFits) => {
+            return degraded("no host that is up can hold this VM".into());
+        }
+        Some(Shortfall::CapacityFull) => return degraded("hosts are full".into()),
+        Some(Shortfall::BackingOff { .. }) => {
+            return degraded("boots failed; backing off before the next".into());
+        }
+        _ => {}
+    }
+    if c.warm >= c.target {
+        Condition {
+            status: "Ready",
+            reason: format!("{} of {} warm", c.warm, c.target),
+        }
+    } else {
+        Condition {
+            status: "Progressing",
+            reason: format!("{} of {} warm, {} booting", c.warm, c.target, c.booting),
+        }
+    }
+}
+
+/// Starts every action of the plan; returns how many started.
+pub async fn execute(
+    r: &Reconciler,
+    plan: &Plan,
+    world: &World,
+    courses: &HashMap<&str, &Course>,
+    now: i64,
+) -> Result<usize, StoreError> {
+    let mut started = 0;
+    for action in &plan.actions {
+        let ok = match action {
+            Action::Create {
+                course,
+                host,
+                spec_hash,
+            } => {
+                let (Some(course), Some(h)) = (courses.get(course.as_str()), r.host(host)) else {
+                    continue;
+                };
+                create(r, course, h, spec_hash, now).await?
+            }
+            Action::Destroy { vm, reason, .. } => match world.vms.get(vm) {
+                Some(row) => destroy(r, row, *reason, world, now).await?,
+                None => false,
+            },
+            Action::CollectOrphan { host, kind, name } => match r.host(host) {
+                Some(h) => {
+                    collect_orphan(r, h, *kind, name);
+                    true
+                }
+                None => false,
+            },
+            Action::ForgetCourse { course } => {
+                r.inner.store.forget_course(course).await?;
+                r.event(
+                    now,
+                    "course-forgotten",
+                    Some(course),
+                    None,
+                    None,
+                    "removed from the source and drained".into(),
+                )
+                .await;
+                true
+            }
+        };
+        started += usize::from(ok);
+    }
+    Ok(started)
+}
+
+fn new_vm_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The guest port forwarded to the host, if the course needs one: its SSH
+/// port for `console: ssh`, or the readiness port.
+fn forwarded_port(course: &Course) -> Option<u16> {
+    match (course.probe(), course.session.console) {
+        (Probe::Port(p), _) => Some(p),
+        (_, Console::Ssh) => Some(course.session.ssh.as_ref().map_or(22, |s| s.port)),
+        _ => None,
+    }
+}
+
+async fn create(
+    r: &Reconciler,
+    course: &Course,
+    host: &Arc<Host>,
+    spec_hash: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let store = &r.inner.store;
+    let id = new_vm_id();
+    let name = course.name.as_str();
+    let guest_port = forwarded_port(course);
+    let ssh_port = match guest_port {
+        Some(_) => {
+            let used: Vec<i64> = store
+                .vms()
+                .await?
+                .iter()
+                .filter(|v| v.host == host.name())
+                .filter_map(|v| v.ssh_port)
+                .collect();
+            let range = &host.config.ssh_forward;
+            let free =
+                (range.first_port..=range.last_port).find(|p| !used.contains(&i64::from(*p)));
+            match free {
+                Some(p) => Some(p),
+                None => {
+                    r.event(
+                        now,
+                        "create-refused",
+                        Some(name),
+                        Some(host.name()),
+                        None,
+                        "no free port in the host's ssh_forward range".into(),
+                    )
+                    .await;
+                    return Ok(false);
+                }
+            }
+        }
+        None => None,
+    };
+    let row = VmRow {
+        id: id.clone(),
+        course: name.to_string(),
+        host: host.name().to_string(),
+        domain: xml::domain_name(name, &id),
+        volume: xml::volume_name(&id),
+        spec_hash: spec_hash.to_string(),
+        state: VmState::Creating,
+        vcpus: i64::from(course.vm.vcpus),
+        memory: course.vm.memory.as_bytes() as i64,
+        ssh_port: ssh_port.map(i64::from),
+        created_at: now,
+        state_changed_at: now,
+        ready_at: None,
+        reason: None,
+    };
+    // Intent first: from here on the store names this VM, whatever happens.
+    store.insert_vm(&row).await?;
+    r.inner.state.lock().expect("state").busy.insert(id.clone());
+    tracing::info!(vm = %id, course = name, host = host.name(), "creating VM");
+    let task = boot(r.clone(), Arc::clone(host), row, course.clone(), guest_port);
+    r.inner.tasks.lock().expect("tasks").spawn(task);
+    Ok(true)
+}
+
+/// Builds, starts and proves one VM, then records the outcome.
+async fn boot(r: Reconciler, host: Arc<Host>, row: VmRow, course: Course, guest_port: Option<u16>) {
+    let started_at = Instant::now();
+    let outcome = boot_steps(&r, &host, &row, &course, guest_port).await;
+    let store = &r.inner.store;
+    let now = now_ms();
+    let id = row.id.as_str();
+    let name = course.name.as_str();
+    match outcome {
+        Ok(()) => {
+            let ms = started_at.elapsed().as_millis();
+            match store
+                .transition_vm(id, &[VmState::Booting], VmState::Warm, now, None)
+                .await
+            {
+                Ok(true) => {
+                    r.inner.state.lock().expect("state").backoff.succeeded(name);
+                    tracing::info!(
+                        vm = id,
+                        course = name,
+                        host = host.name(),
+                        boot_ms = ms as u64,
+                        "VM warm"
+                    );
+                    r.event(
+                        now,
+                        "vm-warm",
+                        Some(name),
+                        Some(host.name()),
+                        Some(id),
+                        format!("ready after {ms} ms"),
+                    )
+                    .await;
+                }
+                Ok(false) => {}
+                Err(e) => tracing::error!(vm = id, error = %e, "could not record a warm VM"),
+            }
+        }
+        Err(why) => {
+            let until = r
+                .inner
+                .state
+                .lock()
+                .expect("state")
+                .backoff
+                .failed(name, now);
+            tracing::warn!(vm = id, course = name, host = host.name(), reason = %why, backoff_until = until, "VM failed to boot");
+            let _ = store
+                .transition_vm(
+                    id,
+                    &[VmState::Creating, VmState::Booting],
+                    VmState::Failed,
+                    now,
+                    Some(&why),
+                )
+                .await;
+            r.event(
+                now,
+                "vm-failed",
+                Some(name),
+                Some(host.name()),
+                Some(id),
+                why,
+            )
+            .await;
+        }
+    }
+    r.inner.state.lock().expect("state").busy.remove(id);
+    r.wake();
+}
+
+async fn boot_steps(
+    r: &Reconciler,
+    host: &Arc<Host>,
+    row: &VmRow,
+    course: &Course,
+    guest_port: Option<u16>,
+) -> Result<(), String> {
+    let image = r
+        .inner
+        .config
+        .images
+        .get(&course.image)
+        .cloned()
+        .ok_or_else(|| format!("image `{}` is not in the catalog", course.image))?;
+    let vm = row.clone();
+    let c = course.clone();
+    let started = host
+        .run(move |h| {
+            h.create(&NewVm {
+                mark: xml::Mark {
+                    vm_id: vm.id.clone(),
+                    course: vm.course.clone(),
+                    spec_hash: vm.spec_hash.clone(),
+                },
+                domain: &vm.domain,
+                volume: &vm.volume,
+                vcpus: c.vm.vcpus,
+                memory: c.vm.memory.as_bytes(),
+                disk: c.vm.disk.map(|d| d.as_bytes()),
+                image: &image,
+                ssh: vm.ssh_port.zip(guest_port).map(|(h, g)| (h as u16, g)),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let moved = r
+        .inner
+        .store
+        .transition_vm(
+            &row.id,
+            &[VmState::Creating],
+            VmState::Booting,
+            now_ms(),
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !moved {
+        return Err("the VM was changed while it was created".into());
+    }
+    let timeout = course.readiness.timeout.get();
+    let driver = host.driver().map_err(|e| e.to_string())?;
+    if driver == Driver::Test {
+        // The test driver has no guest: a running domain is all there is.
+        return Ok(());
+    }
+    let probe = course.probe();
+    let wait = async {
+        match (probe, started.console) {
+            (Probe::ConsoleMarker(marker), Some(stream)) => {
+                let m = marker.clone();
+                tokio::task::spawn_blocking(move || ready::watch_console(stream, &m))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            }
+            (Probe::ConsoleMarker(_), None) => Err("no console to watch".to_string()),
+            (Probe::Port(port), console) => {
+                if let Some(stream) = console {
+                    let _ = stream.abort();
+                }
+                let ip: IpAddr = host
+                    .config
+                    .ssh_forward
+                    .address
+                    .parse()
+                    .map_err(|_| "ssh_forward.address is not an IP address".to_string())?;
+                let host_port = row.ssh_port.ok_or("no forwarded port")? as u16;
+                let ssh = course.session.console == Console::Ssh
+                    && course.session.ssh.as_ref().map_or(22, |s| s.port) == port;
+                ready::wait_for_port(SocketAddr::new(ip, host_port), ssh).await;
+                Ok(())
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, wait).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "not ready within {} ({})",
+            course.readiness.timeout,
+            match course.probe() {
+                Probe::ConsoleMarker(m) => format!("console marker `{m}` not seen"),
+                Probe::Port(p) => format!("port {p} did not answer"),
+            }
+        )),
+    }
+}
+
+async fn destroy(
+    r: &Reconciler,
+    row: &VmRow,
+    reason: DestroyReason,
+    world: &World,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let store = &r.inner.store;
+    let Some(host) = r.host(&row.host).cloned() else {
+        return Ok(false);
+    };
+    if !r
+        .inner
+        .state
+        .lock()
+        .expect("state")
+        .busy
+        .insert(row.id.clone())
+    {
+        return Ok(false);
+    }
+    if let Some(session) = world.sessions_by_vm.get(&row.id) {
+        let why = match reason {
+            DestroyReason::Expired => "expired",
+            DestroyReason::Vanished => "vm vanished",
+            _ => reason.as_str(),
+        };
+        store.end_session(&session.id, why, now).await?;
+    }
+    let others: Vec<VmState> = VmState::ALL
+        .into_iter()
+        .filter(|s| *s != VmState::Deleting)
+        .collect();
+    // Intent first: once `deleting`, a crash leads to a retry, never a leak.
+    store
+        .transition_vm(
+            &row.id,
+            &others,
+            VmState::Deleting,
+            now,
+            Some(reason.as_str()),
+        )
+        .await?;
+    tracing::info!(vm = %row.id, course = %row.course, host = %row.host, reason = reason.as_str(), "destroying VM");
+    let r2 = r.clone();
+    let row = row.clone();
+    r.inner.tasks.lock().expect("tasks").spawn(async move {
+        let (domain, volume) = (row.domain.clone(), row.volume.clone());
+        let result = host.run(move |h| h.destroy(&domain, &volume)).await;
+        let now = now_ms();
+        match result {
+            Ok(()) => {
+                if let Err(e) = r2.inner.store.delete_vm(&row.id, now).await {
+                    tracing::error!(vm = %row.id, error = %e, "could not delete the VM's row");
+                }
+                r2.event(
+                    now,
+                    "vm-destroyed",
+                    Some(&row.course),
+                    Some(&row.host),
+                    Some(&row.id),
+                    reason.as_str().to_string(),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(vm = %row.id, error = %e, "destroy failed; will retry");
+                r2.event(
+                    now,
+                    "destroy-failed",
+                    Some(&row.course),
+                    Some(&row.host),
+                    Some(&row.id),
+                    e.to_string(),
+                )
+                .await;
+            }
+        }
+        r2.inner.state.lock().expect("state").busy.remove(&row.id);
+        r2.wake();
+    });
+    Ok(true)
+}
+
+fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str) {
+    let (r2, host, name) = (r.clone(), Arc::clone(host), name.to_string());
+    r.inner.tasks.lock().expect("tasks").spawn(async move {
+        let n = name.clone();
+        let result: Result<(), HostError> = host
+            .run(move |h| h.remove_orphan(kind == OrphanKind::Domain, &n))
+            .await;
+        let now = now_ms();
+        let what = match kind {
+            OrphanKind::Domain => "domain",
+            OrphanKind::Volume => "volume",
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(host = host.name(), name = %name, what, "orphan collected");
+                r2.event(
+                    now,
+                    "orphan-collected",
+                    None,
+                    Some(host.name()),
+                    None,
+                    format!("{what} {name}"),
+                )
+                .await;
+            }
+            Err(e) => {
+                tracing::warn!(host = host.name(), name = %name, error = %e, "orphan not collected")
+            }
+        }
+    });
+}

@@ -1,0 +1,466 @@
+//! The reconciler: keeps every course's pool at its target, level-triggered.
+//!
+//! Each pass: read the source (keep the last good revision if it is broken),
+//! look at the hosts and the store ([`observe`]), work out the desired
+//! counts ([`desired`]), plan ([`plan`], pure) and execute ([`execute`]).
+//! Passes run on a timer (with jitter) and whenever something signals a
+//! change (a boot finished, a destroy finished). Nothing assumes why a pass
+//! started: every pass looks at everything.
+//!
+//! Intent before action: a VM's row is written (`creating`) before anything
+//! is created on a host, and marked `deleting` before anything is destroyed,
+//! so after a crash the store names everything that might exist on a host,
+//! and anything marked as labpool's that the store does not name is an
+//! orphan, collected after a grace period.
+
+pub mod backoff;
+pub mod desired;
+pub mod execute;
+pub mod observe;
+pub mod plan;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{TimeZone as _, Utc};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::course::Course;
+use crate::hosts::Host;
+use crate::source::{self, Revision};
+use crate::store::{CourseRow, NewEvent, Store, StoreError, VmState};
+use backoff::Backoff;
+use desired::DesiredCourse;
+use plan::{OrphanKind, Plan, Policy};
+
+/// Longest wait between failed boots of one course.
+const BACKOFF_CAP_MS: i64 = 5 * 60 * 1000;
+
+/// The wall clock in unix milliseconds.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default)]
+pub struct PassReport {
+    pub revision: Option<String>,
+    pub plan: Plan,
+    /// Actions started (some are skipped when their VM is already busy).
+    pub started: usize,
+}
+
+/// Mutable state shared by passes and their background tasks.
+pub(crate) struct State {
+    /// The last valid revision; `None` until one loaded.
+    revision: Option<Revision>,
+    /// Diagnostics of the last rejected load, to log each rejection once.
+    last_rejection: Option<String>,
+    backoff: Backoff,
+    orphans_seen: HashMap<(String, OrphanKind, String), i64>,
+    /// VMs with work in flight (a boot or a destroy): skipped by new actions.
+    busy: HashSet<String>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) store: Store,
+    pub(crate) hosts: BTreeMap<String, Arc<Host>>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) wake: Notify,
+    pub(crate) tasks: Mutex<JoinSet<()>>,
+}
+
+/// The reconciler; cheap to clone.
+#[derive(Clone)]
+pub struct Reconciler {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Reconciler {
+    /// Builds a reconciler over the configured hosts and records them in the
+    /// store. Connections open lazily.
+    pub async fn new(config: Config, store: Store) -> Result<Reconciler, StoreError> {
+        let now = now_ms();
+        for host in &config.hosts {
+            store.upsert_host(&host.name, &host.uri, now).await?;
+        }
+        let hosts = config
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), Host::new(h.clone())))
+            .collect();
+        let backoff = Backoff::new(
+            config.reconcile.backoff.get().as_millis() as i64,
+            BACKOFF_CAP_MS,
+        );
+        Ok(Reconciler {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                hosts,
+                state: Mutex::new(State {
+                    revision: None,
+                    last_rejection: None,
+                    backoff,
+                    orphans_seen: HashMap::new(),
+                    busy: HashSet::new(),
+                }),
+                wake: Notify::new(),
+                tasks: Mutex::new(JoinSet::new()),
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Arc<Host>> {
+        self.inner.hosts.get(name)
+    }
+
+    /// Asks for a pass now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// After a restart, VMs left `creating` or `booting` have nobody watching
+    /// their boot any more: they are failed, so the next pass destroys them
+    /// (domain, volume and row) and boots replacements. Assigned VMs and
+    /// their sessions are untouched. Only one reconciler may run at a time.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let store = &self.inner.store;
+        let now = now_ms();
+        let mut n = 0;
+        for vm in store.vms().await? {
+            if matches!(vm.state, VmState::Creating | VmState::Booting)
+                && store
+                    .transition_vm(
+                        &vm.id,
+                        &[VmState::Creating, VmState::Booting],
+                        VmState::Failed,
+                        now,
+                        Some("interrupted: labpool restarted during its boot"),
+                    )
+                    .await?
+            {
+                n += 1;
+            }
+        }
+        if n > 0 {
+            tracing::info!(vms = n, "recovered interrupted boots as failed");
+        }
+        Ok(n)
+    }
+
+    /// The desired courses: the last good revision, or (before any loaded
+    /// in this process) the courses as last applied in the store.
+    async fn refresh_source(&self, now: i64) -> Result<Vec<Course>, StoreError> {
+        let loaded = source::load_folder(&self.inner.config);
+        let applied = {
+            let mut state = self.inner.state.lock().expect("state");
+            match loaded {
+                Ok(revision) => {
+                    let changed = state.revision.as_ref().map(|r| &r.id) != Some(&revision.id);
+                    state.last_rejection = None;
+                    if changed {
+                        state.revision = Some(revision.clone());
+                        Some(revision)
+                    } else {
+                        None
+                    }
+                }
+                Err(rejected) => {
+                    let text: Vec<String> =
+                        rejected.diagnostics.iter().map(|d| d.to_string()).collect();
+                    let text = text.join("\n");
+                    if state.last_rejection.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(
+                            folder = %rejected.folder.display(),
+                            "course revision rejected; keeping the last good one:\n{text}"
+                        );
+                        state.last_rejection = Some(text.clone());
+                        drop(state);
+                        self.event(now, "revision-rejected", None, None, None, text)
+                            .await;
+                    }
+                    None
+                }
+            }
+        };
+        if let Some(revision) = applied {
+            self.apply_revision(&revision, now).await?;
+        }
+        let current = self.inner.state.lock().expect("state").revision.clone();
+        match current {
+            Some(r) => Ok(r.courses),
+            None => {
+                // Broken folder right after a start: run on what was applied.
+                let rows = self.inner.store.courses().await?;
+                let newest = rows
+                    .iter()
+                    .max_by_key(|r| r.updated_at)
+                    .map(|r| r.revision.clone());
+                Ok(rows
+                    .iter()
+                    .filter(|r| Some(&r.revision) == newest.as_ref())
+                    .filter_map(|r| serde_json::from_str(&r.spec_json).ok())
+                    .collect())
+            }
+        }
+    }
+
+    /// Records a valid revision's courses in the store.
+    async fn apply_revision(&self, revision: &Revision, now: i64) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        for course in &revision.courses {
+            let catalog = self.inner.config.images.get(&course.image);
+            store
+                .upsert_course(&CourseRow {
+                    name: course.name.to_string(),
+                    title: course.title.clone(),
+                    revision: revision.id.clone(),
+                    spec_hash: desired::spec_hash(course, catalog),
+                    spec_json: serde_json::to_string(course).expect("course serializes"),
+                    conditions_json: "{}".into(),
+                    updated_at: now,
+                })
+                .await?;
+        }
+        let names: Vec<&str> = revision.courses.iter().map(|c| c.name.as_str()).collect();
+        tracing::info!(revision = %revision.id, courses = ?names, "revision applied");
+        self.event(
+            now,
+            "revision-applied",
+            None,
+            None,
+            None,
+            format!(
+                "{} with {} course(s): {}",
+                revision.id,
+                names.len(),
+                names.join(", ")
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Desired courses at `now`, schedule and backoff applied.
+    fn desired(&self, courses: &[Course], now: i64) -> Vec<DesiredCourse> {
+        let config = &self.inner.config;
+        let state = self.inner.state.lock().expect("state");
+        let at = Utc
+            .timestamp_millis_opt(now)
+            .single()
+            .unwrap_or_else(Utc::now);
+        courses
+            .iter()
+            .map(|c| {
+                let (warm, in_class) = desired::warm_target(c, at, config.reconcile.prewarm.get());
+                DesiredCourse {
+                    name: c.name.to_string(),
+                    spec_hash: desired::spec_hash(c, config.images.get(&c.image)),
+                    warm,
+                    max: c.pool.max,
+                    vcpus: c.vm.vcpus,
+                    memory: c.vm.memory.as_bytes(),
+                    image: c.image.to_string(),
+                    in_class,
+                    ready_timeout_ms: c.readiness.timeout.get().as_millis() as i64,
+                    backoff_until: state.backoff.until(c.name.as_str()),
+                }
+            })
+            .collect()
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            orphan_grace_ms: self.inner.config.reconcile.orphan_grace.get().as_millis() as i64,
+            default_ready_timeout_ms: 5 * 60 * 1000,
+        }
+    }
+
+    /// Plans without acting or writing anything: what a pass would do now.
+    pub async fn dry_run(&self) -> Result<Plan, StoreError> {
+        let now = now_ms();
+        let courses = match source::load_folder(&self.inner.config) {
+            Ok(r) => r.courses,
+            Err(_) => self.refresh_source(now).await?,
+        };
+        let known = self.inner.store.courses().await?;
+        let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
+        let mut seen = HashMap::new();
+        let world = observe::observe(
+            &self.inner.store,
+            &hosts,
+            self.inner.config.reconcile.boots_per_host,
+            known.into_iter().map(|r| r.name).collect(),
+            now,
+            &mut seen,
+        )
+        .await?;
+        Ok(plan::plan(
+            &self.desired(&courses, now),
+            &world.observed,
+            &self.policy(),
+        ))
+    }
+
+    /// One pass: source, observe, plan, execute. Actions run in the
+    /// background; [`Reconciler::settle`] waits for them.
+    #[tracing::instrument(skip(self), level = "debug")]
+    pub async fn pass(&self) -> Result<PassReport, StoreError> {
+        let now = now_ms();
+        let courses = self.refresh_source(now).await?;
+        let known = self.inner.store.courses().await?;
+        let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
+        let mut seen = std::mem::take(&mut self.inner.state.lock().expect("state").orphans_seen);
+        let world = observe::observe(
+            &self.inner.store,
+            &hosts,
+            self.inner.config.reconcile.boots_per_host,
+            known.into_iter().map(|r| r.name).collect(),
+            now,
+            &mut seen,
+        )
+        .await;
+        self.inner.state.lock().expect("state").orphans_seen = seen;
+        let world = world?;
+        self.record_host_status(&world.host_errors, now).await?;
+        let desired = self.desired(&courses, now);
+        let plan = plan::plan(&desired, &world.observed, &self.policy());
+        let by_name: HashMap<&str, &Course> =
+            courses.iter().map(|c| (c.name.as_str(), c)).collect();
+        let started = execute::execute(self, &plan, &world, &by_name, now).await?;
+        self.record_conditions(&plan, now).await?;
+        let revision = self
+            .inner
+            .state
+            .lock()
+            .expect("state")
+            .revision
+            .as_ref()
+            .map(|r| r.id.clone());
+        Ok(PassReport {
+            revision,
+            plan,
+            started,
+        })
+    }
+
+    /// Waits until every action started so far has finished (boots included).
+    pub async fn settle(&self) {
+        loop {
+            let next = {
+                let mut tasks = self.inner.tasks.lock().expect("tasks");
+                if tasks.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut *tasks)
+            };
+            next.join_all().await;
+        }
+    }
+
+    /// Runs passes until `shutdown` resolves: on every wake and at least
+    /// every `resync` (plus up to 10% jitter, so replicas and hosts are not
+    /// hit in lockstep).
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let resync = self.inner.config.reconcile.resync.get();
+        tokio::pin!(shutdown);
+        loop {
+            let started = std::time::Instant::now();
+            match self.pass().await {
+                Ok(report) => {
+                    if !report.plan.is_empty() {
+                        tracing::info!(
+                            actions = report.plan.actions.len(),
+                            started = report.started,
+                            took_ms = started.elapsed().as_millis() as u64,
+                            "pass"
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "pass failed")
+                }
+            }
+            let jitter = resync.mul_f64(rand::random::<f64>() * 0.1);
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(resync + jitter) => {}
+            }
+            // Coalesce a burst of wakes (several boots finishing) into one pass.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn record_host_status(
+        &self,
+        errors: &[(String, Option<String>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for (host, error) in errors {
+            let up = error.is_none();
+            if self
+                .inner
+                .store
+                .set_host_status(host, up, error.as_deref(), now)
+                .await?
+            {
+                let (kind, message) = match error {
+                    None => ("host-up", "answers again".to_string()),
+                    Some(e) => ("host-down", e.clone()),
+                };
+                if up {
+                    tracing::info!(host, "host is up");
+                } else {
+                    tracing::warn!(host, error = %message, "host is down");
+                }
+                self.event(now, kind, None, Some(host), None, message).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn record_conditions(&self, plan: &Plan, now: i64) -> Result<(), StoreError> {
+        for counts in plan.courses.iter().filter(|c| c.desired) {
+            let condition = execute::condition(counts);
+            let json = serde_json::json!({ "counts": counts, "condition": condition });
+            self.inner
+                .store
+                .set_course_conditions(&counts.course, &json.to_string(), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stores and logs an event; a store failure here is logged, not fatal.
+    pub(crate) async fn event(
+        &self,
+        at: i64,
+        kind: &str,
+        course: Option<&str>,
+        host: Option<&str>,
+        vm: Option<&str>,
+        message: String,
+    ) {
+        let event = NewEvent {
+            at,
+            kind: kind.to_string(),
+            course: course.map(str::to_string),
+            host: host.map(str::to_string),
+            vm: vm.map(str::to_string),
+            message,
+        };
+        if let Err(e) = self.inner.store.record_event(&event).await {
+            tracing::error!(error = %e, kind, "could not record event");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Sessions: a student's claim on a VM, from launch until it ends.
+
+use super::{Backend, Claimed, SessionKey, SessionRow, Store, StoreError, VmRow};
+
+impl Store {
+    /// Hands `key` a VM: the oldest-ready warm VM of `course` built from
+    /// `spec_hash`, now Assigned, with a new live session. If `key` already
+    /// has a live session, returns it and its VM unchanged (`resumed`).
+    /// None when no such VM is warm.
+    ///
+    /// Safe under concurrent calls, from any number of processes: a VM is
+    /// never handed out twice and a key never gets two live sessions.
+    pub async fn claim(
+        &self,
+        course: &str,
+        spec_hash: &str,
+        key: &SessionKey,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<Option<Claimed>, StoreError> {
+        // SQLite: the transaction holds the write lock, so claims run one at
+        // a time and everything below sees the latest state.
+        let mut tx = self.begin_write().await?;
+        if self.backend == Backend::Postgres {
+            // Claims for the same key take turns; without this, two launches
+            // at once would both miss the other's uncommitted session and
+            // take two VMs (one then fails on sessions_live_key). Different
+            // keys hash apart and do not wait for each other.
+            let key_text = serde_json::to_string(&[
+                &key.issuer,
+                &key.deployment_id,
+                &key.user_sub,
+                &key.context_id,
+                &key.resource_link_id,
+            ])
+            .expect("strings serialize");
+            // Wrapped in count(*): Any cannot read pg_advisory_xact_lock's `void`.
+            sqlx::query("SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked")
+                .bind(key_text)
+                .execute(&mut *tx)
+                .await?;
+        }
+
+        let live: Option<SessionRow> = sqlx::query_as(
+            "SELECT * FROM sessions
+             WHERE issuer = $1 AND deployment_id = $2 AND user_sub = $3 AND context_id = $4
+               AND resource_link_id = $5 AND ended_at IS NULL",
+        )
+        .bind(&key.issuer)
+        .bind(&key.deployment_id)
+        .bind(&key.user_sub)
+        .bind(&key.context_id)
+        .bind(&key.resource_link_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(session) = live {
+            let vm: Option<VmRow> = sqlx::query_as("SELECT * FROM vms WHERE id = $1")
+                .bind(&session.vm_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            // delete_vm ends a VM's session in the same transaction, so a
+            // live session without its VM means someone edited the tables.
+            let vm = vm.ok_or_else(|| StoreError::VmNotFound(session.vm_id.clone()))?;
+            tx.commit().await?;
+            return Ok(Some(Claimed {
+                session,
+                vm,
+                resumed: true,
+            }));
+        }
+
+        // PostgreSQL: SKIP LOCKED lets concurrent claims each lock a
+        // different warm VM instead of queueing on the oldest one. Ordering
+        // by COALESCE keeps NULLs (never expected) in the same place on both.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let vm: Option<VmRow> = sqlx::query_as(&format!(
+            "UPDATE vms SET state = 'assigned', state_changed_at = $3, reason = NULL
+             WHERE state = 'warm' AND id = (
+                 SELECT id FROM vms
+                 WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
+                 ORDER BY COALESCE(ready_at, state_changed_at), id
+                 LIMIT 1 {lock})
+             RETURNING *"
+        ))
+        .bind(course)
+        .bind(spec_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(vm) = vm else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+
+        let session = SessionRow {
+            id: format!("{:032x}", rand::random::<u128>()),
+            vm_id: vm.id.clone(),
+            course: vm.course.clone(),
+            key: key.clone(),
+            created_at: now,
+            expires_at,
+            last_activity_at: now,
+            ended_at: None,
+            end_reason: None,
+        };
+        sqlx::query(
+            "INSERT INTO sessions (id, vm_id, course, issuer, deployment_id, user_sub, context_id,
+                                   resource_link_id, created_at, expires_at, last_activity_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&session.id)
+        .bind(&session.vm_id)
+        .bind(&session.course)
+        .bind(&key.issuer)
+        .bind(&key.deployment_id)
+        .bind(&key.user_sub)
+        .bind(&key.context_id)
+        .bind(&key.resource_link_id)
+        .bind(session.created_at)
+        .bind(session.expires_at)
+        .bind(session.last_activity_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(Claimed {
+            session,
+            vm,
+            resumed: false,
+        }))
+    }
+
+    /// Sessions not yet ended, oldest first.
+    pub async fn live_sessions(&self) -> Result<Vec<SessionRow>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT * FROM sessions WHERE ended_at IS NULL ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// One session, live or ended.
+    pub async fn session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Ends a live session; returns false if it was not live (already ended,
+    /// or unknown). The VM is left as it is: what happens to it is the
+    /// reconciler's decision.
+    pub async fn end_session(&self, id: &str, reason: &str, now: i64) -> Result<bool, StoreError> {
+        let ended = sqlx::query(
+            "UPDATE sessions SET ended_at = $2, end_reason = $3 WHERE id = $1 AND ended_at IS NULL",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(ended == 1)
+    }
+
+    /// Records activity on a live session. Never moves `last_activity_at`
+    /// backwards (reports may arrive out of order); ended or unknown
+    /// sessions are left alone.
+    pub async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE sessions SET last_activity_at = $2
+             WHERE id = $1 AND ended_at IS NULL AND last_activity_at < $2",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,683 @@
+//! The state store. Every test is written once and run twice: on SQLite (a
+//! file in a temporary directory) and on PostgreSQL (a fresh database on the
+//! server at `LABPOOL_TEST_POSTGRES`, which scripts/setup provides, dropped
+//! afterwards). An unreachable server fails the PostgreSQL half: a store
+//! that is only tested on SQLite is not tested.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::ops::Deref;
+
+use labpool::store::{Backend, CourseRow, NewEvent, SessionKey, Store, StoreError, VmRow, VmState};
+use sqlx::{Connection, Executor};
+
+/// Generates `store::sqlite::NAME` and `store::postgres::NAME` for each test.
+macro_rules! on_both {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::on_sqlite(super::$test).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::on_postgres(super::$test).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    migrations_are_idempotent,
+    hosts_are_listed_by_name_and_track_status_flips,
+    courses_are_upserted_listed_and_forgotten,
+    vms_are_inserted_listed_and_moved_by_compare_and_set,
+    deleting_a_vm_ends_its_live_session,
+    claim_takes_the_oldest_warm_vm_of_the_right_spec,
+    claim_resumes_and_ends_sessions,
+    concurrent_claims_never_share_a_vm,
+    concurrent_claims_with_one_key_make_one_session,
+    events_come_newest_first,
+);
+
+/// A store on a fresh database, and the URL it was opened with.
+pub struct Db {
+    pub store: Store,
+    pub url: String,
+}
+
+impl Deref for Db {
+    type Target = Store;
+    fn deref(&self) -> &Store {
+        &self.store
+    }
+}
+
+const DEFAULT_POSTGRES: &str = "postgres://labpool:labpool@127.0.0.1:5432/postgres";
+
+async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("state.db").display());
+    if let Err(panic) = run(url, test).await {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+async fn on_postgres<F, Fut>(test: F)
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let server = std::env::var("LABPOOL_TEST_POSTGRES").ok();
+    let server = server.as_deref().unwrap_or(DEFAULT_POSTGRES);
+    let mut admin = sqlx::PgConnection::connect(server).await.unwrap_or_else(|e| {
+        panic!(
+            "cannot reach PostgreSQL at LABPOOL_TEST_POSTGRES (default {DEFAULT_POSTGRES}): {e}\n\
+             run scripts/setup to install and start a local server (or point \
+             LABPOOL_TEST_POSTGRES at a server where the user may create databases)"
+        )
+    });
+    let name = format!("labpool_test_{:016x}", rand::random::<u64>());
+    admin
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let outcome = run(with_database(server, &name), test).await;
+    // FORCE: a failed test may have left connections behind.
+    admin
+        .execute(format!("DROP DATABASE {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Runs `test` on a store at `url`, catching its panic so the caller can
+/// clean up first. Opens the store twice, so every test also checks that
+/// opening an up-to-date database migrates nothing and succeeds.
+async fn run<F, Fut>(url: String, test: F) -> Result<(), Box<dyn std::any::Any + Send>>
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Store::open(&url).await.unwrap().close().await;
+    let store = Store::open(&url).await.unwrap();
+    let outcome = tokio::spawn(test(Db {
+        store: store.clone(),
+        url,
+    }))
+    .await;
+    store.close().await;
+    outcome.map_err(|e| e.into_panic())
+}
+
+/// `server` (a postgres:// URL) with its database replaced by `name`.
+fn with_database(server: &str, name: &str) -> String {
+    let (scheme, rest) = server.split_once("://").expect("a postgres:// URL");
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, after) = rest.split_at(end);
+    let query = after.split_once('?').map(|(_, q)| q);
+    match query {
+        Some(query) => format!("{scheme}://{authority}/{name}?{query}"),
+        None => format!("{scheme}://{authority}/{name}"),
+    }
+}
+
+// ---- fixtures ----------------------------------------------------------------
+
+const COURSE: &str = "linux-101";
+const SPEC: &str = "spec-1";
+
+fn key(user: &str) -> SessionKey {
+    SessionKey {
+        issuer: "https://canvas.example.edu".into(),
+        deployment_id: "deploy-1".into(),
+        user_sub: user.into(),
+        context_id: "canvas-4821".into(),
+        resource_link_id: "link-1".into(),
+    }
+}
+
+/// A VM of COURSE/SPEC created at `created_at`; warm ones are ready then too.
+fn vm(id: &str, state: VmState, created_at: i64) -> VmRow {
+    VmRow {
+        id: id.into(),
+        course: COURSE.into(),
+        host: "host-a".into(),
+        domain: format!("labpool-{id}"),
+        volume: format!("labpool-{id}.qcow2"),
+        spec_hash: SPEC.into(),
+        state,
+        vcpus: 1,
+        memory: 256 << 20,
+        ssh_port: None,
+        created_at,
+        state_changed_at: created_at,
+        ready_at: (state == VmState::Warm).then_some(created_at),
+        reason: None,
+    }
+}
+
+async fn warm_vms(store: &Store, ids: &[&str]) {
+    for (i, id) in ids.iter().enumerate() {
+        store
+            .insert_vm(&vm(id, VmState::Warm, 100 + i as i64))
+            .await
+            .unwrap();
+    }
+}
+
+// ---- tests -------------------------------------------------------------------
+
+async fn migrations_are_idempotent(db: Db) {
+    db.upsert_host("host-a", "qemu:///system", 1).await.unwrap();
+    let again = Store::open(&db.url).await.unwrap();
+    assert_eq!(
+        again.hosts().await.unwrap().len(),
+        1,
+        "data survives reopening"
+    );
+    let expected = if db.url.starts_with("sqlite:") {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    assert_eq!(again.backend(), expected);
+    again.close().await;
+}
+
+async fn hosts_are_listed_by_name_and_track_status_flips(db: Db) {
+    db.upsert_host("host-b", "qemu+ssh://b/system", 10)
+        .await
+        .unwrap();
+    db.upsert_host("host-a", "qemu:///system", 10)
+        .await
+        .unwrap();
+    let hosts = db.hosts().await.unwrap();
+    let names: Vec<_> = hosts.iter().map(|h| h.name.as_str()).collect();
+    assert_eq!(names, ["host-a", "host-b"]);
+    assert!(hosts[0].up, "new hosts start up");
+    assert_eq!(
+        (hosts[0].last_error.as_deref(), hosts[0].changed_at),
+        (None, 10)
+    );
+
+    // Down: a flip. Down again, other error: no flip, but the latest error.
+    assert!(
+        db.set_host_status("host-a", false, Some("refused"), 20)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.set_host_status("host-a", false, Some("timeout"), 30)
+            .await
+            .unwrap()
+    );
+    let a = &db.hosts().await.unwrap()[0];
+    assert_eq!(
+        (a.up, a.last_error.as_deref(), a.changed_at),
+        (false, Some("timeout"), 20)
+    );
+
+    // Upserting again changes the URI and keeps the status.
+    db.upsert_host("host-a", "qemu+tls://a/system", 40)
+        .await
+        .unwrap();
+    let a = &db.hosts().await.unwrap()[0];
+    assert_eq!(
+        (a.uri.as_str(), a.up, a.changed_at),
+        ("qemu+tls://a/system", false, 20)
+    );
+
+    assert!(db.set_host_status("host-a", true, None, 50).await.unwrap());
+    let a = &db.hosts().await.unwrap()[0];
+    assert_eq!(
+        (a.up, a.last_error.as_deref(), a.changed_at),
+        (true, None, 50)
+    );
+
+    let missing = db.set_host_status("nope", true, None, 60).await;
+    assert!(matches!(missing, Err(StoreError::HostNotFound(h)) if h == "nope"));
+}
+
+async fn courses_are_upserted_listed_and_forgotten(db: Db) {
+    let course = |name: &str, revision: &str| CourseRow {
+        name: name.into(),
+        title: format!("Course {name}"),
+        revision: revision.into(),
+        spec_hash: format!("hash-{revision}"),
+        spec_json: r#"{"vm":{"vcpus":1}}"#.into(),
+        conditions_json: "[]".into(),
+        updated_at: 1,
+    };
+    db.upsert_course(&course("net-201", "r1")).await.unwrap();
+    db.upsert_course(&course("intro-shell", "r1"))
+        .await
+        .unwrap();
+    let changed = CourseRow {
+        updated_at: 2,
+        ..course("net-201", "r2")
+    };
+    db.upsert_course(&changed).await.unwrap();
+    assert_eq!(
+        db.courses().await.unwrap(),
+        [course("intro-shell", "r1"), changed.clone()]
+    );
+
+    let conditions = r#"[{"type":"Ready","status":"True"}]"#;
+    db.set_course_conditions("net-201", conditions, 3)
+        .await
+        .unwrap();
+    let net = db.courses().await.unwrap().pop().unwrap();
+    assert_eq!(net.conditions_json, conditions);
+    assert_eq!((net.revision.as_str(), net.updated_at), ("r2", 3));
+    let missing = db.set_course_conditions("nope", "[]", 4).await;
+    assert!(matches!(missing, Err(StoreError::CourseNotFound(c)) if c == "nope"));
+
+    db.forget_course("net-201").await.unwrap();
+    db.forget_course("net-201").await.unwrap();
+    assert_eq!(db.courses().await.unwrap(), [course("intro-shell", "r1")]);
+}
+
+async fn vms_are_inserted_listed_and_moved_by_compare_and_set(db: Db) {
+    let mut second = vm("vm-2", VmState::Creating, 20);
+    second.ssh_port = Some(2222);
+    second.reason = Some("replacing vm-0".into());
+    db.insert_vm(&second).await.unwrap();
+    db.insert_vm(&vm("vm-1", VmState::Creating, 10))
+        .await
+        .unwrap();
+    let ids: Vec<_> = db.vms().await.unwrap().into_iter().map(|v| v.id).collect();
+    assert_eq!(ids, ["vm-1", "vm-2"], "ordered by created_at");
+    assert_eq!(db.vm("vm-2").await.unwrap(), Some(second.clone()));
+    assert_eq!(db.vm("nope").await.unwrap(), None);
+    assert!(
+        matches!(db.insert_vm(&second).await, Err(StoreError::Database(_))),
+        "ids are unique"
+    );
+
+    // Creating → Booting; a second identical move finds it already moved.
+    let boot = [VmState::Creating];
+    assert!(
+        db.transition_vm("vm-2", &boot, VmState::Booting, 30, None)
+            .await
+            .unwrap()
+    );
+    let booting = db.vm("vm-2").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            booting.state,
+            booting.state_changed_at,
+            booting.ready_at,
+            booting.reason.as_deref()
+        ),
+        (VmState::Booting, 30, None, None),
+        "reason None clears the old one"
+    );
+    assert!(
+        !db.transition_vm("vm-2", &boot, VmState::Failed, 40, Some("x"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        db.vm("vm-2").await.unwrap().unwrap(),
+        booting,
+        "a failed CAS changes nothing"
+    );
+    assert!(
+        !db.transition_vm("vm-2", &[], VmState::Failed, 40, None)
+            .await
+            .unwrap()
+    );
+
+    // → Warm stamps ready_at; moving on keeps it.
+    let from = [VmState::Creating, VmState::Booting];
+    assert!(
+        db.transition_vm("vm-2", &from, VmState::Warm, 50, None)
+            .await
+            .unwrap()
+    );
+    let warm = db.vm("vm-2").await.unwrap().unwrap();
+    assert_eq!((warm.state, warm.ready_at), (VmState::Warm, Some(50)));
+    let any = VmState::ALL;
+    let reason = Some("host-a down");
+    assert!(
+        db.transition_vm("vm-2", &any, VmState::Failed, 60, reason)
+            .await
+            .unwrap()
+    );
+    let failed = db.vm("vm-2").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            failed.state,
+            failed.state_changed_at,
+            failed.ready_at,
+            failed.reason.as_deref()
+        ),
+        (VmState::Failed, 60, Some(50), reason)
+    );
+
+    let missing = db
+        .transition_vm("nope", &any, VmState::Deleting, 70, None)
+        .await;
+    assert!(matches!(missing, Err(StoreError::VmNotFound(id)) if id == "nope"));
+}
+
+async fn deleting_a_vm_ends_its_live_session(db: Db) {
+    warm_vms(&db, &["vm-1", "vm-2"]).await;
+    let claimed = db
+        .claim(COURSE, SPEC, &key("ana"), 200, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.vm.id, "vm-1");
+
+    db.delete_vm("vm-1", 300).await.unwrap();
+    db.delete_vm("vm-1", 310).await.unwrap(); // already gone: fine
+    assert_eq!(db.vm("vm-1").await.unwrap(), None);
+    assert_eq!(db.live_sessions().await.unwrap(), []);
+    let ended = db.session(&claimed.session.id).await.unwrap().unwrap();
+    assert_eq!(
+        (ended.ended_at, ended.end_reason.as_deref()),
+        (Some(300), Some("vm deleted"))
+    );
+
+    // The key is free again: the next launch gets a fresh VM.
+    let next = db
+        .claim(COURSE, SPEC, &key("ana"), 400, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.vm.id.as_str(), next.resumed), ("vm-2", false));
+}
+
+async fn claim_takes_the_oldest_warm_vm_of_the_right_spec(db: Db) {
+    let mut old_spec = vm("old-spec", VmState::Warm, 1);
+    old_spec.spec_hash = "spec-0".into();
+    let mut other_course = vm("other-course", VmState::Warm, 2);
+    other_course.course = "net-201".into();
+    let mut newer = vm("newer", VmState::Warm, 3);
+    newer.ready_at = Some(30);
+    let mut older = vm("older", VmState::Warm, 4);
+    older.ready_at = Some(20);
+    for vm in [
+        old_spec,
+        other_course,
+        newer,
+        older,
+        vm("booting", VmState::Booting, 5),
+    ] {
+        db.insert_vm(&vm).await.unwrap();
+    }
+
+    let first = db
+        .claim(COURSE, SPEC, &key("ana"), 100, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.resumed);
+    assert_eq!(first.vm.id, "older", "oldest ready first");
+    assert_eq!(
+        (first.vm.state, first.vm.state_changed_at),
+        (VmState::Assigned, 100)
+    );
+    assert_eq!(db.vm("older").await.unwrap().unwrap(), first.vm);
+    let session = &first.session;
+    assert_eq!(session.id.len(), 32);
+    assert!(session.id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_eq!(
+        (
+            session.vm_id.as_str(),
+            session.course.as_str(),
+            &session.key
+        ),
+        ("older", COURSE, &key("ana"))
+    );
+    assert_eq!(
+        (
+            session.created_at,
+            session.expires_at,
+            session.last_activity_at
+        ),
+        (100, 900, 100)
+    );
+    assert_eq!(
+        (session.ended_at, session.end_reason.as_deref()),
+        (None, None)
+    );
+
+    let second = db
+        .claim(COURSE, SPEC, &key("ben"), 110, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.vm.id, "newer");
+    assert_ne!(second.session.id, first.session.id);
+
+    // Left: a VM of an old spec, one of another course, one still booting.
+    assert_eq!(
+        db.claim(COURSE, SPEC, &key("cy"), 120, 900).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        db.live_sessions().await.unwrap(),
+        [first.session, second.session]
+    );
+}
+
+async fn claim_resumes_and_ends_sessions(db: Db) {
+    warm_vms(&db, &["vm-1", "vm-2"]).await;
+    let first = db
+        .claim(COURSE, SPEC, &key("ana"), 200, 900)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Same key again: the same session and VM, untouched.
+    let again = db
+        .claim(COURSE, SPEC, &key("ana"), 210, 990)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.resumed);
+    assert_eq!((&again.session, &again.vm), (&first.session, &first.vm));
+    assert_eq!(db.vm("vm-2").await.unwrap().unwrap().state, VmState::Warm);
+
+    // Activity only moves forward, and only on live sessions.
+    db.touch_session(&first.session.id, 250).await.unwrap();
+    db.touch_session(&first.session.id, 240).await.unwrap();
+    db.touch_session("nope", 240).await.unwrap();
+    assert_eq!(db.live_sessions().await.unwrap()[0].last_activity_at, 250);
+
+    assert!(
+        db.end_session(&first.session.id, "expired", 300)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !db.end_session(&first.session.id, "again", 310)
+            .await
+            .unwrap()
+    );
+    assert!(!db.end_session("nope", "never", 310).await.unwrap());
+    db.touch_session(&first.session.id, 320).await.unwrap();
+    assert_eq!(db.live_sessions().await.unwrap(), []);
+    let ended = db.session(&first.session.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            ended.ended_at,
+            ended.end_reason.as_deref(),
+            ended.last_activity_at
+        ),
+        (Some(300), Some("expired"), 250)
+    );
+    assert_eq!(
+        db.vm("vm-1").await.unwrap().unwrap().state,
+        VmState::Assigned
+    );
+
+    // Ended, the key launches afresh on another VM.
+    let next = db
+        .claim(COURSE, SPEC, &key("ana"), 400, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((next.vm.id.as_str(), next.resumed), ("vm-2", false));
+    assert_ne!(next.session.id, first.session.id);
+}
+
+/// Runs `n` claims at once, each on its own task, the i-th with `key_of(i)`.
+async fn claim_concurrently(
+    db: &Db,
+    n: usize,
+    key_of: impl Fn(usize) -> SessionKey,
+) -> Vec<Option<labpool::store::Claimed>> {
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (store, key, start) = (db.store.clone(), key_of(i), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                store.claim(COURSE, SPEC, &key, 500, 900).await.unwrap()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+async fn concurrent_claims_never_share_a_vm(db: Db) {
+    warm_vms(&db, &["vm-1", "vm-2", "vm-3"]).await;
+    let won: Vec<_> = claim_concurrently(&db, 20, |i| key(&format!("user-{i}")))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(won.len(), 3, "one claim per warm VM: {won:#?}");
+    assert!(won.iter().all(|c| !c.resumed));
+    let vms: HashSet<_> = won.iter().map(|c| c.vm.id.as_str()).collect();
+    assert_eq!(vms, HashSet::from(["vm-1", "vm-2", "vm-3"]));
+    assert_eq!(db.live_sessions().await.unwrap().len(), 3);
+    assert!(
+        db.vms()
+            .await
+            .unwrap()
+            .iter()
+            .all(|v| v.state == VmState::Assigned)
+    );
+}
+
+async fn concurrent_claims_with_one_key_make_one_session(db: Db) {
+    warm_vms(&db, &["vm-1", "vm-2", "vm-3"]).await;
+    let results = claim_concurrently(&db, 20, |_| key("ana")).await;
+    // Every launch gets the one session, even those that had to wait for it.
+    let claims: Vec<_> = results.into_iter().map(|c| c.expect("a VM")).collect();
+    assert_eq!(
+        claims.iter().filter(|c| !c.resumed).count(),
+        1,
+        "{claims:#?}"
+    );
+    let sessions: HashSet<_> = claims.iter().map(|c| c.session.id.as_str()).collect();
+    assert_eq!(sessions.len(), 1, "{claims:#?}");
+    assert_eq!(db.live_sessions().await.unwrap().len(), 1);
+    let warm = db
+        .vms()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.state == VmState::Warm);
+    assert_eq!(warm.count(), 2, "only one VM taken");
+}
+
+async fn events_come_newest_first(db: Db) {
+    let event = |at: i64, message: &str| NewEvent {
+        at,
+        kind: "vm-ready".into(),
+        course: Some(COURSE.into()),
+        host: None,
+        vm: Some("vm-1".into()),
+        message: message.into(),
+    };
+    for (at, message) in [(1, "first"), (3, "third"), (2, "second"), (3, "fourth")] {
+        db.record_event(&event(at, message)).await.unwrap();
+    }
+    let events = db.events(10).await.unwrap();
+    let messages: Vec<_> = events.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["fourth", "third", "second", "first"]);
+    assert!(events[0].id > events[1].id, "same time: later insert first");
+    let newest = &events[0];
+    assert_eq!(
+        (
+            newest.at,
+            newest.kind.as_str(),
+            newest.course.as_deref(),
+            newest.host.as_deref()
+        ),
+        (3, "vm-ready", Some(COURSE), None)
+    );
+    assert_eq!(newest.vm.as_deref(), Some("vm-1"));
+    assert_eq!(db.events(2).await.unwrap(), events[..2]);
+}
+
+// ---- SQLite only -------------------------------------------------------------
+
+#[tokio::test]
+async fn sqlite_creates_its_file_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    let store = Store::open(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    assert_eq!(store.backend(), Backend::Sqlite);
+    assert!(path.exists());
+    store.close().await;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+        .await
+        .unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_its_data_across_queries() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    store
+        .upsert_host("host-a", "qemu:///system", 1)
+        .await
+        .unwrap();
+    warm_vms(&store, &["vm-1"]).await;
+    assert_eq!(store.hosts().await.unwrap().len(), 1);
+    assert!(
+        store
+            .claim(COURSE, SPEC, &key("ana"), 2, 9)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn other_urls_are_refused() {
+    let error = Store::open("mysql://localhost/labpool").await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "unsupported database URL `mysql://localhost/labpool`: use sqlite:… or postgres://…"
+    );
+}
