@@ -327,7 +327,13 @@ impl Host {
             let _ = dom.undefine();
             undo_volume(e)
         };
-        dom.create_with_flags(virt::sys::VIR_DOMAIN_START_PAUSED)
+        // Paused first, so the console is attached before the guest prints
+        // anything (the test driver has no guests and no paused start).
+        let flags = match driver {
+            Driver::Test => 0,
+            Driver::Qemu => virt::sys::VIR_DOMAIN_START_PAUSED,
+        };
+        dom.create_with_flags(flags)
             .map_err(|e| undo_domain(self.error(&conn, "start domain", e)))?;
         let console = match driver {
             Driver::Test => None,
@@ -339,8 +345,10 @@ impl Host {
                 Some(stream)
             }
         };
-        dom.resume()
-            .map_err(|e| undo_domain(self.error(&conn, "resume domain", e)))?;
+        if driver == Driver::Qemu {
+            dom.resume()
+                .map_err(|e| undo_domain(self.error(&conn, "resume domain", e)))?;
+        }
         Ok(Started { console })
     }
 

@@ -155,9 +155,9 @@ pub fn overlay_volume(name: &str, capacity: u64, backing: Option<(&str, &str)>) 
         escape(name)
     );
     if let Some((path, format)) = backing {
-        let _ = write!(
+        let _ = writeln!(
             x,
-            "  <backingStore><path>{}</path><format type='{}'/></backingStore>\n",
+            "  <backingStore><path>{}</path><format type='{}'/></backingStore>",
             escape(path),
             escape(format)
         );

@@ -18,6 +18,8 @@ pub mod desired;
 pub mod execute;
 pub mod observe;
 pub mod plan;
+#[cfg(test)]
+mod plan_tests;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -161,37 +163,40 @@ impl Reconciler {
     /// in this process) the courses as last applied in the store.
     async fn refresh_source(&self, now: i64) -> Result<Vec<Course>, StoreError> {
         let loaded = source::load_folder(&self.inner.config);
-        let applied = {
+        // Decide under the lock, act (store writes) after it is released.
+        let (applied, rejection) = {
             let mut state = self.inner.state.lock().expect("state");
             match loaded {
                 Ok(revision) => {
-                    let changed = state.revision.as_ref().map(|r| &r.id) != Some(&revision.id);
                     state.last_rejection = None;
-                    if changed {
+                    if state.revision.as_ref().map(|r| &r.id) != Some(&revision.id) {
                         state.revision = Some(revision.clone());
-                        Some(revision)
+                        (Some(revision), None)
                     } else {
-                        None
+                        (None, None)
                     }
                 }
                 Err(rejected) => {
                     let text: Vec<String> =
                         rejected.diagnostics.iter().map(|d| d.to_string()).collect();
                     let text = text.join("\n");
-                    if state.last_rejection.as_deref() != Some(text.as_str()) {
-                        tracing::warn!(
-                            folder = %rejected.folder.display(),
-                            "course revision rejected; keeping the last good one:\n{text}"
-                        );
+                    if state.last_rejection.as_deref() == Some(text.as_str()) {
+                        (None, None)
+                    } else {
                         state.last_rejection = Some(text.clone());
-                        drop(state);
-                        self.event(now, "revision-rejected", None, None, None, text)
-                            .await;
+                        (None, Some((rejected.folder, text)))
                     }
-                    None
                 }
             }
         };
+        if let Some((folder, text)) = rejection {
+            tracing::warn!(
+                folder = %folder.display(),
+                "course revision rejected; keeping the last good one:\n{text}"
+            );
+            self.event(now, "revision-rejected", None, None, None, text)
+                .await;
+        }
         if let Some(revision) = applied {
             self.apply_revision(&revision, now).await?;
         }

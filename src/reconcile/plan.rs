@@ -17,7 +17,8 @@
 //! Per course: the target is the schedule-adjusted warm count, capped so warm
 //! plus assigned never exceeds `max`. Missing fresh VMs are created; outdated
 //! ones are replaced rolling (an outdated warm VM stays until a fresh one is
-//! warm in its place, unless `max` leaves no room to surge); surplus goes.
+//! warm in its place, unless `max` leaves no room to surge and a fresh one
+//! can start now); surplus goes.
 //! During class time (`in_class`) nothing is taken away.
 //!
 //! Creates are placed round-robin over courses, each on the host with the
@@ -461,15 +462,20 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
             }
         }
         let fresh = (fresh_warm.len() + fresh_booting.len()) as u32;
-        let mut need = target.saturating_sub(fresh);
-        let alive = pool.assigned + fresh + (stale_warm.len() + stale_booting.len()) as u32;
-        let mut room = c.max.saturating_sub(alive);
-        if need > room && !c.in_class {
+        let need = target.saturating_sub(fresh);
+        // May exceed `max` (a host came back, `max` was lowered): room is
+        // what is left below `max`, so counted on `alive`, never added to.
+        let mut alive = pool.assigned + fresh + (stale_warm.len() + stale_booting.len()) as u32;
+        let backoff = c.backoff_until.filter(|until| *until > now);
+        // Outdated warm VMs still serve: they are given up only for VMs that
+        // can start now, not while backing off or when no host could hold one.
+        let can_start = backoff.is_none() && hosts.values().any(|h| h.could_hold(c));
+        if !c.in_class && can_start {
             // No room to surge: give up outdated warm VMs to make some.
-            while need > room {
+            while alive + need > c.max {
                 let Some(vm) = stale_warm.pop() else { break };
                 gone.push((vm, DestroyReason::Outdated));
-                room += 1;
+                alive -= 1;
             }
         }
         for (vm, reason) in gone {
@@ -478,13 +484,13 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
                 load.remove(vm.vcpus, vm.memory, is_booting(vm.state));
             }
         }
-        need = need.min(room);
         if need > 0 {
-            match c.backoff_until {
-                Some(until) if until > now => {
-                    entry.shortfall = Some(Shortfall::BackingOff { until });
-                }
-                _ => wants.push((c, need)),
+            let room = c.max.saturating_sub(alive);
+            match backoff {
+                Some(until) => entry.shortfall = Some(Shortfall::BackingOff { until }),
+                None if room > 0 => wants.push((c, need.min(room))),
+                None if !can_start => entry.shortfall = Some(Shortfall::NoHostFits),
+                None => {}
             }
         }
     }
@@ -520,7 +526,15 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
             *need > 0
         });
         round += 1;
-        debug_assert!(round <= 1 + observed.hosts.len() * 1024 + desired.len());
+        // Every round but the last takes a boot slot.
+        debug_assert!(
+            round
+                <= 1 + observed
+                    .hosts
+                    .iter()
+                    .map(|h| h.boots_per_host as usize)
+                    .sum::<usize>()
+        );
     }
 
     // Orphans past their grace, on hosts that answer.

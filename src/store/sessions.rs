@@ -34,8 +34,7 @@ impl Store {
                 &key.resource_link_id,
             ])
             .expect("strings serialize");
-            // Wrapped in count(*): Any cannot read pg_advisory_xact_lock's `void`.
-            sqlx::query("SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtextextended($1, 0))) AS locked")
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(key_text)
                 .execute(&mut *tx)
                 .await?;

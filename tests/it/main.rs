@@ -5,6 +5,9 @@
 mod cli;
 mod corpus;
 mod docs;
+mod lab;
+mod qemu;
+mod reconcile;
 mod schema;
 mod store;
 mod support;

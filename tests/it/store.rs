@@ -579,6 +579,17 @@ async fn concurrent_claims_never_share_a_vm(db: Db) {
             .iter()
             .all(|v| v.state == VmState::Assigned)
     );
+
+    // As many claims as warm VMs: every one gets a VM. A claim must not come
+    // back empty because others were busy with the VM it looked at first.
+    let more: Vec<_> = (4..12).map(|i| format!("vm-{i}")).collect();
+    warm_vms(&db, &more.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let won = claim_concurrently(&db, more.len(), |i| key(&format!("late-{i}"))).await;
+    let vms: HashSet<_> = won
+        .iter()
+        .map(|c| c.as_ref().expect("a VM").vm.id.clone())
+        .collect();
+    assert_eq!(vms, more.into_iter().collect());
 }
 
 async fn concurrent_claims_with_one_key_make_one_session(db: Db) {

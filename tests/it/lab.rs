@@ -1,0 +1,125 @@
+//! A throwaway labpool world for reconciler tests: a temp folder with course
+//! files, a SQLite store, libvirt test hosts (node XML files) and the
+//! configuration tying them together.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use labpool::config::Config;
+use labpool::reconcile::Reconciler;
+use labpool::store::{Store, VmRow, VmState};
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+}
+
+/// A libvirt test-driver node with a `labpool` storage pool holding the
+/// base volume `base.qcow2`.
+pub fn test_node_xml(cpus: u32) -> String {
+    format!(
+        "<node>\n  <cpu><mhz>2000</mhz><model>x86</model><active>{cpus}</active><max>{cpus}</max><nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads></cpu>\n  <memory>67108864</memory>\n  <pool type='dir'><name>labpool</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid><target><path>/fake/labpool</path></target>\n    <volume type='file'><name>base.qcow2</name><capacity unit='MiB'>64</capacity><target><path>/fake/labpool/base.qcow2</path><format type='qcow2'/></target></volume>\n  </pool>\n</node>\n"
+    )
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("courses")).unwrap();
+        Lab { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a test-driver node file and returns its `test:///` URI.
+    pub fn test_host(&self, name: &str) -> String {
+        let file = self.path().join(format!("{name}.xml"));
+        std::fs::write(&file, test_node_xml(64)).unwrap();
+        format!("test://{}", file.display())
+    }
+
+    /// Writes (or rewrites) a course file.
+    pub fn course(&self, name: &str, image: &str, memory: &str, warm: u32, max: u32) {
+        self.course_text(
+            name,
+            &format!(
+                "name: {name}\ntitle: Test {name}\nimage: {image}\nvm: {{ vcpus: 1, memory: {memory} }}\npool: {{ warm: {warm}, max: {max} }}\nreadiness: {{ console_marker: GUEST-READY, timeout: 60s }}\n"
+            ),
+        );
+    }
+
+    pub fn course_text(&self, name: &str, text: &str) {
+        std::fs::write(self.course_path(name), text).unwrap();
+    }
+
+    pub fn course_path(&self, name: &str) -> PathBuf {
+        self.path().join("courses").join(format!("{name}.yaml"))
+    }
+
+    pub fn remove_course(&self, name: &str) {
+        std::fs::remove_file(self.course_path(name)).unwrap();
+    }
+
+    /// Writes `labpool.yaml` from the given hosts/images YAML and returns
+    /// the parsed configuration (database and folder inside the lab).
+    pub fn config(&self, body: &str) -> Config {
+        let text = format!("database: sqlite:labpool.db\nsource: {{ folder: courses }}\n{body}");
+        let file = self.path().join("labpool.yaml");
+        std::fs::write(&file, &text).unwrap();
+        match Config::load(&file) {
+            Ok(c) => c,
+            Err(e) => panic!("test config invalid: {:#?}", e.diagnostics),
+        }
+    }
+
+    pub async fn reconciler(&self, config: Config) -> Reconciler {
+        let store = Store::open(config.database.expose()).await.expect("store");
+        Reconciler::new(config, store).await.expect("reconciler")
+    }
+}
+
+/// Runs passes (each followed by waiting for its actions) until `done`
+/// holds for the store's VMs, or fails after `limit`.
+pub async fn converge(
+    r: &Reconciler,
+    limit: Duration,
+    what: &str,
+    done: impl Fn(&[VmRow]) -> bool,
+) -> Vec<VmRow> {
+    let start = Instant::now();
+    let limit = limit.min(Duration::from_secs(20));
+    loop {
+        r.pass().await.expect("pass");
+        r.settle().await;
+        let vms = r.store().vms().await.expect("vms");
+        if done(&vms) {
+            return vms;
+        }
+        if start.elapsed() > limit {
+            let events = r.store().events(20).await.expect("events");
+            panic!(
+                "not converged within {limit:?}: {what}; VMs: {:#?}\nrecent events: {:#?}",
+                vms.iter()
+                    .map(|v| (&v.course, &v.host, v.state, &v.reason))
+                    .collect::<Vec<_>>(),
+                events
+                    .iter()
+                    .map(|e| format!("{} {:?} {}", e.kind, e.host, e.message))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // A boot on a real host finishes in its own time: ask again soon.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn count(vms: &[VmRow], course: &str, state: VmState) -> usize {
+    vms.iter()
+        .filter(|v| v.course == course && v.state == state)
+        .count()
+}
+
+pub fn on_host(vms: &[VmRow], host: &str) -> usize {
+    vms.iter().filter(|v| v.host == host).count()
+}

@@ -1,0 +1,425 @@
+//! The reconciler against real libvirt: several independent test-driver
+//! hosts (placement, capacity, a host going down, drains, expiry, orphans)
+//! and real TCG guests on `qemu:///system`.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use labpool::hosts::{NewVm, xml};
+use labpool::reconcile::now_ms;
+use labpool::store::{SessionKey, VmState};
+
+use crate::lab::{Lab, converge, count, on_host};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn host_yaml(name: &str, uri: &str, vms: u32) -> String {
+    format!(
+        "  - name: {name}\n    uri: \"{uri}\"\n    storage_pool: labpool\n    capacity: {{ vms: {vms}, memory: 16GiB, vcpus: 16 }}\n"
+    )
+}
+
+const TEST_IMAGES: &str = "images:\n  tiny: { volume: base.qcow2 }\n";
+
+fn fast(extra: &str) -> String {
+    format!("reconcile: {{ boots_per_host: 8, orphan_grace: 1h, backoff: 1s {extra} }}\n")
+}
+
+fn warm_on(vms: &[labpool::store::VmRow], host: &str) -> usize {
+    vms.iter()
+        .filter(|v| v.host == host && v.state == VmState::Warm)
+        .count()
+}
+
+#[tokio::test]
+async fn spreads_courses_over_hosts_least_loaded_first() {
+    let lab = Lab::new();
+    let hosts: String = ["a", "b", "c"]
+        .iter()
+        .map(|h| host_yaml(h, &lab.test_host(h), 10))
+        .collect();
+    let config = lab.config(&format!("{}hosts:\n{hosts}{TEST_IMAGES}", fast("")));
+    lab.course("wide", "tiny", "256MiB", 6, 20);
+    let r = lab.reconciler(config).await;
+    let vms = converge(&r, MINUTE, "6 warm", |v| {
+        count(v, "wide", VmState::Warm) == 6
+    })
+    .await;
+    for h in ["a", "b", "c"] {
+        assert_eq!(warm_on(&vms, h), 2, "a course spreads evenly: {h}");
+    }
+    // A second course lands on the least-loaded host first.
+    lab.course("narrow", "tiny", "256MiB", 3, 20);
+    let vms = converge(&r, MINUTE, "3 warm", |v| {
+        count(v, "narrow", VmState::Warm) == 3
+    })
+    .await;
+    for h in ["a", "b", "c"] {
+        assert_eq!(on_host(&vms, h), 3, "{h}");
+    }
+    // What the store says is what the hosts have.
+    for h in ["a", "b", "c"] {
+        let host = Arc::clone(r.host(h).unwrap());
+        let inventory = host.run(|h| h.inventory()).await.unwrap();
+        let mut on_host: Vec<String> = inventory
+            .domains
+            .iter()
+            .map(|d| d.mark.vm_id.clone())
+            .collect();
+        let mut in_store: Vec<String> = vms
+            .iter()
+            .filter(|v| v.host == h)
+            .map(|v| v.id.clone())
+            .collect();
+        on_host.sort();
+        in_store.sort();
+        assert_eq!(on_host, in_store);
+        assert_eq!(inventory.volumes.len(), 3, "one overlay per VM");
+        assert!(inventory.domains.iter().all(|d| d.running));
+    }
+}
+
+#[tokio::test]
+async fn full_hosts_are_never_overfilled_and_say_so() {
+    let lab = Lab::new();
+    let hosts = format!(
+        "{}{}",
+        host_yaml("a", &lab.test_host("a"), 2),
+        host_yaml("b", &lab.test_host("b"), 2)
+    );
+    let config = lab.config(&format!("{}hosts:\n{hosts}{TEST_IMAGES}", fast("")));
+    lab.course("big", "tiny", "256MiB", 6, 10);
+    let r = lab.reconciler(config).await;
+    let vms = converge(&r, MINUTE, "4 warm", |v| {
+        count(v, "big", VmState::Warm) == 4
+    })
+    .await;
+    assert_eq!((on_host(&vms, "a"), on_host(&vms, "b")), (2, 2));
+    let report = r.pass().await.unwrap();
+    assert!(report.plan.actions.is_empty(), "{:?}", report.plan.actions);
+    let counts = report
+        .plan
+        .courses
+        .iter()
+        .find(|c| c.course == "big")
+        .unwrap();
+    assert_eq!(
+        counts.shortfall,
+        Some(labpool::reconcile::plan::Shortfall::CapacityFull)
+    );
+    let row = r.store().courses().await.unwrap();
+    assert!(
+        row[0].conditions_json.contains("Degraded"),
+        "{}",
+        row[0].conditions_json
+    );
+}
+
+#[tokio::test]
+async fn raising_warm_converges_in_one_pass_and_deleting_the_file_drains() {
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("a", &lab.test_host("a"), 20)
+    ));
+    lab.course("grow", "tiny", "256MiB", 2, 10);
+    let r = lab.reconciler(config).await;
+    converge(&r, MINUTE, "2 warm", |v| {
+        count(v, "grow", VmState::Warm) == 2
+    })
+    .await;
+
+    lab.course("grow", "tiny", "256MiB", 5, 10);
+    r.pass().await.unwrap();
+    r.settle().await;
+    let vms = r.store().vms().await.unwrap();
+    assert_eq!(
+        count(&vms, "grow", VmState::Warm),
+        5,
+        "one pass after the edit"
+    );
+
+    // A broken file: rejected, the pool stays as it was.
+    lab.course_text(
+        "grow",
+        "name: grow\ntitle: T\nimage: tiny\nvm: { vcpus: 1, memory: 256MiB }\npool: { warm: many, max: 10 }\n",
+    );
+    let report = r.pass().await.unwrap();
+    r.settle().await;
+    assert!(report.plan.actions.is_empty(), "{:?}", report.plan.actions);
+    assert_eq!(
+        count(&r.store().vms().await.unwrap(), "grow", VmState::Warm),
+        5
+    );
+    let events = r.store().events(50).await.unwrap();
+    let rejected = events
+        .iter()
+        .find(|e| e.kind == "revision-rejected")
+        .expect("rejection event");
+    assert!(
+        rejected.message.contains("grow.yaml:5:"),
+        "{}",
+        rejected.message
+    );
+
+    lab.remove_course("grow");
+    r.pass().await.unwrap();
+    r.settle().await;
+    assert!(
+        r.store().vms().await.unwrap().is_empty(),
+        "warm VMs of a removed course go at once"
+    );
+    assert!(
+        r.store().courses().await.unwrap().is_empty(),
+        "and the course is forgotten"
+    );
+    let host = Arc::clone(r.host("a").unwrap());
+    let inventory = host.run(|h| h.inventory()).await.unwrap();
+    assert!(inventory.domains.is_empty() && inventory.volumes.is_empty());
+}
+
+#[tokio::test]
+async fn expired_sessions_end_and_the_pool_refills_while_live_ones_stay() {
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("a", &lab.test_host("a"), 20)
+    ));
+    lab.course("exam", "tiny", "256MiB", 2, 10);
+    let r = lab.reconciler(config).await;
+    let vms = converge(&r, MINUTE, "2 warm", |v| {
+        count(v, "exam", VmState::Warm) == 2
+    })
+    .await;
+    let hash = vms[0].spec_hash.clone();
+    let key = |user: &str| SessionKey {
+        issuer: "https://lms.example".into(),
+        deployment_id: "d".into(),
+        user_sub: user.into(),
+        context_id: "ctx".into(),
+        resource_link_id: "rl".into(),
+    };
+    let now = now_ms();
+    let expired = r
+        .store()
+        .claim("exam", &hash, &key("alice"), now, now - 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let live = r
+        .store()
+        .claim("exam", &hash, &key("bob"), now, now + 3_600_000)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let vms = converge(&r, MINUTE, "refilled", |v| {
+        count(v, "exam", VmState::Warm) == 2 && count(v, "exam", VmState::Assigned) == 1
+    })
+    .await;
+    assert!(
+        vms.iter().all(|v| v.id != expired.vm.id),
+        "the expired VM is destroyed"
+    );
+    assert!(
+        vms.iter()
+            .any(|v| v.id == live.vm.id && v.state == VmState::Assigned)
+    );
+    let sessions = r.store().live_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].id, live.session.id);
+
+    // A removed course drains: warm VMs go, the student keeps theirs.
+    lab.remove_course("exam");
+    r.pass().await.unwrap();
+    r.settle().await;
+    let vms = r.store().vms().await.unwrap();
+    assert_eq!(vms.len(), 1);
+    assert_eq!(
+        (vms[0].id.as_str(), vms[0].state),
+        (live.vm.id.as_str(), VmState::Assigned)
+    );
+    assert_eq!(
+        r.store().courses().await.unwrap().len(),
+        1,
+        "kept until drained"
+    );
+    let ended = r
+        .store()
+        .end_session(&live.session.id, "student done", now_ms())
+        .await
+        .unwrap();
+    assert!(ended);
+    r.pass().await.unwrap();
+    r.settle().await;
+    assert!(r.store().vms().await.unwrap().is_empty());
+    r.pass().await.unwrap();
+    assert!(r.store().courses().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn orphans_are_collected_after_the_grace_and_vanished_vms_replaced() {
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "reconcile: {{ boots_per_host: 8, orphan_grace: 0s, backoff: 1s }}\nhosts:\n{}{TEST_IMAGES}",
+        host_yaml("a", &lab.test_host("a"), 20)
+    ));
+    lab.course("tidy", "tiny", "256MiB", 1, 10);
+    let r = lab.reconciler(config.clone()).await;
+    let vms = converge(&r, MINUTE, "1 warm", |v| {
+        count(v, "tidy", VmState::Warm) == 1
+    })
+    .await;
+
+    // Something labpool marked but the store does not know (a crash between
+    // a store loss and a cleanup): it must go.
+    let host = Arc::clone(r.host("a").unwrap());
+    let image = config.images.values().next().unwrap().clone();
+    host.run(move |h| {
+        h.create(&NewVm {
+            mark: xml::Mark {
+                vm_id: "00000000000000ff".into(),
+                course: "tidy".into(),
+                spec_hash: "x".into(),
+            },
+            domain: "labpool-tidy-00000000000000ff",
+            volume: "labpool-00000000000000ff.qcow2",
+            vcpus: 1,
+            memory: 1 << 28,
+            disk: None,
+            image: &image,
+            ssh: None,
+        })
+        .map(|_| ())
+    })
+    .await
+    .unwrap();
+    // And the store's VM vanishes behind labpool's back.
+    let gone = vms[0].clone();
+    let vanished_id = gone.id.clone();
+    host.run(move |h| h.destroy(&gone.domain, "none"))
+        .await
+        .unwrap();
+
+    r.pass().await.unwrap();
+    r.settle().await;
+    let inventory = host.run(|h| h.inventory()).await.unwrap();
+    assert!(
+        inventory
+            .domains
+            .iter()
+            .all(|d| d.mark.vm_id != "00000000000000ff"),
+        "orphan domain collected"
+    );
+    assert!(
+        !inventory
+            .volumes
+            .iter()
+            .any(|v| v.contains("00000000000000ff"))
+    );
+    let vms = converge(&r, MINUTE, "replaced", |v| {
+        count(v, "tidy", VmState::Warm) == 1
+    })
+    .await;
+    assert_ne!(vms[0].id, vanished_id, "a new VM replaced the vanished one");
+    let events = r.store().events(50).await.unwrap();
+    assert!(events.iter().any(|e| e.kind == "orphan-collected"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "vm-destroyed" && e.message == "vanished")
+    );
+}
+
+/// A Unix-socket proxy in front of libvirtd: a `test+unix://` host reached
+/// through it goes down when the proxy is cut, like a host whose network
+/// fails.
+struct Proxy {
+    path: PathBuf,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    fn start(path: PathBuf) -> Proxy {
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).expect("proxy socket");
+        let tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let t2 = Arc::clone(&tasks);
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut daemon) =
+                        tokio::net::UnixStream::connect("/run/libvirt/libvirt-sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut daemon).await;
+                    }
+                });
+                t2.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Proxy { path, tasks }
+    }
+
+    fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_stops_answering_is_marked_down_and_routed_around() {
+    let lab = Lab::new();
+    let node = lab.path().join("far.xml");
+    std::fs::write(&node, crate::lab::test_node_xml(64)).unwrap();
+    let socket = lab.path().join("proxy.sock");
+    let proxy = Proxy::start(socket.clone());
+    let far_uri = format!("test+unix://{}?socket={}", node.display(), socket.display());
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("far", &far_uri, 2),
+        host_yaml("near", &lab.test_host("near"), 4)
+    ));
+    lab.course("steady", "tiny", "256MiB", 4, 10);
+    let r = lab.reconciler(config).await;
+    let vms = converge(&r, MINUTE, "4 warm", |v| {
+        count(v, "steady", VmState::Warm) == 4
+    })
+    .await;
+    assert_eq!(warm_on(&vms, "far"), 2, "spread over both hosts");
+
+    proxy.cut();
+    let vms = converge(&r, MINUTE, "rebuilt on near", |v| warm_on(v, "near") == 4).await;
+    let hosts = r.store().hosts().await.unwrap();
+    let far = hosts.iter().find(|h| h.name == "far").unwrap();
+    assert!(!far.up, "far is marked down");
+    assert!(far.last_error.is_some());
+    assert_eq!(
+        on_host(&vms, "far"),
+        2,
+        "rows on the down host are left alone"
+    );
+    let events = r.store().events(100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "host-down" && e.host.as_deref() == Some("far"))
+    );
+
+    // The host comes back empty (a fresh test node): its rows are vanished
+    // VMs, destroyed; the course keeps 4 warm VMs.
+    let _proxy = Proxy::start(socket);
+    let vms = converge(&r, MINUTE, "far cleaned", |v| {
+        on_host(v, "far") == 0 && count(v, "steady", VmState::Warm) == 4
+    })
+    .await;
+    assert_eq!(count(&vms, "steady", VmState::Warm), 4);
+    let hosts = r.store().hosts().await.unwrap();
+    assert!(hosts.iter().find(|h| h.name == "far").unwrap().up);
+}
