@@ -271,21 +271,34 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             let conditions: serde_json::Value =
                 serde_json::from_str(&row.conditions_json).unwrap_or_default();
             let name = row.name.as_str();
+            let target = conditions["counts"]["target"].as_u64().unwrap_or(0);
+            let warm = count(name, VmState::Warm);
+            let booting = count(name, VmState::Creating) + count(name, VmState::Booting);
+            // Counts are live; the condition is the last pass's, brought up
+            // to date where the counts alone decide it.
+            let (condition, reason) = match conditions["condition"]["status"].as_str() {
+                None => ("Unknown".to_string(), "not reconciled yet".to_string()),
+                Some("Degraded") => (
+                    "Degraded".to_string(),
+                    conditions["condition"]["reason"].as_str().unwrap_or("").to_string(),
+                ),
+                Some(_) if u64::from(warm) >= target => {
+                    ("Ready".to_string(), format!("{warm} of {target} warm"))
+                }
+                Some(_) => (
+                    "Progressing".to_string(),
+                    format!("{warm} of {target} warm, {booting} booting"),
+                ),
+            };
             CourseStatus {
-                target: conditions["counts"]["target"].as_u64().unwrap_or(0),
-                warm: count(name, VmState::Warm),
-                booting: count(name, VmState::Creating) + count(name, VmState::Booting),
+                target,
+                warm,
+                booting,
                 assigned: count(name, VmState::Assigned),
                 failed: count(name, VmState::Failed),
                 deleting: count(name, VmState::Deleting),
-                condition: conditions["condition"]["status"]
-                    .as_str()
-                    .unwrap_or("Unknown")
-                    .to_string(),
-                reason: conditions["condition"]["reason"]
-                    .as_str()
-                    .unwrap_or("not reconciled yet")
-                    .to_string(),
+                condition,
+                reason,
                 name: row.name,
                 title: row.title,
                 revision: row.revision,
