@@ -503,9 +503,38 @@ mod tests {
             d.message
         );
 
-        let text = "images:\n  both: { volume: v, kernel: k, initrd: i }\n  none: {}\n";
+        let text = "images:\n  half: { volume: v, kernel: k }\n  none: {}\n  both: { volume: v, kernel: k, initrd: i }\n";
         let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();
         let lines: Vec<usize> = err.diagnostics.iter().map(|d| d.position.line).collect();
         assert_eq!(lines, vec![2, 3]);
+    }
+
+    #[test]
+    fn defaults_resolve_against_the_file_and_hide_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("labpool.yaml");
+        std::fs::write(&file, "hosts: []\n").unwrap();
+        let config = Config::load(&file).unwrap();
+        assert_eq!(
+            config.database.expose(),
+            format!("sqlite:{}", dir.path().join("labpool.db").display())
+        );
+        assert_eq!(config.source.folder, dir.path().join("courses"));
+        assert_eq!(config.reconcile.boots_per_host, 2);
+
+        let url = DatabaseUrl::new("postgres://lab:s3cret@db.example/labpool");
+        assert_eq!(url.to_string(), "postgres://lab:***@db.example/labpool");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let mut abs = DatabaseUrl::new("sqlite:/var/lib/labpool/state.db?mode=rwc");
+        abs.resolve(Path::new("/etc"));
+        assert_eq!(abs.expose(), "sqlite:/var/lib/labpool/state.db?mode=rwc");
+    }
+
+    #[test]
+    fn refuses_bad_database_reconcile_and_ports() {
+        let text = "database: mysql://x\nreconcile: { boots_per_host: 0 }\nhosts:\n  - name: a\n    uri: nowhere\n    capacity: { vms: 1, memory: 1GiB, vcpus: 1 }\n    ssh_forward: { first_port: 30000, last_port: 20000 }\n";
+        let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();
+        let lines: Vec<usize> = err.diagnostics.iter().map(|d| d.position.line).collect();
+        assert_eq!(lines, vec![1, 2, 7, 5], "{:#?}", err.diagnostics);
     }
 }
