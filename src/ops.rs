@@ -280,7 +280,10 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
                 None => ("Unknown".to_string(), "not reconciled yet".to_string()),
                 Some("Degraded") => (
                     "Degraded".to_string(),
-                    conditions["condition"]["reason"].as_str().unwrap_or("").to_string(),
+                    conditions["condition"]["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
                 ),
                 Some(_) if u64::from(warm) >= target => {
                     ("Ready".to_string(), format!("{warm} of {target} warm"))

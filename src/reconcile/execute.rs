@@ -6,7 +6,7 @@
 //! wait for the next pass. Per-host boot concurrency is bounded by the
 //! planner, which counts `creating`/`booting` VMs against each host's slots.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,6 +65,13 @@ pub async fn execute(
     now: i64,
 ) -> Result<usize, StoreError> {
     let mut started = 0;
+    // Forwarded ports in use per host, from the rows (and this pass's creates).
+    let mut ports: HashMap<String, HashSet<u16>> = HashMap::new();
+    for vm in world.vms.values() {
+        if let Some(p) = vm.ssh_port.and_then(|p| u16::try_from(p).ok()) {
+            ports.entry(vm.host.clone()).or_default().insert(p);
+        }
+    }
     for action in &plan.actions {
         let ok = match action {
             Action::Create {
@@ -75,7 +82,8 @@ pub async fn execute(
                 let (Some(course), Some(h)) = (courses.get(course.as_str()), r.host(host)) else {
                     continue;
                 };
-                create(r, course, h, spec_hash, now).await?
+                let used = ports.entry(host.clone()).or_default();
+                create(r, course, h, spec_hash, used, now).await?
             }
             Action::Destroy { vm, reason, .. } => match world.vms.get(vm) {
                 Some(row) => destroy(r, row, *reason, world, now).await?,
@@ -107,6 +115,19 @@ pub async fn execute(
     Ok(started)
 }
 
+/// A free port of the host's forward range, picked at random: a port that
+/// something outside labpool holds then only fails one boot (which backs off
+/// and retries on another port), not every boot in turn.
+fn free_port(range: &crate::config::SshForward, used: &HashSet<u16>) -> Option<u16> {
+    let free: Vec<u16> = (range.first_port..=range.last_port)
+        .filter(|p| !used.contains(p))
+        .collect();
+    if free.is_empty() {
+        return None;
+    }
+    Some(free[rand::random_range(0..free.len())])
+}
+
 fn new_vm_id() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
@@ -126,6 +147,7 @@ async fn create(
     course: &Course,
     host: &Arc<Host>,
     spec_hash: &str,
+    used_ports: &mut HashSet<u16>,
     now: i64,
 ) -> Result<bool, StoreError> {
     let store = &r.inner.store;
@@ -133,33 +155,24 @@ async fn create(
     let name = course.name.as_str();
     let guest_port = forwarded_port(course);
     let ssh_port = match guest_port {
-        Some(_) => {
-            let used: Vec<i64> = store
-                .vms()
-                .await?
-                .iter()
-                .filter(|v| v.host == host.name())
-                .filter_map(|v| v.ssh_port)
-                .collect();
-            let range = &host.config.ssh_forward;
-            let free =
-                (range.first_port..=range.last_port).find(|p| !used.contains(&i64::from(*p)));
-            match free {
-                Some(p) => Some(p),
-                None => {
-                    r.event(
-                        now,
-                        "create-refused",
-                        Some(name),
-                        Some(host.name()),
-                        None,
-                        "no free port in the host's ssh_forward range".into(),
-                    )
-                    .await;
-                    return Ok(false);
-                }
+        Some(_) => match free_port(&host.config.ssh_forward, used_ports) {
+            Some(p) => {
+                used_ports.insert(p);
+                Some(p)
             }
-        }
+            None => {
+                r.event(
+                    now,
+                    "create-refused",
+                    Some(name),
+                    Some(host.name()),
+                    None,
+                    "no free port in the host's ssh_forward range".into(),
+                )
+                .await;
+                return Ok(false);
+            }
+        },
         None => None,
     };
     let row = VmRow {

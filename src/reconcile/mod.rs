@@ -151,6 +151,15 @@ impl Reconciler {
                     .await?
             {
                 n += 1;
+                self.event(
+                    now,
+                    "boot-interrupted",
+                    Some(&vm.course),
+                    Some(&vm.host),
+                    Some(&vm.id),
+                    format!("was {} when labpool stopped; replaced", vm.state),
+                )
+                .await;
             }
         }
         if n > 0 {
