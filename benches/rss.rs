@@ -101,7 +101,8 @@ fn course_yaml(name: &str) -> String {
 
 fn config(dir: &Path) -> Config {
     let mut text = format!(
-        "reconcile: {{ boots_per_host: {BOOTS_PER_HOST}, orphan_grace: 1h }}\nimages:\n  busybox: {{ volume: busybox-base.qcow2 }}\nhosts:\n"
+        "reconcile: {{ boots_per_host: {}, orphan_grace: 1h }}\nimages:\n  busybox: {{ volume: busybox-base.qcow2 }}\nhosts:\n",
+        std::env::var("XBOOTS").unwrap_or(BOOTS_PER_HOST.to_string())
     );
     for i in 0..HOSTS {
         let node = dir.join(format!("host{i}.xml"));

@@ -244,6 +244,8 @@ struct HostStatus {
 struct StatusReport {
     courses: Vec<CourseStatus>,
     hosts: Vec<HostStatus>,
+    /// The most recent events, newest first.
+    events: Vec<crate::store::EventRow>,
 }
 
 /// `labpool status`: read from the store only, so it answers even while a
@@ -329,7 +331,12 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             }
         })
         .collect();
-    let report = StatusReport { courses, hosts };
+    let events = store.events(10).await?;
+    let report = StatusReport {
+        courses,
+        hosts,
+        events,
+    };
     let mut out = std::io::stdout().lock();
     match format {
         Output::Json => {
@@ -377,6 +384,21 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
                         .map(|e| format!("  ({e})"))
                         .unwrap_or_default()
                 )?;
+            }
+            if !report.events.is_empty() {
+                writeln!(out, "\nRECENT EVENTS")?;
+            }
+            for e in &report.events {
+                let at = chrono::DateTime::from_timestamp_millis(e.at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                let subject = [e.course.as_deref(), e.host.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("@");
+                let first_line = e.message.lines().next().unwrap_or_default();
+                writeln!(out, "{at}  {:<18} {subject:<24} {first_line}", e.kind)?;
             }
         }
     }

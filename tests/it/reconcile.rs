@@ -423,3 +423,65 @@ async fn a_host_that_stops_answering_is_marked_down_and_routed_around() {
     let hosts = r.store().hosts().await.unwrap();
     assert!(hosts.iter().find(|h| h.name == "far").unwrap().up);
 }
+
+#[test]
+fn plan_reconcile_and_status_commands() {
+    let lab = Lab::new();
+    lab.config(&format!(
+        "{}hosts:\n{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("a", &lab.test_host("a"), 20)
+    ));
+    lab.course("cli", "tiny", "256MiB", 3, 10);
+    let config = lab.path().join("labpool.yaml");
+    let config = config.to_str().unwrap();
+
+    let plan = crate::support::labpool_in(lab.path(), &["plan", "--config", config]);
+    assert_eq!(plan.status, 2, "changes to make: {plan:?}");
+    assert_eq!(
+        plan.stdout.matches("+ create   cli VM on a").count(),
+        3,
+        "{}",
+        plan.stdout
+    );
+
+    let json = crate::support::labpool_in(
+        lab.path(),
+        &["plan", "--config", config, "--format", "json"],
+    );
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("plan JSON");
+    assert_eq!(value["actions"].as_array().unwrap().len(), 3);
+    assert_eq!(value["actions"][0]["action"], "create");
+    assert_eq!(value["courses"][0]["target"], 3);
+
+    let once = crate::support::labpool_in(lab.path(), &["reconcile", "--once", "--config", config]);
+    assert_eq!(once.status, 0, "{once:?}");
+    assert!(
+        once.stdout.contains("3 action(s) planned, 3 started"),
+        "{}",
+        once.stdout
+    );
+
+    // status reads the store only (the test host lived in that process).
+    let status = crate::support::labpool_in(
+        lab.path(),
+        &["status", "--config", config, "--format", "json"],
+    );
+    let value: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(value["courses"][0]["name"], "cli");
+    assert_eq!(value["courses"][0]["warm"], 3);
+    assert_eq!(value["courses"][0]["condition"], "Ready");
+    assert_eq!(value["hosts"][0]["vms"], 3);
+    let human = crate::support::labpool_in(lab.path(), &["status", "--config", config]);
+    assert!(
+        human.stdout.contains("Ready: 3 of 3 warm"),
+        "{}",
+        human.stdout
+    );
+    assert!(human.stdout.contains("RECENT EVENTS") && human.stdout.contains("vm-warm"));
+
+    let missing =
+        crate::support::labpool_in(lab.path(), &["plan", "--config", "/nonexistent.yaml"]);
+    assert_eq!(missing.status, 1);
+    assert!(missing.stderr.contains("io-error"), "{}", missing.stderr);
+}
