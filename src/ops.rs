@@ -173,9 +173,19 @@ pub async fn reconcile_once(common: Common) -> anyhow::Result<u8> {
     init_logs(false);
     let (config, store) = open(&common).await?;
     let reconciler = Reconciler::new(config, store).await?;
+    if let Some(other) = reconciler.take_lease().await? {
+        let until = chrono::DateTime::from_timestamp_millis(other.expires_at)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        anyhow::bail!(
+            "another labpool ({}) is reconciling this store (lease until {until}); stop it, or let `serve` do the work",
+            other.holder
+        );
+    }
     reconciler.recover().await?;
     let report = reconciler.pass().await?;
     reconciler.settle().await;
+    reconciler.release_lease().await?;
     println!(
         "revision {}: {} action(s) planned, {} started and finished",
         report.revision.as_deref().unwrap_or("(none)"),
@@ -197,7 +207,6 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
         "labpool serve starting"
     );
     let reconciler = Reconciler::new(config, store).await?;
-    reconciler.recover().await?;
     let shutdown = async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");

@@ -41,6 +41,36 @@ use plan::{OrphanKind, Plan, Policy};
 /// Longest wait between failed boots of one course.
 const BACKOFF_CAP_MS: i64 = 5 * 60 * 1000;
 
+/// The lease that makes one labpool at a time the reconciler of a store.
+const LEASE: &str = "reconciler";
+
+/// `hostname:pid:random`: unique per process, and enough to tell, on the
+/// same machine, that a holder's process is gone.
+fn lease_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!(
+        "{host}:{}:{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// A holder that ran on this machine and whose process no longer exists.
+fn holder_is_dead(holder: &str) -> bool {
+    let mine = lease_holder();
+    let (Some((host, rest)), Some((my_host, _))) = (holder.split_once(':'), mine.split_once(':'))
+    else {
+        return false;
+    };
+    let pid = rest.split(':').next().unwrap_or_default();
+    host == my_host
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+        && !std::path::Path::new("/proc").join(pid).exists()
+}
+
 /// The wall clock in unix milliseconds.
 pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
@@ -68,6 +98,8 @@ pub(crate) struct State {
 }
 
 pub(crate) struct Inner {
+    /// This process's name on the reconciler lease: `host:pid:random`.
+    pub(crate) holder: String,
     pub(crate) config: Config,
     pub(crate) store: Store,
     pub(crate) hosts: BTreeMap<String, Arc<Host>>,
@@ -101,6 +133,7 @@ impl Reconciler {
         );
         Ok(Reconciler {
             inner: Arc::new(Inner {
+                holder: lease_holder(),
                 config,
                 store,
                 hosts,
@@ -115,6 +148,33 @@ impl Reconciler {
                 tasks: Mutex::new(JoinSet::new()),
             }),
         })
+    }
+
+    /// Takes or renews the reconciler lease. `Ok(None)`: this process holds
+    /// it; `Ok(Some(lease))`: another labpool does. It lasts three resyncs, so
+    /// a labpool that dies loses it within that time, at once if it ran on
+    /// this machine (its process is gone).
+    pub async fn take_lease(&self) -> Result<Option<crate::store::Lease>, StoreError> {
+        let store = &self.inner.store;
+        let now = now_ms();
+        let ttl = (self.inner.config.reconcile.resync.get().as_millis() as i64 * 3).max(3_000);
+        let dead = store
+            .lease(LEASE)
+            .await?
+            .map(|l| l.holder)
+            .filter(|h| *h != self.inner.holder && holder_is_dead(h));
+        let lease = store
+            .acquire_lease(LEASE, &self.inner.holder, now, now + ttl, dead.as_deref())
+            .await?;
+        Ok((lease.holder != self.inner.holder).then_some(lease))
+    }
+
+    /// Gives the lease up (clean shutdown), so another labpool may start at once.
+    pub async fn release_lease(&self) -> Result<(), StoreError> {
+        self.inner
+            .store
+            .release_lease(LEASE, &self.inner.holder)
+            .await
     }
 
     pub fn store(&self) -> &Store {
@@ -387,26 +447,59 @@ impl Reconciler {
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         let resync = self.inner.config.reconcile.resync.get();
         tokio::pin!(shutdown);
+        let mut leading = false;
         loop {
             let started = std::time::Instant::now();
-            match self.pass().await {
-                Ok(report) => {
-                    if !report.plan.is_empty() {
-                        tracing::info!(
-                            actions = report.plan.actions.len(),
-                            started = report.started,
-                            took_ms = started.elapsed().as_millis() as u64,
-                            "pass"
-                        );
+            match self.take_lease().await {
+                Ok(None) if !leading => {
+                    leading = true;
+                    tracing::info!(holder = %self.inner.holder, "reconciler lease taken");
+                    if let Err(e) = self.recover().await {
+                        tracing::error!(error = %e, "recovery failed");
                     }
                 }
+                Ok(None) => {}
+                Ok(Some(other)) => {
+                    if leading {
+                        tracing::warn!(holder = %other.holder, "reconciler lease lost; standing by");
+                    } else {
+                        tracing::info!(holder = %other.holder, "another labpool reconciles this store; standing by");
+                    }
+                    leading = false;
+                }
                 Err(e) => {
+                    tracing::error!(error = %e, "cannot reach the store for the lease");
+                    leading = false;
+                }
+            }
+            let outcome = if leading {
+                Some(self.pass().await)
+            } else {
+                None
+            };
+            match outcome {
+                None => {}
+                Some(Ok(report)) if !report.plan.is_empty() => {
+                    tracing::info!(
+                        actions = report.plan.actions.len(),
+                        started = report.started,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "pass"
+                    );
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), "pass failed")
                 }
             }
             let jitter = resync.mul_f64(rand::random::<f64>() * 0.1);
             tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown => {
+                    if leading {
+                        let _ = self.release_lease().await;
+                    }
+                    break;
+                }
                 _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(resync + jitter) => {}
             }

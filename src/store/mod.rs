@@ -16,6 +16,7 @@
 mod courses;
 mod events;
 mod hosts;
+mod leases;
 mod rows;
 mod sessions;
 mod vms;
@@ -26,6 +27,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Executor, Transaction};
 
+pub use leases::Lease;
 pub use rows::{
     Claimed, CourseRow, EventRow, HostRow, NewEvent, SessionKey, SessionRow, UnknownVmState, VmRow,
     VmState,

@@ -306,6 +306,19 @@ async fn killed_at_any_step_then_restarted_it_converges_without_orphans() {
         events.len()
     );
     assert!(interrupted > 0, "no kill interrupted a boot");
+    // While serve runs, a second reconciler on the same store is refused
+    // (it would fail the boots serve is watching).
+    let config = lab.path().join("labpool.yaml");
+    let second = crate::support::labpool_in(
+        lab.path(),
+        &["reconcile", "--once", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(second.status, 1, "{second:?}");
+    assert!(
+        second.stderr.contains("another labpool"),
+        "{}",
+        second.stderr
+    );
     serve.kill9();
     // Clean up the guests this test leaves running.
     lab.remove_course(course);

@@ -44,6 +44,7 @@ on_both!(
     concurrent_claims_never_share_a_vm,
     concurrent_claims_with_one_key_make_one_session,
     events_come_newest_first,
+    one_lease_holder_at_a_time,
 );
 
 /// A store on a fresh database, and the URL it was opened with.
@@ -691,4 +692,46 @@ async fn other_urls_are_refused() {
         error.to_string(),
         "unsupported database URL `mysql://localhost/labpool`: use sqlite:… or postgres://…"
     );
+}
+
+async fn one_lease_holder_at_a_time(db: Db) {
+    assert_eq!(db.lease("reconciler").await.unwrap(), None);
+    let a = db
+        .acquire_lease("reconciler", "a", 0, 1_000, None)
+        .await
+        .unwrap();
+    assert_eq!(a.holder, "a");
+    // Held and not expired: b is refused, a renews.
+    let b = db
+        .acquire_lease("reconciler", "b", 500, 1_500, None)
+        .await
+        .unwrap();
+    assert_eq!((b.holder.as_str(), b.expires_at), ("a", 1_000));
+    let a = db
+        .acquire_lease("reconciler", "a", 900, 1_900, None)
+        .await
+        .unwrap();
+    assert_eq!((a.holder.as_str(), a.expires_at), ("a", 1_900));
+    // Expired: b takes it.
+    let b = db
+        .acquire_lease("reconciler", "b", 2_000, 3_000, None)
+        .await
+        .unwrap();
+    assert_eq!(b.holder, "b");
+    // A holder proved dead is replaced before expiry; a live one is not.
+    let c = db
+        .acquire_lease("reconciler", "c", 2_100, 3_100, Some("x"))
+        .await
+        .unwrap();
+    assert_eq!(c.holder, "b");
+    let c = db
+        .acquire_lease("reconciler", "c", 2_100, 3_100, Some("b"))
+        .await
+        .unwrap();
+    assert_eq!(c.holder, "c");
+    // Release: only by the holder.
+    db.release_lease("reconciler", "b").await.unwrap();
+    assert_eq!(db.lease("reconciler").await.unwrap().unwrap().holder, "c");
+    db.release_lease("reconciler", "c").await.unwrap();
+    assert_eq!(db.lease("reconciler").await.unwrap(), None);
 }
