@@ -5,15 +5,25 @@
 //! the reconciler (`pass` + `settle`) driven until all 10,000 are warm.
 //!
 //! `cargo bench --bench rss` prints the time to reach 10,000 warm, the time
-//! of a pass with nothing to do, and this process's peak (VmHWM) and current
-//! (VmRSS) resident memory. Target: peak under 64 MiB. Needs a running
-//! libvirtd; without one it says so and exits.
+//! of a pass with nothing to do (and of its observation), this process's
+//! peak (VmHWM) and current (VmRSS) resident memory, and where the resident
+//! memory is (anonymous or file-backed, largest mappings). Target: peak
+//! under 64 MiB. Needs a running libvirtd; without one it says so and exits.
+//!
+//! The runtime is `labpool::ops::runtime()`, the one `labpool serve` runs on.
+//! To see what moves the figure: `RSS_BOOTS_PER_HOST=20` (default 200) and
+//! glibc's `MALLOC_ARENA_MAX` (labpool sets 2 unless it is given).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use labpool::config::{Config, DatabaseUrl};
-use labpool::reconcile::Reconciler;
+use labpool::hosts::Host;
+use labpool::reconcile::{Reconciler, now_ms, observe};
 use labpool::store::{Store, VmState};
 
 const HOSTS: usize = 10;
@@ -24,6 +34,66 @@ const BOOTS_PER_HOST: u32 = 200;
 const STEADY_PASSES: usize = 5;
 const LIMIT: Duration = Duration::from_secs(30 * 60);
 const TARGET_KIB: u64 = 64 * 1024;
+
+/// The system allocator, counting the bytes Rust code holds (C libraries
+/// such as libvirt and SQLite call malloc themselves and are not counted):
+/// live data versus resident memory.
+struct Counting;
+
+static HEAP_NOW: AtomicUsize = AtomicUsize::new(0);
+static HEAP_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(bytes: usize) {
+    let now = HEAP_NOW.fetch_add(bytes, Relaxed) + bytes;
+    HEAP_PEAK.fetch_max(now, Relaxed);
+}
+
+// SAFETY: every call is passed on to `System` unchanged; only counters move.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc`'s contract.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds `alloc_zeroed`'s contract.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `dealloc`'s contract.
+        unsafe { System.dealloc(ptr, layout) };
+        HEAP_NOW.fetch_sub(layout.size(), Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds `realloc`'s contract.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            if new_size >= layout.size() {
+                grew(new_size - layout.size());
+            } else {
+                HEAP_NOW.fetch_sub(layout.size() - new_size, Relaxed);
+            }
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn heap_mib(bytes: usize) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
 
 /// A field of /proc/self/status, in KiB.
 fn status_kib(field: &str) -> u64 {
@@ -50,7 +120,7 @@ fn rss_by_mapping() -> Vec<(String, u64)> {
         }
     }
     let mut list: Vec<(String, u64)> = by.into_iter().collect();
-    list.sort_by(|a, b| b.1.cmp(&a.1));
+    list.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
     list
 }
 
@@ -71,9 +141,18 @@ fn print_mappings(when: &str) {
         mib(anon),
         mib(files)
     );
-    for (name, kib) in list.iter().take(8) {
+    for (name, kib) in list.iter().take(5) {
         println!("rss:   {:>6.1} MiB  {name}", mib(*kib));
     }
+}
+
+/// A number from the environment, for experiments.
+fn knob(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn boots_per_host() -> u32 {
+    knob("RSS_BOOTS_PER_HOST").map_or(BOOTS_PER_HOST, |n| n as u32)
 }
 
 fn mib(kib: u64) -> f64 {
@@ -102,7 +181,7 @@ fn course_yaml(name: &str) -> String {
 fn config(dir: &Path) -> Config {
     let mut text = format!(
         "reconcile: {{ boots_per_host: {}, orphan_grace: 1h }}\nimages:\n  busybox: {{ volume: busybox-base.qcow2 }}\nhosts:\n",
-        std::env::var("XBOOTS").unwrap_or(BOOTS_PER_HOST.to_string())
+        boots_per_host()
     );
     for i in 0..HOSTS {
         let node = dir.join(format!("host{i}.xml"));
@@ -177,8 +256,9 @@ async fn run(config: Config) -> Result<(), String> {
     }
     let to_warm = start.elapsed();
     println!(
-        "rss: {TOTAL} VMs warm on {HOSTS} hosts after {:.1} s ({passes} passes)",
-        to_warm.as_secs_f64()
+        "rss: {TOTAL} VMs warm on {HOSTS} hosts after {:.1} s ({passes} passes); peak so far {:.1} MiB",
+        to_warm.as_secs_f64(),
+        mib(status_kib("VmHWM"))
     );
 
     let mut times = Vec::new();
@@ -202,15 +282,56 @@ async fn run(config: Config) -> Result<(), String> {
         times[STEADY_PASSES / 2].as_secs_f64() * 1e3,
         times[STEADY_PASSES - 1].as_secs_f64() * 1e3,
     );
+
+    // Where a steady pass spends its time.
+    let hosts: Vec<Arc<Host>> = (0..HOSTS)
+        .filter_map(|i| r.host(&format!("host{i}")).cloned())
+        .collect();
+    let t = Instant::now();
+    let known: Vec<String> = store
+        .courses()
+        .await
+        .map_err(|e| format!("courses: {e}"))?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let world = observe::observe(
+        &store,
+        &hosts,
+        boots_per_host(),
+        known,
+        now_ms(),
+        &mut HashMap::new(),
+    )
+    .await
+    .map_err(|e| format!("observe: {e}"))?;
+    let observe_ms = t.elapsed().as_secs_f64() * 1e3;
+    drop(world);
+    let t = Instant::now();
+    let inventory = hosts[0]
+        .run(|h| h.inventory())
+        .await
+        .map_err(|e| format!("inventory: {e}"))?;
+    let inventory_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let rows = store.vms().await.map_err(|e| format!("vms: {e}"))?.len();
+    let rows_ms = t.elapsed().as_secs_f64() * 1e3;
+    println!(
+        "rss: of which observing {observe_ms:.0} ms (all hosts at once, then the store); one host's inventory ({} domains, {} volumes) {inventory_ms:.0} ms; reading {rows} VM rows {rows_ms:.0} ms",
+        inventory.domains.len(),
+        inventory.volumes.len(),
+    );
+    drop(inventory);
+    println!(
+        "rss: between passes, with {TOTAL} VMs: Rust heap {:.1} MiB, RSS {:.1} MiB",
+        heap_mib(HEAP_NOW.load(Relaxed)),
+        mib(status_kib("VmRSS"))
+    );
     Ok(())
 }
 
 fn main() {
-    println!(
-        "rss: RSS at the very start {:.1} MiB",
-        mib(status_kib("VmRSS"))
-    );
-    print_mappings("very start");
+    let start_kib = status_kib("VmRSS");
     let dir = tempfile::tempdir().expect("a temporary folder");
     std::fs::create_dir(dir.path().join("courses")).unwrap();
     for i in 0..COURSES {
@@ -228,26 +349,26 @@ fn main() {
         return;
     }
     println!(
-        "rss: {HOSTS} test hosts via libvirtd, {COURSES} courses x {WARM_PER_COURSE} warm, boots_per_host {BOOTS_PER_HOST}; RSS at start {:.1} MiB",
+        "rss: {HOSTS} test hosts via libvirtd, {COURSES} courses x {WARM_PER_COURSE} warm, boots_per_host {}; RSS at start {:.1} MiB, after loading libvirt {:.1} MiB",
+        boots_per_host(),
+        mib(start_kib),
         mib(status_kib("VmRSS"))
     );
 
-    let runtime = match std::env::var("XMB").ok().and_then(|s| s.parse().ok()) {
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .max_blocking_threads(n)
-            .build()
-            .unwrap(),
-        None => tokio::runtime::Runtime::new().expect("tokio runtime"),
-    };
+    // As `labpool serve` builds it (ops.rs), unless asked otherwise.
+    let runtime = labpool::ops::runtime().expect("tokio runtime");
     let result = runtime.block_on(run(config));
     let (peak, now) = (status_kib("VmHWM"), status_kib("VmRSS"));
-    print_mappings("end");
+    print_mappings("resident at the end");
     drop(runtime);
     if let Err(e) = result {
         println!("rss: FAILED: {e}");
         std::process::exit(1);
     }
+    println!(
+        "rss: Rust heap (live data; libvirt's and SQLite's own mallocs not counted): peak {:.1} MiB",
+        heap_mib(HEAP_PEAK.load(Relaxed)),
+    );
     println!(
         "rss: peak RSS (VmHWM) {:.1} MiB, current RSS (VmRSS) {:.1} MiB",
         mib(peak),

@@ -331,10 +331,17 @@ async fn boot_steps(
     let wait = async {
         match (probe, started.console) {
             (Probe::ConsoleMarker(marker), Some(stream)) => {
-                let m = marker.clone();
-                tokio::task::spawn_blocking(move || ready::watch_console(stream, &m))
-                    .await
-                    .map_err(|e| e.to_string())?
+                // A thread of its own: the watch lasts the whole boot, and
+                // must not hold one of the blocking pool's few threads.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name("console-watch".into())
+                    .spawn(move || {
+                        let _ = tx.send(ready::watch_console(stream, &marker));
+                    })
+                    .map_err(|e| e.to_string())?;
+                rx.await
+                    .map_err(|_| "console watch ended".to_string())?
                     .map_err(|e| e.to_string())
             }
             (Probe::ConsoleMarker(_), None) => Err("no console to watch".to_string()),

@@ -412,6 +412,7 @@ impl Reconciler {
             courses.iter().map(|c| (c.name.as_str(), c)).collect();
         let started = execute::execute(self, &plan, &world, &by_name, now).await?;
         self.record_conditions(&plan, now).await?;
+
         let revision = self
             .inner
             .state

@@ -12,6 +12,9 @@ use crate::store::{SessionRow, Store, StoreError, VmRow};
 /// A host that does not answer within this long counts as down for the pass.
 const INVENTORY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Hosts looked at in parallel.
+const INVENTORIES_AT_ONCE: usize = 4;
+
 /// One pass's view of the world, with the rows it came from.
 pub struct World {
     pub observed: Observed,
@@ -34,9 +37,15 @@ pub async fn observe(
     now: i64,
     first_seen: &mut HashMap<(String, OrphanKind, String), i64>,
 ) -> Result<World, StoreError> {
+    // A few hosts at a time: each inventory's replies are held in memory
+    // until it is done, and the blocking pool is small. The timeout starts
+    // once a host's turn comes, so a slow host delays others only by it.
+    let turns = Arc::new(tokio::sync::Semaphore::new(INVENTORIES_AT_ONCE));
     let looks = hosts.iter().map(|host| {
         let host = Arc::clone(host);
+        let turns = Arc::clone(&turns);
         async move {
+            let _turn = turns.acquire_owned().await.expect("semaphore open");
             let result = tokio::time::timeout(INVENTORY_TIMEOUT, host.run(|h| h.inventory()))
                 .await
                 .unwrap_or_else(|_| {

@@ -84,6 +84,9 @@ impl Store {
         let (backend, url) = classify(url)?;
         let mut options = AnyPoolOptions::new();
         if backend == Backend::Sqlite {
+            // One writer at a time anyway (WAL); each connection brings its
+            // own page cache, so a few are enough.
+            options = options.max_connections(4);
             // Set on every connection, not left to sqlx's defaults, because
             // claims depend on them.
             options = options.after_connect(|conn, _| {

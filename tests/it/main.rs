@@ -1,4 +1,6 @@
-//! Integration tests: the `labpool` binary run as users and CI run it.
+//! Integration tests: the `labpool` binary run as users and CI run it, the
+//! store on SQLite and PostgreSQL, and the reconciler on real libvirt (test
+//! driver hosts and TCG guests on `qemu:///system`).
 //!
 //! One test binary (faster to link than one per file); modules by subject.
 
