@@ -397,20 +397,26 @@ async fn destroy(
     {
         return Ok(false);
     }
+    let release = || {
+        r.inner.state.lock().expect("state").busy.remove(&row.id);
+    };
     if let Some(session) = world.sessions_by_vm.get(&row.id) {
         let why = match reason {
             DestroyReason::Expired => "expired",
             DestroyReason::Vanished => "vm vanished",
             _ => reason.as_str(),
         };
-        store.end_session(&session.id, why, now).await?;
+        if let Err(e) = store.end_session(&session.id, why, now).await {
+            release();
+            return Err(e);
+        }
     }
     let others: Vec<VmState> = VmState::ALL
         .into_iter()
         .filter(|s| *s != VmState::Deleting)
         .collect();
     // Intent first: once `deleting`, a crash leads to a retry, never a leak.
-    store
+    let marked = store
         .transition_vm(
             &row.id,
             &others,
@@ -418,7 +424,19 @@ async fn destroy(
             now,
             Some(reason.as_str()),
         )
-        .await?;
+        .await;
+    match marked {
+        Ok(_) => {}
+        // An earlier destroy finished after this pass looked: nothing left.
+        Err(StoreError::VmNotFound(_)) => {
+            release();
+            return Ok(false);
+        }
+        Err(e) => {
+            release();
+            return Err(e);
+        }
+    }
     tracing::info!(vm = %row.id, course = %row.course, host = %row.host, reason = reason.as_str(), "destroying VM");
     let r2 = r.clone();
     let row = row.clone();

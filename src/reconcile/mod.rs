@@ -272,20 +272,25 @@ impl Reconciler {
         let current = self.inner.state.lock().expect("state").revision.clone();
         match current {
             Some(r) => Ok(r.courses),
-            None => {
-                // Broken folder right after a start: run on what was applied.
-                let rows = self.inner.store.courses().await?;
-                let newest = rows
-                    .iter()
-                    .max_by_key(|r| r.updated_at)
-                    .map(|r| r.revision.clone());
-                Ok(rows
-                    .iter()
-                    .filter(|r| Some(&r.revision) == newest.as_ref())
-                    .filter_map(|r| serde_json::from_str(&r.spec_json).ok())
-                    .collect())
-            }
+            // Broken folder right after a start: run on what was applied.
+            None => self.applied_courses().await,
         }
+    }
+
+    /// The courses of the revision applied last, as the store has them.
+    async fn applied_courses(&self) -> Result<Vec<Course>, StoreError> {
+        let rows = self.inner.store.courses().await?;
+        // Rows of removed courses keep their old revision; the current
+        // revision's rows are the most recently written.
+        let newest = rows
+            .iter()
+            .max_by_key(|r| r.updated_at)
+            .map(|r| r.revision.clone());
+        Ok(rows
+            .iter()
+            .filter(|r| Some(&r.revision) == newest.as_ref())
+            .filter_map(|r| serde_json::from_str(&r.spec_json).ok())
+            .collect())
     }
 
     /// Records a valid revision's courses in the store.
@@ -364,7 +369,8 @@ impl Reconciler {
         let now = now_ms();
         let courses = match source::load_folder(&self.inner.config) {
             Ok(r) => r.courses,
-            Err(_) => self.refresh_source(now).await?,
+            // What `serve` runs on while the folder is broken; read only.
+            Err(_) => self.applied_courses().await?,
         };
         let known = self.inner.store.courses().await?;
         let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
