@@ -405,13 +405,12 @@ impl Host {
             Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) => return Ok(()),
             Err(e) => return Err(self.error(conn, "find domain", e)),
         };
-        if dom.is_active().unwrap_or(true) {
-            if let Err(e) = dom.destroy() {
-                // "not running" is fine: it stopped between the two calls.
-                if dom.is_active().unwrap_or(true) {
-                    return Err(self.error(conn, "destroy domain", e));
-                }
-            }
+        // "not running" is fine: it stopped between the two calls.
+        if dom.is_active().unwrap_or(true)
+            && let Err(e) = dom.destroy()
+            && dom.is_active().unwrap_or(true)
+        {
+            return Err(self.error(conn, "destroy domain", e));
         }
         match dom.undefine() {
             Ok(()) => Ok(()),

@@ -54,6 +54,8 @@ pub enum StoreError {
     HostNotFound(String),
     #[error("course `{0}` not found")]
     CourseNotFound(String),
+    #[error("cannot lock the SQLite file for migrations")]
+    Lock(#[source] std::io::Error),
 }
 
 /// How long SQLite waits for another connection's write lock before failing.
@@ -72,6 +74,35 @@ impl std::fmt::Debug for Store {
             .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
+}
+
+/// Runs `step` again while SQLite answers "database is locked" (another
+/// labpool is creating or migrating the same file), for up to ~6 s.
+async fn retry_while_locked<F, Fut>(mut step: F) -> Result<(), StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), StoreError>>,
+{
+    let mut pause = std::time::Duration::from_millis(20);
+    for _ in 0..12 {
+        match step().await {
+            Err(e) if is_locked(&e) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+    step().await
+}
+
+fn is_locked(e: &StoreError) -> bool {
+    let text = match e {
+        StoreError::Database(e) => e.to_string(),
+        StoreError::Migrate(e) => format!("{e} {:?}", e),
+        _ => return false,
+    };
+    text.contains("database is locked") || text.contains("(code: 5)")
 }
 
 impl Store {
@@ -108,14 +139,32 @@ impl Store {
             }
         }
         let pool = options.connect(&url).await?;
+        // sqlx's SQLite migrator takes no lock: two labpools opening a new
+        // file at once would both run the first migration. A lock file next
+        // to the database makes them take turns (PostgreSQL's migrator locks
+        // by itself).
+        let _turn = match sqlite_file(&url) {
+            Some(db) if backend == Backend::Sqlite => Some(lock_beside(&db).await?),
+            _ => None,
+        };
         if backend == Backend::Sqlite {
             // WAL lets readers run beside the writer. It is a property of the
             // file, so setting it once here (before anyone else writes) is
-            // enough; switching needs a lock busy_timeout cannot wait for.
-            pool.execute("PRAGMA journal_mode = WAL").await?;
+            // enough; switching needs a lock busy_timeout cannot wait for,
+            // so two labpools opening a new file at once retry instead.
+            retry_while_locked(|| async {
+                pool.execute("PRAGMA journal_mode = WAL").await?;
+                Ok(())
+            })
+            .await?;
         }
         match backend {
-            Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                retry_while_locked(|| async {
+                    Ok(sqlx::migrate!("migrations/sqlite").run(&pool).await?)
+                })
+                .await?
+            }
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
         Ok(Store { pool, backend })
@@ -161,6 +210,37 @@ fn classify(url: &str) -> Result<(Backend, String), StoreError> {
         Some(_) => format!("{url}&mode=rwc"),
     };
     Ok((Backend::Sqlite, url))
+}
+
+/// The database file of a SQLite URL (none for in-memory databases).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if is_sqlite_memory(url) {
+        return None;
+    }
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().filter(|p| !p.is_empty())?;
+    Some(std::path::PathBuf::from(path))
+}
+
+/// Takes an exclusive lock on `DB.lock` (waiting for it on the blocking
+/// pool); released when the file is dropped.
+async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File, StoreError> {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let locked = tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::Lock(std::io::Error::other(e)))?;
+    locked.map_err(StoreError::Lock)
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

@@ -735,3 +735,20 @@ async fn one_lease_holder_at_a_time(db: Db) {
     db.release_lease("reconciler", "c").await.unwrap();
     assert_eq!(db.lease("reconciler").await.unwrap(), None);
 }
+
+/// `serve` and `status` started together on a new SQLite file both create
+/// and migrate it: neither may fail with "database is locked".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_opened_by_many_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("new.db").display());
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { Store::open(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().expect("every opener succeeds");
+    }
+}
