@@ -59,7 +59,7 @@ fn course(i: usize, warm: u32) -> DesiredCourse {
         image: IMAGES[i % IMAGES.len()].to_string(),
         in_class: i % 10 == 3,
         ready_timeout_ms: 300_000,
-        backoff_until: (i % 97 == 0).then_some(NOW + 60_000),
+        backoff_until: i.is_multiple_of(97).then_some(NOW + 60_000),
     }
 }
 

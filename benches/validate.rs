@@ -27,14 +27,14 @@ fn course(i: usize) -> String {
         i % 5,
         10 + i % 30,
     );
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         text.push_str(
             "  schedule:\n\
              \x20   - { days: [mon, wed], from: \"09:45\", to: \"11:30\", tz: America/Chicago, warm: 8 }\n\
              \x20   - { days: [fri], from: \"13:00\", to: \"15:00\", tz: Europe/Berlin, warm: 4 }\n",
         );
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         text.push_str(
             "session:\n  expiry: 4h\n  idle: 30m\n  console: ssh\n  ssh: { user: student }\n",
         );
