@@ -1,11 +1,14 @@
-//! Where desired courses come from. For now a local folder, read again on
-//! every pass; Git remotes and webhooks come later behind the same shape.
+//! Where desired courses come from: a local folder (read again on every
+//! pass) or a revision of a Git repository ([`git`]). Remote fetching and
+//! webhooks come later behind the same shape.
 //!
 //! A revision is loaded and validated as a whole (the checks of `labpool
 //! validate`). Only a valid revision is ever handed on: a broken file leaves
 //! the last good revision in force, so pools never shrink because of a typo.
 
-use std::path::PathBuf;
+pub mod git;
+
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -16,9 +19,12 @@ use crate::diagnostic::Diagnostic;
 /// A valid set of courses, with an id that changes when any course does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Revision {
-    /// `folder:` and 12 hex digits of a hash over the courses.
+    /// `folder:` and 12 hex digits of a hash over the courses, or the
+    /// commit id for a Git revision.
     pub id: String,
     pub courses: Vec<Course>,
+    /// The commit, for a Git revision.
+    pub commit: Option<git::Commit>,
 }
 
 /// The folder did not hold a valid set of courses.
@@ -31,11 +37,17 @@ pub struct Rejected {
 
 /// Loads the course folder named in the configuration.
 pub fn load_folder(config: &Config) -> Result<Revision, Rejected> {
-    let folder = &config.source.folder;
-    let loaded = load_paths(std::slice::from_ref(folder), Some(config));
+    load_dir(&config.source.folder, Some(config))
+}
+
+/// Loads and validates a folder of course files as one revision; with a
+/// configuration, images and host fit are checked too.
+pub fn load_dir(folder: &Path, config: Option<&Config>) -> Result<Revision, Rejected> {
+    let folder = folder.to_path_buf();
+    let loaded = load_paths(std::slice::from_ref(&folder), config);
     if !loaded.is_valid() {
         return Err(Rejected {
-            folder: folder.clone(),
+            folder,
             diagnostics: loaded.diagnostics,
         });
     }
@@ -44,6 +56,7 @@ pub fn load_folder(config: &Config) -> Result<Revision, Rejected> {
     Ok(Revision {
         id: revision_id(&courses),
         courses,
+        commit: None,
     })
 }
 
