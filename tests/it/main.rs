@@ -11,5 +11,6 @@ mod lab;
 mod qemu;
 mod reconcile;
 mod schema;
+mod source_git;
 mod store;
 mod support;
