@@ -87,6 +87,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ops::Output::Human)]
         format: ops::Output,
     },
+    /// What merging a course change does: pools created, removed, resized or
+    /// rebuilt, course by course. BASE and HEAD are folders or Git revisions.
+    /// Exit status: 0 no changes, 2 changes, 1 error or invalid HEAD.
+    Diff(crate::source::diff::DiffArgs),
 }
 
 /// Runs the command line of this process.
@@ -120,6 +124,7 @@ pub fn run(cli: Cli) -> u8 {
         }
         Command::Serve { common, log_json } => ops::run(ops::serve(common, log_json)),
         Command::Status { common, format } => ops::run(ops::status(common, format)),
+        Command::Diff(args) => crate::source::diff::command(&args),
     }
 }
 

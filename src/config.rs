@@ -168,21 +168,85 @@ fn default_database() -> DatabaseUrl {
     DatabaseUrl::new("sqlite:labpool.db")
 }
 
-/// Where course files come from. Only a local folder for now.
+/// Where course files come from: a local folder, or a Git repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A folder of course files, read again on every resync. Default `courses`.
     #[serde(default = "default_folder")]
     pub folder: PathBuf,
+    /// A Git repository to follow instead of a folder.
+    #[serde(default)]
+    pub git: Option<GitSourceConfig>,
 }
 
 impl Default for SourceConfig {
     fn default() -> Self {
         SourceConfig {
             folder: default_folder(),
+            git: None,
         }
     }
+}
+
+/// A Git repository of course files, fetched on an interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSourceConfig {
+    /// `https://…`, `ssh://git@host/…` (or `git@host:…`) or `file://…`.
+    pub url: String,
+    /// The branch to follow. Default `main` unless `tag` or `commit` is given.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// A tag to stay on.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// A commit to stay on.
+    #[serde(default)]
+    pub commit: Option<String>,
+    /// The folder of course files inside the repository. Default `courses`.
+    #[serde(default = "default_folder")]
+    pub path: PathBuf,
+    /// How often to fetch. Default 1m.
+    #[serde(default = "default_fetch_interval")]
+    pub interval: Duration,
+    /// Private key for ssh URLs.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts file the server's host key is checked against (ssh URLs).
+    #[serde(default)]
+    pub known_hosts: Option<PathBuf>,
+    /// Where the local mirror lives. Default `.labpool-git` next to this file.
+    #[serde(default = "default_git_cache")]
+    pub cache: PathBuf,
+}
+
+fn default_fetch_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_git_cache() -> PathBuf {
+    PathBuf::from(".labpool-git")
+}
+
+impl GitSourceConfig {
+    /// The revision to follow, as a reference in the mirror.
+    pub fn target(&self) -> GitTarget<'_> {
+        match (&self.commit, &self.tag, &self.branch) {
+            (Some(c), _, _) => GitTarget::Commit(c),
+            (None, Some(t), _) => GitTarget::Tag(t),
+            (None, None, Some(b)) => GitTarget::Branch(b),
+            (None, None, None) => GitTarget::Branch("main"),
+        }
+    }
+}
+
+/// What a Git source follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitTarget<'a> {
+    Branch(&'a str),
+    Tag(&'a str),
+    Commit(&'a str),
 }
 
 fn default_folder() -> PathBuf {
@@ -350,6 +414,20 @@ impl Config {
         if config.source.folder.is_relative() {
             config.source.folder = base.join(&config.source.folder);
         }
+        if let Some(git) = &mut config.source.git {
+            for path in [
+                Some(&mut git.cache),
+                git.ssh_key.as_mut(),
+                git.known_hosts.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
         Ok(config)
     }
 
@@ -391,6 +469,36 @@ impl Config {
                     self.database
                 ),
             ));
+        }
+        if let Some(git) = &self.source.git {
+            let chosen = [&git.branch, &git.tag, &git.commit]
+                .iter()
+                .filter(|x| x.is_some())
+                .count();
+            if chosen > 1 {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.key_position("/source/git"),
+                    Code::InvalidValue,
+                    "give one of `branch`, `tag` or `commit`",
+                ));
+            }
+            if doc.value.pointer("/source/folder").is_some() {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.key_position("/source/folder"),
+                    Code::InvalidValue,
+                    "give either `folder` or `git`, not both (the folder inside the repository is `git.path`)",
+                ));
+            }
+            if git.interval.is_zero() {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position("/source/git/interval"),
+                    Code::InvalidValue,
+                    "the fetch interval must be above zero",
+                ));
+            }
         }
         if self.reconcile.boots_per_host == 0 || self.reconcile.resync.is_zero() {
             out.push(Diagnostic::new(

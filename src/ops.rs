@@ -121,7 +121,9 @@ fn init_logs(json: bool) {
 /// `labpool plan`: 0 nothing to do, 2 changes, 1 error.
 pub async fn plan(common: Common, format: Output) -> anyhow::Result<u8> {
     let (config, store) = open(&common).await?;
-    if let Err(rejected) = crate::source::load_folder(&config) {
+    if config.source.git.is_some() {
+        eprintln!("labpool: Git source: planning on the revision applied last");
+    } else if let Err(rejected) = crate::source::load_folder(&config) {
         for d in &rejected.diagnostics {
             eprintln!("{d}");
         }

@@ -95,6 +95,18 @@ pub(crate) struct State {
     orphans_seen: HashMap<(String, OrphanKind, String), i64>,
     /// VMs with work in flight (a boot or a destroy): skipped by new actions.
     busy: HashSet<String>,
+    /// Fetch bookkeeping of a Git source.
+    fetch: FetchState,
+}
+
+/// When to fetch a Git source next, and what the last fetch gave.
+#[derive(Debug, Default)]
+struct FetchState {
+    next_at: i64,
+    failures: u32,
+    /// The commit last loaded (valid or not): not loaded again until it moves.
+    loaded: Option<String>,
+    last_error: Option<String>,
 }
 
 pub(crate) struct Inner {
@@ -106,6 +118,8 @@ pub(crate) struct Inner {
     pub(crate) state: Mutex<State>,
     pub(crate) wake: Notify,
     pub(crate) tasks: Mutex<JoinSet<()>>,
+    /// Passes completed, for status and tests.
+    pub(crate) passes: std::sync::atomic::AtomicU64,
 }
 
 /// The reconciler; cheap to clone.
@@ -143,9 +157,11 @@ impl Reconciler {
                     backoff,
                     orphans_seen: HashMap::new(),
                     busy: HashSet::new(),
+                    fetch: FetchState::default(),
                 }),
                 wake: Notify::new(),
                 tasks: Mutex::new(JoinSet::new()),
+                passes: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -183,6 +199,11 @@ impl Reconciler {
 
     pub fn host(&self, name: &str) -> Option<&Arc<Host>> {
         self.inner.hosts.get(name)
+    }
+
+    /// How many passes have completed in this process.
+    pub fn passes(&self) -> u64 {
+        self.inner.passes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks for a pass now.
@@ -231,31 +252,34 @@ impl Reconciler {
     /// The desired courses: the last good revision, or (before any loaded
     /// in this process) the courses as last applied in the store.
     async fn refresh_source(&self, now: i64) -> Result<Vec<Course>, StoreError> {
-        let loaded = source::load_folder(&self.inner.config);
+        let loaded = self.load_source(now).await;
         // Decide under the lock, act (store writes) after it is released.
         let (applied, rejection) = {
             let mut state = self.inner.state.lock().expect("state");
             match loaded {
-                Ok(revision) => {
-                    state.last_rejection = None;
-                    if state.revision.as_ref().map(|r| &r.id) != Some(&revision.id) {
-                        state.revision = Some(revision.clone());
-                        (Some(revision), None)
-                    } else {
-                        (None, None)
+                None => (None, None),
+                Some(loaded) => match loaded {
+                    Ok(revision) => {
+                        state.last_rejection = None;
+                        if state.revision.as_ref().map(|r| &r.id) != Some(&revision.id) {
+                            state.revision = Some(revision.clone());
+                            (Some(revision), None)
+                        } else {
+                            (None, None)
+                        }
                     }
-                }
-                Err(rejected) => {
-                    let text: Vec<String> =
-                        rejected.diagnostics.iter().map(|d| d.to_string()).collect();
-                    let text = text.join("\n");
-                    if state.last_rejection.as_deref() == Some(text.as_str()) {
-                        (None, None)
-                    } else {
-                        state.last_rejection = Some(text.clone());
-                        (None, Some((rejected.folder, text)))
+                    Err(rejected) => {
+                        let text: Vec<String> =
+                            rejected.diagnostics.iter().map(|d| d.to_string()).collect();
+                        let text = text.join("\n");
+                        if state.last_rejection.as_deref() == Some(text.as_str()) {
+                            (None, None)
+                        } else {
+                            state.last_rejection = Some(text.clone());
+                            (None, Some((rejected.folder, text)))
+                        }
                     }
-                }
+                },
             }
         };
         if let Some((folder, text)) = rejection {
@@ -293,6 +317,94 @@ impl Reconciler {
             .collect())
     }
 
+    /// Reads the source: the folder every pass; a Git remote when its fetch
+    /// is due (its interval, or sooner after [`Reconciler::fetch_now`]).
+    /// `None`: nothing new to look at.
+    async fn load_source(&self, now: i64) -> Option<Result<Revision, source::Rejected>> {
+        let config = &self.inner.config;
+        let Some(git) = &config.source.git else {
+            return Some(source::load_folder(config));
+        };
+        if self.inner.state.lock().expect("state").fetch.next_at > now {
+            return None;
+        }
+        let mirror = source::remote::Mirror::new(git);
+        let m = mirror.clone();
+        let fetched = tokio::task::spawn_blocking(move || m.fetch())
+            .await
+            .unwrap_or_else(|e| {
+                Err(source::remote::FetchError {
+                    url: git.url.clone(),
+                    message: e.to_string(),
+                })
+            });
+        let interval = git.interval.get().as_millis() as i64;
+        let commit = match fetched {
+            Ok(commit) => {
+                let mut state = self.inner.state.lock().expect("state");
+                state.fetch.failures = 0;
+                state.fetch.next_at = now + interval;
+                state.fetch.last_error = None;
+                if state.fetch.loaded.as_deref() == Some(commit.as_str()) {
+                    return None;
+                }
+                commit
+            }
+            Err(e) => {
+                // Retry sooner than the interval, backing off: 5 s, 10 s, …
+                let message = e.to_string();
+                let new_error = {
+                    let mut state = self.inner.state.lock().expect("state");
+                    state.fetch.failures += 1;
+                    let wait =
+                        (5_000_i64 << state.fetch.failures.min(10).saturating_sub(1)).min(interval);
+                    state.fetch.next_at = now + wait;
+                    let new = state.fetch.last_error.as_deref() != Some(message.as_str());
+                    state.fetch.last_error = Some(message.clone());
+                    new
+                };
+                if new_error {
+                    tracing::warn!(error = %message, "fetch failed; keeping the last good revision");
+                    self.event(now, "fetch-failed", None, None, None, message)
+                        .await;
+                }
+                return None;
+            }
+        };
+        let (path, cfg, id) = (mirror.path.clone(), config.clone(), commit.clone());
+        let folder = git.path.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            source::git::load_git(&path, &id, Some(&folder), Some(&cfg))
+        })
+        .await;
+        self.inner.state.lock().expect("state").fetch.loaded = Some(commit.clone());
+        match loaded {
+            Ok(Ok(result)) => Some(result),
+            Ok(Err(e)) => {
+                let message = format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+                tracing::warn!(commit = %commit, error = %message, "cannot read the fetched commit");
+                self.event(now, "fetch-failed", None, None, None, message)
+                    .await;
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "loading the fetched commit panicked");
+                None
+            }
+        }
+    }
+
+    /// Makes the next pass fetch the Git source at once (a webhook said so).
+    pub fn fetch_now(&self) {
+        self.inner.state.lock().expect("state").fetch.next_at = 0;
+        self.wake();
+    }
+
     /// Records a valid revision's courses in the store.
     async fn apply_revision(&self, revision: &Revision, now: i64) -> Result<(), StoreError> {
         let store = &self.inner.store;
@@ -319,8 +431,13 @@ impl Reconciler {
             None,
             None,
             format!(
-                "{} with {} course(s): {}",
+                "{}{} with {} course(s): {}",
                 revision.id,
+                revision
+                    .commit
+                    .as_ref()
+                    .map(|c| format!(" \"{}\" by {}", c.subject, c.author))
+                    .unwrap_or_default(),
                 names.len(),
                 names.join(", ")
             ),
@@ -367,10 +484,14 @@ impl Reconciler {
     /// Plans without acting or writing anything: what a pass would do now.
     pub async fn dry_run(&self) -> Result<Plan, StoreError> {
         let now = now_ms();
-        let courses = match source::load_folder(&self.inner.config) {
-            Ok(r) => r.courses,
-            // What `serve` runs on while the folder is broken; read only.
-            Err(_) => self.applied_courses().await?,
+        let courses = match &self.inner.config.source.git {
+            // A Git source: what was fetched and applied last.
+            Some(_) => self.applied_courses().await?,
+            None => match source::load_folder(&self.inner.config) {
+                Ok(r) => r.courses,
+                // What `serve` runs on while the folder is broken; read only.
+                Err(_) => self.applied_courses().await?,
+            },
         };
         let known = self.inner.store.courses().await?;
         let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
@@ -427,6 +548,9 @@ impl Reconciler {
             .revision
             .as_ref()
             .map(|r| r.id.clone());
+        self.inner
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(PassReport {
             revision,
             plan,
@@ -454,6 +578,22 @@ impl Reconciler {
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         let resync = self.inner.config.reconcile.resync.get();
         tokio::pin!(shutdown);
+        // A course folder is watched, so an edit applies within moments; a
+        // watch that cannot start (inotify limits) leaves the resync timer.
+        let _watch = match &self.inner.config.source.git {
+            Some(_) => None,
+            None => {
+                let me = self.clone();
+                let folder = &self.inner.config.source.folder;
+                match source::watch::watch_folder(folder, move || me.wake()) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        tracing::warn!(folder = %folder.display(), error = %e, "cannot watch the course folder; changes apply at the next resync");
+                        None
+                    }
+                }
+            }
+        };
         let mut leading = false;
         loop {
             let started = std::time::Instant::now();

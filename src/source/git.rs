@@ -135,7 +135,10 @@ pub fn load_git(
         time: commit.time().seconds(),
     };
     // Name files by their path in the repository, not the scratch folder.
-    let relative = |p: &Path| p.strip_prefix(scratch.path()).map_or_else(|_| p.to_path_buf(), Path::to_path_buf);
+    let relative = |p: &Path| {
+        p.strip_prefix(scratch.path())
+            .map_or_else(|_| p.to_path_buf(), Path::to_path_buf)
+    };
     Ok(match load_dir(&base, config) {
         Ok(revision) => Ok(Revision {
             id,

@@ -6,7 +6,10 @@
 //! validate`). Only a valid revision is ever handed on: a broken file leaves
 //! the last good revision in force, so pools never shrink because of a typo.
 
+pub mod diff;
 pub mod git;
+pub mod remote;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 

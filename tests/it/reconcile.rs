@@ -491,3 +491,57 @@ fn plan_reconcile_and_status_commands() {
     assert_eq!(missing.status, 1);
     assert!(missing.stderr.contains("io-error"), "{}", missing.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_course_file_applies_without_waiting_for_the_resync() {
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "reconcile: {{ boots_per_host: 8, orphan_grace: 1h, resync: 1h }}\nhosts:\n{}{TEST_IMAGES}",
+        host_yaml("a", &lab.test_host("a"), 20)
+    ));
+    lab.course("watched", "tiny", "256MiB", 1, 10);
+    let r = lab.reconciler(config).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            r.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    let wait_for = |n: usize| {
+        let r = r.clone();
+        async move {
+            let start = std::time::Instant::now();
+            loop {
+                let vms = r.store().vms().await.unwrap();
+                if count(&vms, "watched", VmState::Warm) == n {
+                    return start.elapsed();
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "never reached {n} warm"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    wait_for(1).await;
+    // The VM's boot woke the loop once more; once that pass is done the loop
+    // idles (resync 1h), so only the folder watch can start the next one.
+    // (If it already ran, no further pass comes: the loop is idle either way.)
+    let seen = r.passes();
+    let since = std::time::Instant::now();
+    while r.passes() == seen && since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let idle = r.passes();
+    lab.course("watched", "tiny", "256MiB", 3, 10);
+    let took = wait_for(3).await;
+    eprintln!("edit applied after {took:?} (resync is 1h)");
+    assert!(r.passes() > idle, "a pass ran because the file changed");
+    let _ = stop.send(());
+    running.await.unwrap();
+}

@@ -49,25 +49,37 @@ fn a_commit_is_read_from_its_tree_with_its_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let repo = git2::Repository::init(dir.path()).unwrap();
     let a = course("lab-a", 2);
-    let first = commit(&repo, &[("courses/lab-a.yaml", Some(&a)), ("README.md", Some("hi"))], "Add lab-a\n\nbody");
+    let first = commit(
+        &repo,
+        &[("courses/lab-a.yaml", Some(&a)), ("README.md", Some("hi"))],
+        "Add lab-a\n\nbody",
+    );
     let b = course("lab-b", 1);
     let second = commit(&repo, &[("courses/lab-b.yaml", Some(&b))], "Add lab-b");
-    repo.tag_lightweight("v1", &repo.revparse_single(&first).unwrap(), false).unwrap();
+    repo.tag_lightweight("v1", &repo.revparse_single(&first).unwrap(), false)
+        .unwrap();
     // An uncommitted edit in the work tree is not part of any revision.
     std::fs::write(dir.path().join("courses/lab-a.yaml"), course("lab-a", 9)).unwrap();
 
-    let head = load_git(dir.path(), "HEAD", Some(Path::new("courses")), None).unwrap().unwrap();
+    let head = load_git(dir.path(), "HEAD", Some(Path::new("courses")), None)
+        .unwrap()
+        .unwrap();
     assert_eq!(head.id, second);
     let names: Vec<&str> = head.courses.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["lab-a", "lab-b"]);
-    assert_eq!(head.courses[0].pool.warm, 2, "committed text, not the work tree");
+    assert_eq!(
+        head.courses[0].pool.warm, 2,
+        "committed text, not the work tree"
+    );
     let commit_info = head.commit.unwrap();
     assert_eq!(commit_info.subject, "Add lab-b");
     assert_eq!(commit_info.author, "Ada Instructor");
     assert!(commit_info.time > 1_700_000_000);
 
     // A tag stays where it was while the branch moves on.
-    let pinned = load_git(dir.path(), "v1", Some(Path::new("courses")), None).unwrap().unwrap();
+    let pinned = load_git(dir.path(), "v1", Some(Path::new("courses")), None)
+        .unwrap()
+        .unwrap();
     assert_eq!(pinned.id, first);
     assert_eq!(pinned.courses.len(), 1);
     assert_eq!(pinned.commit.unwrap().subject, "Add lab-a");
@@ -93,7 +105,11 @@ fn an_invalid_commit_is_rejected_with_repository_paths() {
 fn unknown_revisions_and_folders_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let repo = git2::Repository::init(dir.path()).unwrap();
-    commit(&repo, &[("courses/lab-a.yaml", Some(&course("lab-a", 1)))], "One");
+    commit(
+        &repo,
+        &[("courses/lab-a.yaml", Some(&course("lab-a", 1)))],
+        "One",
+    );
     let err = load_git(dir.path(), "no-such-branch", None, None).unwrap_err();
     assert!(matches!(err, GitError::Revision { .. }), "{err}");
     assert!(err.to_string().contains("no commit `no-such-branch`"));
@@ -104,4 +120,182 @@ fn unknown_revisions_and_folders_are_errors() {
     // A whole repository as the folder works too.
     let all = load_git(dir.path(), "HEAD", None, None).unwrap().unwrap();
     assert_eq!(all.courses.len(), 1);
+}
+
+mod following {
+    //! The reconciler following a Git remote (a repository made by the test,
+    //! reached over file://) on libvirt test hosts.
+
+    use std::time::{Duration, Instant};
+
+    use labpool::store::VmState;
+
+    use super::{commit, course};
+    use crate::lab::{Lab, count};
+
+    fn config(
+        lab: &Lab,
+        remote: &std::path::Path,
+        pin: &str,
+        interval: &str,
+    ) -> labpool::config::Config {
+        let uri = lab.test_host("a");
+        lab.config(&format!(
+            "reconcile: {{ boots_per_host: 8, orphan_grace: 1h }}\nhosts:\n  - name: a\n    uri: \"{uri}\"\n    storage_pool: labpool\n    capacity: {{ vms: 40, memory: 64GiB, vcpus: 64 }}\nimages:\n  busybox: {{ volume: base.qcow2 }}\n"
+        ));
+        // The lab's config has `source: { folder: courses }`: rewrite it.
+        let file = lab.path().join("labpool.yaml");
+        let text = std::fs::read_to_string(&file).unwrap().replace(
+            "source: { folder: courses }",
+            &format!(
+                "source:\n  git: {{ url: \"file://{}\", {pin}, path: courses, interval: {interval} }}",
+                remote.display()
+            ),
+        );
+        std::fs::write(&file, text).unwrap();
+        labpool::config::Config::load(&file).unwrap()
+    }
+
+    async fn warm(r: &labpool::reconcile::Reconciler, name: &str) -> usize {
+        r.pass().await.unwrap();
+        r.settle().await;
+        count(&r.store().vms().await.unwrap(), name, VmState::Warm)
+    }
+
+    #[tokio::test]
+    async fn follows_the_branch_after_an_interval_and_skips_broken_commits() {
+        let lab = Lab::new();
+        let remote_dir = tempfile::tempdir().unwrap();
+        let remote = git2::Repository::init(remote_dir.path()).unwrap();
+        commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 2)))],
+            "Two warm",
+        );
+        remote
+            .branch(
+                "main",
+                &remote.head().unwrap().peel_to_commit().unwrap(),
+                true,
+            )
+            .ok();
+        let branch = remote.head().unwrap().shorthand().unwrap().to_string();
+        let r = lab
+            .reconciler(config(
+                &lab,
+                remote_dir.path(),
+                &format!("branch: {branch}"),
+                "1s",
+            ))
+            .await;
+        assert_eq!(
+            warm(&r, "lab").await,
+            2,
+            "first fetch applies the branch head"
+        );
+        let events = r.store().events(10).await.unwrap();
+        let applied = events
+            .iter()
+            .find(|e| e.kind == "revision-applied")
+            .unwrap();
+        assert!(
+            applied.message.contains("\"Two warm\" by Ada Instructor"),
+            "{}",
+            applied.message
+        );
+
+        // A new commit is picked up once the interval has passed, not before.
+        let pushed = Instant::now();
+        commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 4)))],
+            "Four warm",
+        );
+        assert_eq!(
+            warm(&r, "lab").await,
+            2,
+            "within the interval nothing is fetched"
+        );
+        let mut n = 2;
+        while n != 4 {
+            assert!(
+                pushed.elapsed() < Duration::from_secs(10),
+                "not applied after the interval"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            n = warm(&r, "lab").await;
+        }
+        assert!(
+            pushed.elapsed() >= Duration::from_millis(900),
+            "applied after one interval"
+        );
+
+        // A broken commit: rejected with file:line, the pool stays; the next
+        // good commit applies.
+        let broken = "name: lab\ntitle: lab\nimage: busybox\nvm: { vcpus: 1, memory: 192MiB }\npool: { warm: 9, max: 2 }\n";
+        commit(&remote, &[("courses/lab.yaml", Some(broken))], "Oops");
+        r.fetch_now();
+        assert_eq!(warm(&r, "lab").await, 4);
+        let events = r.store().events(20).await.unwrap();
+        let rejected = events
+            .iter()
+            .find(|e| e.kind == "revision-rejected")
+            .expect("rejected");
+        assert!(
+            rejected.message.contains("lab.yaml:5:"),
+            "{}",
+            rejected.message
+        );
+        commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 3)))],
+            "Fix",
+        );
+        r.fetch_now();
+        assert_eq!(warm(&r, "lab").await, 3);
+
+        // The remote disappears: fetches fail, the pool stays as it was.
+        let moved = remote_dir.path().with_extension("gone");
+        std::fs::rename(remote_dir.path(), &moved).unwrap();
+        r.fetch_now();
+        assert_eq!(warm(&r, "lab").await, 3);
+        let events = r.store().events(20).await.unwrap();
+        assert!(
+            events.iter().any(|e| e.kind == "fetch-failed"),
+            "{events:?}"
+        );
+        std::fs::rename(&moved, remote_dir.path()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pinned_tag_does_not_move_with_the_branch() {
+        let lab = Lab::new();
+        let remote_dir = tempfile::tempdir().unwrap();
+        let remote = git2::Repository::init(remote_dir.path()).unwrap();
+        let first = commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 1)))],
+            "One",
+        );
+        remote
+            .tag_lightweight("term-1", &remote.revparse_single(&first).unwrap(), false)
+            .unwrap();
+        let r = lab
+            .reconciler(config(&lab, remote_dir.path(), "tag: term-1", "1s"))
+            .await;
+        assert_eq!(warm(&r, "lab").await, 1);
+        commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 5)))],
+            "Five",
+        );
+        r.fetch_now();
+        assert_eq!(
+            warm(&r, "lab").await,
+            1,
+            "the tag still names the first commit"
+        );
+        let courses = r.store().courses().await.unwrap();
+        assert_eq!(courses[0].revision, first);
+    }
 }
