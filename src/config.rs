@@ -32,6 +32,9 @@ pub struct Config {
     /// How often and how fast the reconciler works.
     #[serde(default)]
     pub reconcile: ReconcileConfig,
+    /// labpool's HTTP endpoint (webhooks now; launches and terminals later).
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The libvirt hosts VMs may be placed on.
     #[serde(default)]
     pub hosts: Vec<HostConfig>,
@@ -168,6 +171,27 @@ fn default_database() -> DatabaseUrl {
     DatabaseUrl::new("sqlite:labpool.db")
 }
 
+/// The HTTP listener of `labpool serve`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port to listen on. Default `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
 /// Where course files come from: a local folder, or a Git repository.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -219,6 +243,32 @@ pub struct GitSourceConfig {
     /// Where the local mirror lives. Default `.labpool-git` next to this file.
     #[serde(default = "default_git_cache")]
     pub cache: PathBuf,
+    /// Shared secret of the webhook (`POST /hooks/git`) that makes labpool
+    /// fetch at once: GitHub's HMAC key, GitLab's token, or a bearer token.
+    /// Without it the webhook is off.
+    #[serde(default)]
+    pub webhook_secret: Option<Secret>,
+}
+
+/// A secret from the configuration file; never printed.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 fn default_fetch_interval() -> Duration {
@@ -366,6 +416,7 @@ impl Default for Config {
             database: default_database(),
             source: SourceConfig::default(),
             reconcile: ReconcileConfig::default(),
+            http: HttpConfig::default(),
             hosts: Vec::new(),
             images: BTreeMap::new(),
         }
@@ -467,6 +518,17 @@ impl Config {
                 format!(
                     "database `{}` is neither sqlite:PATH nor postgres://…",
                     self.database
+                ),
+            ));
+        }
+        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            out.push(Diagnostic::new(
+                path,
+                doc.value_position("/http/listen"),
+                Code::InvalidValue,
+                format!(
+                    "`{}` is not an address and port such as 127.0.0.1:8080",
+                    self.http.listen
                 ),
             ));
         }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod course;
 pub mod diagnostic;
 pub mod hosts;
+pub mod http;
 pub mod ops;
 pub mod reconcile;
 pub mod source;

@@ -236,8 +236,14 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
         hosts = config.hosts.len(),
         "labpool serve starting"
     );
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    tracing::info!(address = %listener.local_addr()?, "listening");
     let reconciler = Reconciler::new(config, store).await?;
-    let shutdown = async {
+    // One stop signal for both the reconciler and the HTTP server.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
         tokio::select! {
@@ -245,8 +251,20 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
             _ = term.recv() => {}
         }
         tracing::info!("stopping: VMs keep running and are picked up at the next start");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    reconciler.run(shutdown).await;
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        reconciler.clone(),
+        stopped(stop_rx.clone()),
+    ));
+    reconciler.run(stopped(stop_rx)).await;
+    if let Ok(Err(e)) = http.await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
     Ok(exit::OK)
 }
 

@@ -193,6 +193,10 @@ impl Reconciler {
             .await
     }
 
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
     pub fn store(&self) -> &Store {
         &self.inner.store
     }

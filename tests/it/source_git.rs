@@ -122,7 +122,7 @@ fn unknown_revisions_and_folders_are_errors() {
     assert_eq!(all.courses.len(), 1);
 }
 
-mod following {
+pub mod following {
     //! The reconciler following a Git remote (a repository made by the test,
     //! reached over file://) on libvirt test hosts.
 
@@ -133,7 +133,7 @@ mod following {
     use super::{commit, course};
     use crate::lab::{Lab, count};
 
-    fn config(
+    pub fn config(
         lab: &Lab,
         remote: &std::path::Path,
         pin: &str,
@@ -297,5 +297,105 @@ mod following {
         );
         let courses = r.store().courses().await.unwrap();
         assert_eq!(courses[0].revision, first);
+    }
+}
+
+mod webhook {
+    //! `POST /hooks/git` on a running HTTP listener: a signed call fetches at
+    //! once (the interval is an hour), a forged one gets 401 and fetches
+    //! nothing.
+
+    use hmac::{KeyInit, Mac};
+    use labpool::store::VmState;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{commit, course};
+    use crate::lab::{Lab, count};
+
+    /// Sends one HTTP/1.1 POST and returns the status code.
+    pub async fn post(addr: std::net::SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> u16 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut request = format!(
+            "POST /hooks/git HTTP/1.1\r\nHost: labpool\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for (k, v) in headers {
+            request.push_str(&format!("{k}: {v}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    pub fn github_signature(secret: &str, body: &[u8]) -> String {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signed_push_applies_at_once_and_a_forged_one_is_refused() {
+        let lab = Lab::new();
+        let remote_dir = tempfile::tempdir().unwrap();
+        let remote = git2::Repository::init(remote_dir.path()).unwrap();
+        commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 1)))],
+            "One",
+        );
+        let branch = remote.head().unwrap().shorthand().unwrap().to_string();
+        let config = super::following::config(
+            &lab,
+            remote_dir.path(),
+            &format!("branch: {branch}, webhook_secret: s3cret"),
+            "1h",
+        );
+        let r = lab.reconciler(config).await;
+        r.pass().await.unwrap();
+        r.settle().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(labpool::http::serve(
+            listener,
+            r.clone(),
+            std::future::pending(),
+        ));
+
+        let pushed = commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 3)))],
+            "Three",
+        );
+        let body = br#"{"ref":"refs/heads/main"}"#;
+        let forged = github_signature("guess", body);
+        assert_eq!(
+            post(addr, &[("X-Hub-Signature-256", &forged)], body).await,
+            401
+        );
+        assert_eq!(post(addr, &[("X-Gitlab-Token", "guess")], body).await, 401);
+        assert_eq!(post(addr, &[], body).await, 401);
+        r.pass().await.unwrap();
+        r.settle().await;
+        assert_eq!(
+            count(&r.store().vms().await.unwrap(), "lab", VmState::Warm),
+            1,
+            "nothing fetched"
+        );
+
+        let good = github_signature("s3cret", body);
+        assert_eq!(
+            post(addr, &[("X-Hub-Signature-256", &good)], body).await,
+            202
+        );
+        r.pass().await.unwrap();
+        r.settle().await;
+        assert_eq!(
+            count(&r.store().vms().await.unwrap(), "lab", VmState::Warm),
+            3
+        );
+        assert_eq!(r.store().courses().await.unwrap()[0].revision, pushed);
     }
 }
