@@ -299,6 +299,8 @@ struct HostStatus {
 
 #[derive(Debug, Serialize)]
 struct StatusReport {
+    /// The course source: applied revision, last fetch, last rejection.
+    source: serde_json::Value,
     courses: Vec<CourseStatus>,
     hosts: Vec<HostStatus>,
     /// The most recent events, newest first.
@@ -389,7 +391,12 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
         })
         .collect();
     let events = store.events(10).await?;
+    let source = match store.source_status().await? {
+        Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+        None => serde_json::Value::Null,
+    };
     let report = StatusReport {
+        source,
         courses,
         hosts,
         events,
@@ -401,6 +408,7 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             writeln!(out)?;
         }
         Output::Human => {
+            write_source(&mut out, &report.source)?;
             writeln!(
                 out,
                 "{:<20} {:>6} {:>5} {:>8} {:>9} {:>7}  CONDITION",
@@ -460,4 +468,80 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The source lines of `labpool status`.
+fn write_source(out: &mut impl Write, source: &serde_json::Value) -> std::io::Result<()> {
+    if source.is_null() {
+        return writeln!(out, "SOURCE  not read yet\n");
+    }
+    let time = |v: &serde_json::Value| {
+        v.as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    let follows = source["follows"]
+        .as_str()
+        .map(|f| format!(", {f}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "SOURCE  {} {}{follows}",
+        source["kind"].as_str().unwrap_or("?"),
+        source["location"].as_str().unwrap_or("?")
+    )?;
+    let applied = &source["applied"];
+    if applied.is_null() {
+        writeln!(out, "applied  nothing yet")?;
+    } else {
+        let commit = &applied["commit"];
+        let what = if commit.is_null() {
+            String::new()
+        } else {
+            format!(
+                " \"{}\" by {}, committed {}",
+                commit["subject"].as_str().unwrap_or(""),
+                commit["author"].as_str().unwrap_or(""),
+                commit["time"]
+                    .as_i64()
+                    .and_then(|s| chrono::DateTime::from_timestamp(s, 0))
+                    .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default()
+            )
+        };
+        writeln!(
+            out,
+            "applied  {}{what} ({} courses, at {})",
+            applied["id"].as_str().unwrap_or("?"),
+            applied["courses"],
+            time(&applied["at"])
+        )?;
+    }
+    if !source["last_fetch_at"].is_null() {
+        match source["last_fetch_error"].as_str() {
+            None => writeln!(out, "fetched  {} ok", time(&source["last_fetch_at"]))?,
+            Some(e) => writeln!(
+                out,
+                "fetched  {} FAILED: {e}",
+                time(&source["last_fetch_at"])
+            )?,
+        }
+    }
+    let rejected = &source["rejected"];
+    if !rejected.is_null() {
+        writeln!(
+            out,
+            "rejected {}at {}; the applied revision stays:",
+            rejected["commit"]
+                .as_str()
+                .map(|c| format!("commit {c} "))
+                .unwrap_or_default(),
+            time(&rejected["at"])
+        )?;
+        for line in rejected["diagnostics"].as_array().into_iter().flatten() {
+            writeln!(out, "  {}", line.as_str().unwrap_or_default())?;
+        }
+    }
+    writeln!(out)
 }

@@ -91,6 +91,10 @@ pub(crate) struct State {
     revision: Option<Revision>,
     /// Diagnostics of the last rejected load, to log each rejection once.
     last_rejection: Option<String>,
+    /// When the last good revision was applied in this process.
+    applied_at: Option<i64>,
+    /// When the last rejection happened.
+    rejected_at: Option<i64>,
     backoff: Backoff,
     orphans_seen: HashMap<(String, OrphanKind, String), i64>,
     /// VMs with work in flight (a boot or a destroy): skipped by new actions.
@@ -107,6 +111,7 @@ struct FetchState {
     /// The commit last loaded (valid or not): not loaded again until it moves.
     loaded: Option<String>,
     last_error: Option<String>,
+    last_fetch_at: Option<i64>,
 }
 
 pub(crate) struct Inner {
@@ -154,6 +159,8 @@ impl Reconciler {
                 state: Mutex::new(State {
                     revision: None,
                     last_rejection: None,
+                    applied_at: None,
+                    rejected_at: None,
                     backoff,
                     orphans_seen: HashMap::new(),
                     busy: HashSet::new(),
@@ -265,6 +272,7 @@ impl Reconciler {
                 Some(loaded) => match loaded {
                     Ok(revision) => {
                         state.last_rejection = None;
+                        state.rejected_at = None;
                         if state.revision.as_ref().map(|r| &r.id) != Some(&revision.id) {
                             state.revision = Some(revision.clone());
                             (Some(revision), None)
@@ -280,6 +288,7 @@ impl Reconciler {
                             (None, None)
                         } else {
                             state.last_rejection = Some(text.clone());
+                            state.rejected_at = Some(now);
                             (None, Some((rejected.folder, text)))
                         }
                     }
@@ -296,7 +305,13 @@ impl Reconciler {
         }
         if let Some(revision) = applied {
             self.apply_revision(&revision, now).await?;
+            self.inner.state.lock().expect("state").applied_at = Some(now);
         }
+        let status = self.source_status();
+        self.inner
+            .store
+            .set_source_status(&status.to_string(), now)
+            .await?;
         let current = self.inner.state.lock().expect("state").revision.clone();
         match current {
             Some(r) => Ok(r.courses),
@@ -321,6 +336,42 @@ impl Reconciler {
             .collect())
     }
 
+    /// The source as `labpool status` shows it.
+    fn source_status(&self) -> serde_json::Value {
+        let config = &self.inner.config;
+        let state = self.inner.state.lock().expect("state");
+        let (kind, location, follows) = match &config.source.git {
+            Some(git) => (
+                "git",
+                format!("{} ({})", git.url, git.path.display()),
+                Some(match git.target() {
+                    crate::config::GitTarget::Branch(b) => format!("branch {b}"),
+                    crate::config::GitTarget::Tag(t) => format!("tag {t}"),
+                    crate::config::GitTarget::Commit(c) => format!("commit {c}"),
+                }),
+            ),
+            None => ("folder", config.source.folder.display().to_string(), None),
+        };
+        serde_json::json!({
+            "kind": kind,
+            "location": location,
+            "follows": follows,
+            "applied": state.revision.as_ref().map(|r| serde_json::json!({
+                "id": r.id,
+                "commit": r.commit,
+                "courses": r.courses.len(),
+                "at": state.applied_at,
+            })),
+            "last_fetch_at": state.fetch.last_fetch_at,
+            "last_fetch_error": state.fetch.last_error,
+            "rejected": state.last_rejection.as_ref().map(|text| serde_json::json!({
+                "commit": state.fetch.loaded,
+                "at": state.rejected_at,
+                "diagnostics": text.lines().collect::<Vec<_>>(),
+            })),
+        })
+    }
+
     /// Reads the source: the folder every pass; a Git remote when its fetch
     /// is due (its interval, or sooner after [`Reconciler::fetch_now`]).
     /// `None`: nothing new to look at.
@@ -343,6 +394,7 @@ impl Reconciler {
                 })
             });
         let interval = git.interval.get().as_millis() as i64;
+        self.inner.state.lock().expect("state").fetch.last_fetch_at = Some(now);
         let commit = match fetched {
             Ok(commit) => {
                 let mut state = self.inner.state.lock().expect("state");

@@ -19,6 +19,7 @@ mod hosts;
 mod leases;
 mod rows;
 mod sessions;
+mod source_status;
 mod vms;
 
 use std::time::Duration;

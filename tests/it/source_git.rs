@@ -246,6 +246,28 @@ pub mod following {
             "{}",
             rejected.message
         );
+        // `labpool status` shows the applied commit and the rejected one.
+        let file = lab.path().join("labpool.yaml");
+        let file = file.to_str().unwrap();
+        let status_json = || {
+            let run = crate::support::labpool_in(
+                lab.path(),
+                &["status", "--config", file, "--format", "json"],
+            );
+            serde_json::from_str::<serde_json::Value>(&run.stdout).unwrap()
+        };
+        let source = status_json()["source"].clone();
+        assert_eq!(source["kind"], "git");
+        assert_eq!(source["applied"]["commit"]["subject"], "Four warm");
+        let diagnostics = source["rejected"]["diagnostics"].to_string();
+        assert!(diagnostics.contains("lab.yaml:5:"), "{diagnostics}");
+        let human = crate::support::labpool_in(lab.path(), &["status", "--config", file]);
+        assert!(
+            human.stdout.contains("\"Four warm\" by Ada Instructor"),
+            "{}",
+            human.stdout
+        );
+        assert!(human.stdout.contains("rejected commit"), "{}", human.stdout);
         commit(
             &remote,
             &[("courses/lab.yaml", Some(&course("lab", 3)))],
@@ -264,6 +286,9 @@ pub mod following {
             events.iter().any(|e| e.kind == "fetch-failed"),
             "{events:?}"
         );
+        let source = status_json()["source"].clone();
+        assert!(source["last_fetch_error"].is_string(), "{source}");
+        assert_eq!(source["applied"]["commit"]["subject"], "Fix");
         std::fs::rename(&moved, remote_dir.path()).unwrap();
     }
 
