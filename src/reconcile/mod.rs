@@ -696,6 +696,12 @@ impl Reconciler {
                 }
             }
             let jitter = resync.mul_f64(rand::random::<f64>() * 0.1);
+            // A Git source due for its fetch before the resync wakes the loop.
+            let mut pause = resync + jitter;
+            if self.inner.config.source.git.is_some() && leading {
+                let due = self.inner.state.lock().expect("state").fetch.next_at - now_ms();
+                pause = pause.min(Duration::from_millis(due.max(0) as u64));
+            }
             tokio::select! {
                 _ = &mut shutdown => {
                     if leading {
@@ -704,7 +710,7 @@ impl Reconciler {
                     break;
                 }
                 _ = self.inner.wake.notified() => {}
-                _ = tokio::time::sleep(resync + jitter) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
             // Coalesce a burst of wakes (several boots finishing) into one pass.
             tokio::time::sleep(Duration::from_millis(50)).await;
