@@ -70,7 +70,10 @@ impl Mirror {
                 // TLS: libgit2 has verified it already.
                 return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
             };
+            // libgit2 replaces this error's text with its own ("invalid or
+            // unknown remote ssh hostkey"): the reason goes to the log.
             let Some(file) = &known_hosts else {
+                tracing::warn!(host, "ssh remote refused: no `known_hosts` configured to verify its host key");
                 return Err(git2::Error::from_str(
                     "ssh remote without `known_hosts`: refusing an unverified host key",
                 ));
@@ -79,6 +82,7 @@ impl Mirror {
             if known_host(file, host, key) {
                 Ok(git2::CertificateCheckStatus::CertificateOk)
             } else {
+                tracing::warn!(host, known_hosts = %file.display(), "ssh remote refused: its host key is not in known_hosts");
                 Err(git2::Error::from_str(&format!(
                     "the host key of {host} is not in {}",
                     file.display()

@@ -424,3 +424,86 @@ mod webhook {
         assert_eq!(r.store().courses().await.unwrap()[0].revision, pushed);
     }
 }
+
+/// An ssh remote's host key is checked against the configured known_hosts
+/// file before anything else happens (a real dropbear server on loopback;
+/// the checks run before authentication, so no login is needed).
+#[test]
+fn ssh_host_keys_are_checked_against_known_hosts() {
+    use labpool::config::GitSourceConfig;
+    use labpool::source::remote::Mirror;
+    use std::process::Command;
+
+    let dir = tempfile::tempdir().unwrap();
+    let hostkey = dir.path().join("hostkey");
+    let out = Command::new("dropbearkey")
+        .args(["-t", "ed25519", "-f"])
+        .arg(&hostkey)
+        .output()
+        .expect("dropbearkey (scripts/setup installs dropbear-bin)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let public = text
+        .lines()
+        .find(|l| l.starts_with("ssh-ed25519 "))
+        .expect("public key line")
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new("dropbear")
+        .args(["-F", "-E", "-s", "-r"])
+        .arg(&hostkey)
+        .args(["-p", &format!("127.0.0.1:{port}"), "-P"])
+        .arg(dir.path().join("pid"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dropbear runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dropbear did not listen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let fetch = |known_hosts: Option<&str>| {
+        let file = known_hosts.map(|text| {
+            let f = dir.path().join("known_hosts");
+            std::fs::write(&f, text).unwrap();
+            f
+        });
+        let config = GitSourceConfig {
+            url: format!("ssh://git@127.0.0.1:{port}/srv/courses.git"),
+            branch: None,
+            tag: None,
+            commit: None,
+            path: "courses".into(),
+            interval: "1m".parse().unwrap(),
+            ssh_key: None,
+            known_hosts: file,
+            cache: dir.path().join("cache"),
+            webhook_secret: None,
+        };
+        Mirror::new(&config).fetch().unwrap_err().message
+    };
+    let unverified = fetch(None);
+    let stranger = fetch(Some(
+        "[127.0.0.1]:1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4\n",
+    ));
+    let known = fetch(Some(&format!("# test\n[127.0.0.1]:{port} {public}\n")));
+    let _ = server.kill();
+    let _ = server.wait();
+    // (libgit2 words the refusal itself; labpool logs the reason.)
+    assert!(unverified.contains("hostkey"), "{unverified}");
+    assert!(stranger.contains("hostkey"), "{stranger}");
+    assert!(
+        !known.contains("hostkey"),
+        "a listed key passes the check (then login fails): {known}"
+    );
+}
