@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hmac::{KeyInit, Mac};
 use labpool::config::Config;
 use labpool::reconcile::Reconciler;
 use labpool::store::Store;
@@ -57,9 +56,7 @@ fn config(dir: &Path, remote: &Path, branch: &str, interval: &str) -> Config {
 }
 
 async fn post_webhook(addr: std::net::SocketAddr, body: &[u8]) {
-    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let signature = labpool::http::webhook::github_signature(SECRET, body);
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "POST /hooks/git HTTP/1.1\r\nHost: labpool\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",

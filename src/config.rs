@@ -376,6 +376,13 @@ pub struct Capacity {
     pub cpu_overcommit: f64,
 }
 
+impl Capacity {
+    /// vCPUs that may be handed out: physical vCPUs times the overcommit.
+    pub fn vcpu_slots(&self) -> u32 {
+        (f64::from(self.vcpus) * self.cpu_overcommit).floor() as u32
+    }
+}
+
 fn default_overcommit() -> f64 {
     1.0
 }

@@ -386,7 +386,7 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
                 memory_used: on_host.clone().map(|v| v.memory as u64).sum(),
                 memory: h.capacity.memory.as_bytes(),
                 vcpus_used: on_host.map(|v| v.vcpus as u64).sum(),
-                vcpu_slots: (f64::from(h.capacity.vcpus) * h.capacity.cpu_overcommit) as u64,
+                vcpu_slots: u64::from(h.capacity.vcpu_slots()),
             }
         })
         .collect();

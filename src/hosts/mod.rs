@@ -90,6 +90,18 @@ pub struct Started {
     pub console: Option<Stream>,
 }
 
+/// labpool's mark on a domain, if it carries one.
+fn mark_of(dom: &virt::domain::Domain) -> Option<Mark> {
+    let element = dom
+        .metadata(
+            virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+            Some(xml::NAMESPACE),
+            0,
+        )
+        .ok()?;
+    xml::parse_mark(&element)
+}
+
 /// Blank disks (images without a base volume) get this size unless the
 /// course says otherwise.
 const DEFAULT_BLANK_DISK: u64 = 1 << 30;
@@ -218,14 +230,7 @@ impl Host {
             for dom in listed {
                 // A domain without our metadata is someone else's; a domain
                 // that vanished between list and lookup is simply not there.
-                let Ok(element) = dom.metadata(
-                    virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                    Some(xml::NAMESPACE),
-                    0,
-                ) else {
-                    continue;
-                };
-                let Some(mark) = xml::parse_mark(&element) else {
+                let Some(mark) = mark_of(&dom) else {
                     continue;
                 };
                 let Ok(name) = dom.name() else { continue };
@@ -376,19 +381,10 @@ impl Host {
         if is_domain {
             // Re-check the mark right before destroying: ownership is decided
             // by metadata, never by a name from an earlier listing.
-            if let Ok(dom) = conn.lookup_domain_by_name(name) {
-                let marked = dom
-                    .metadata(
-                        virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                        Some(xml::NAMESPACE),
-                        0,
-                    )
-                    .ok()
-                    .and_then(|m| xml::parse_mark(&m))
-                    .is_some();
-                if !marked {
-                    return Ok(());
-                }
+            if let Ok(dom) = conn.lookup_domain_by_name(name)
+                && mark_of(&dom).is_none()
+            {
+                return Ok(());
             }
             self.remove_domain(&conn, name)
         } else {

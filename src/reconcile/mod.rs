@@ -549,23 +549,32 @@ impl Reconciler {
                 Err(_) => self.applied_courses().await?,
             },
         };
-        let known = self.inner.store.courses().await?;
-        let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
-        let mut seen = HashMap::new();
-        let world = observe::observe(
-            &self.inner.store,
-            &hosts,
-            self.inner.config.reconcile.boots_per_host,
-            known.into_iter().map(|r| r.name).collect(),
-            now,
-            &mut seen,
-        )
-        .await?;
+        // Orphans count as first seen now: a dry run collects none.
+        let world = self.observe_world(now, &mut HashMap::new()).await?;
         Ok(plan::plan(
             &self.desired(&courses, now),
             &world.observed,
             &self.policy(),
         ))
+    }
+
+    /// Looks at every host and the store (see [`observe::observe`]).
+    async fn observe_world(
+        &self,
+        now: i64,
+        orphans_seen: &mut HashMap<(String, OrphanKind, String), i64>,
+    ) -> Result<observe::World, StoreError> {
+        let known = self.inner.store.courses().await?;
+        let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
+        observe::observe(
+            &self.inner.store,
+            &hosts,
+            self.inner.config.reconcile.boots_per_host,
+            known.into_iter().map(|r| r.name).collect(),
+            now,
+            orphans_seen,
+        )
+        .await
     }
 
     /// One pass: source, observe, plan, execute. Actions run in the
@@ -574,18 +583,8 @@ impl Reconciler {
     pub async fn pass(&self) -> Result<PassReport, StoreError> {
         let now = now_ms();
         let courses = self.refresh_source(now).await?;
-        let known = self.inner.store.courses().await?;
-        let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
         let mut seen = std::mem::take(&mut self.inner.state.lock().expect("state").orphans_seen);
-        let world = observe::observe(
-            &self.inner.store,
-            &hosts,
-            self.inner.config.reconcile.boots_per_host,
-            known.into_iter().map(|r| r.name).collect(),
-            now,
-            &mut seen,
-        )
-        .await;
+        let world = self.observe_world(now, &mut seen).await;
         self.inner.state.lock().expect("state").orphans_seen = seen;
         let world = world?;
         self.record_host_status(&world.host_errors, now).await?;

@@ -77,7 +77,7 @@ pub async fn observe(
             up: result.is_ok(),
             max_vms: c.capacity.vms,
             memory: c.capacity.memory.as_bytes(),
-            vcpu_slots: (f64::from(c.capacity.vcpus) * c.capacity.cpu_overcommit).floor() as u32,
+            vcpu_slots: c.capacity.vcpu_slots(),
             images: c
                 .images
                 .as_ref()

@@ -330,7 +330,7 @@ mod webhook {
     //! once (the interval is an hour), a forged one gets 401 and fetches
     //! nothing.
 
-    use hmac::{KeyInit, Mac};
+    use labpool::http::webhook::github_signature;
     use labpool::store::VmState;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -353,12 +353,6 @@ mod webhook {
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response.split(' ').nth(1).unwrap().parse().unwrap()
-    }
-
-    pub fn github_signature(secret: &str, body: &[u8]) -> String {
-        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
