@@ -14,3 +14,4 @@ pub mod reconcile;
 pub mod source;
 pub mod store;
 pub mod yaml;
+pub mod lms;
