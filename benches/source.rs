@@ -109,9 +109,10 @@ async fn scenario(webhook: bool) -> Vec<Duration> {
     let r = Reconciler::new(config, store.clone()).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let app = labpool::http::App::new(r.clone()).await.unwrap();
     tokio::spawn(labpool::http::serve(
         listener,
-        r.clone(),
+        app,
         std::future::pending(),
     ));
     let looping = r.clone();

@@ -91,6 +91,14 @@ pub enum Command {
     /// rebuilt, course by course. BASE and HEAD are folders or Git revisions.
     /// Exit status: 0 no changes, 2 changes, 1 error or invalid HEAD.
     Diff(crate::source::diff::DiffArgs),
+    /// The LTI tool's signing keys: list them, or rotate (a new key signs;
+    /// the old one stays published for `lti.key_grace`).
+    Keys {
+        #[command(flatten)]
+        common: ops::Common,
+        #[arg(value_enum, default_value_t = ops::KeysAction::List)]
+        action: ops::KeysAction,
+    },
 }
 
 /// Runs the command line of this process.
@@ -125,6 +133,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Serve { common, log_json } => ops::run(ops::serve(common, log_json)),
         Command::Status { common, format } => ops::run(ops::status(common, format)),
         Command::Diff(args) => crate::source::diff::command(&args),
+        Command::Keys { common, action } => ops::run(ops::keys(common, action)),
     }
 }
 

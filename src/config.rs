@@ -41,6 +41,65 @@ pub struct Config {
     /// Base images by name; course files refer to these names.
     #[serde(default)]
     pub images: BTreeMap<ImageName, ImageConfig>,
+    /// labpool as an LTI 1.3 tool: its public address and the LMS platforms
+    /// it trusts.
+    #[serde(default)]
+    pub lti: LtiConfig,
+}
+
+/// The LTI side: how LMSs reach labpool and which ones may launch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LtiConfig {
+    /// The URL browsers and LMSs reach labpool at, e.g.
+    /// `https://labs.example.edu`. Default `http://` plus `http.listen`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Platforms registered by hand (from the LMS's developer key screen).
+    #[serde(default)]
+    pub platforms: Vec<PlatformConfig>,
+    /// The secret part of the Dynamic Registration URL
+    /// (`<base_url>/lti/register/<secret>`). Unset: Dynamic Registration is
+    /// off, since anyone who can open that URL can register a platform.
+    #[serde(default)]
+    pub registration_secret: Option<Secret>,
+    /// How long a retired tool key stays in the JWKS after a rotation.
+    /// Default 72h: longer than platforms cache a JWKS.
+    #[serde(default = "default_key_grace")]
+    pub key_grace: Duration,
+}
+
+impl Default for LtiConfig {
+    fn default() -> Self {
+        LtiConfig {
+            base_url: None,
+            platforms: Vec::new(),
+            registration_secret: None,
+            key_grace: default_key_grace(),
+        }
+    }
+}
+
+fn default_key_grace() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+
+/// One LMS registration: the values its admin screen shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlatformConfig {
+    /// The platform's issuer (`iss`), e.g. `https://canvas.instructure.com`.
+    pub issuer: String,
+    /// The client id the platform gave labpool.
+    pub client_id: String,
+    /// Deployments of the tool allowed to launch.
+    pub deployment_ids: Vec<String>,
+    /// The platform's OIDC authorization endpoint.
+    pub auth_login_url: String,
+    /// The platform's OAuth2 token endpoint.
+    pub token_url: String,
+    /// The platform's JWKS: the only place its keys are taken from.
+    pub jwks_url: String,
 }
 
 /// One libvirt host.
@@ -424,6 +483,7 @@ impl Default for Config {
             source: SourceConfig::default(),
             reconcile: ReconcileConfig::default(),
             http: HttpConfig::default(),
+            lti: LtiConfig::default(),
             hosts: Vec::new(),
             images: BTreeMap::new(),
         }
@@ -450,6 +510,59 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The public base URL of labpool, without a trailing slash.
+    pub fn base_url(&self) -> String {
+        match &self.lti.base_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.http.listen),
+        }
+    }
+
+    fn check_lti(&self, path: &Path, doc: &Document, out: &mut Vec<Diagnostic>) {
+        let mut bad_url = |pointer: String, url: &str| {
+            let ok = url::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position(&pointer),
+                    Code::InvalidValue,
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+        };
+        if let Some(base) = &self.lti.base_url {
+            bad_url("/lti/base_url".into(), base);
+        }
+        for (i, p) in self.lti.platforms.iter().enumerate() {
+            bad_url(format!("/lti/platforms/{i}/auth_login_url"), &p.auth_login_url);
+            bad_url(format!("/lti/platforms/{i}/token_url"), &p.token_url);
+            bad_url(format!("/lti/platforms/{i}/jwks_url"), &p.jwks_url);
+        }
+        let mut seen = HashMap::new();
+        for (i, p) in self.lti.platforms.iter().enumerate() {
+            if let Some(first) = seen.insert((&p.issuer, &p.client_id), i) {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.key_position(&format!("/lti/platforms/{i}")),
+                    Code::DuplicateName,
+                    format!(
+                        "issuer `{}` with client id `{}` is already lti.platforms[{first}]",
+                        p.issuer, p.client_id
+                    ),
+                ));
+            }
+            if p.deployment_ids.is_empty() || p.deployment_ids.iter().any(|d| d.is_empty()) {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position(&format!("/lti/platforms/{i}/deployment_ids")),
+                    Code::InvalidValue,
+                    "list the deployment ids allowed to launch (the LMS shows them when the tool is deployed)",
+                ));
+            }
+        }
+    }
+
     /// Reads and checks the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let fail = |d: Diagnostic| ConfigError {
@@ -569,6 +682,7 @@ impl Config {
                 ));
             }
         }
+        self.check_lti(path, doc, out);
         if self.reconcile.boots_per_host == 0 || self.reconcile.resync.is_zero() {
             out.push(Diagnostic::new(
                 path,

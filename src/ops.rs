@@ -225,6 +225,46 @@ pub async fn reconcile_once(common: Common) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// What `labpool keys` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeysAction {
+    List,
+    Rotate,
+}
+
+/// `labpool keys [list|rotate]`.
+pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
+    let (config, store) = open(&common).await?;
+    let now = crate::reconcile::now_ms();
+    let grace = config.lti.key_grace.get().as_millis() as i64;
+    if action == KeysAction::Rotate {
+        crate::lti::keys::ToolKeys::load_or_create(&store, now).await?;
+        let kid = crate::lti::keys::ToolKeys::rotate(&store, now).await?;
+        let dropped = store.drop_retired_tool_keys(now - grace).await?;
+        println!("new signing key {kid}; {dropped} key(s) past their grace period removed");
+    }
+    let keys = crate::lti::keys::ToolKeys::load(&store).await?;
+    for key in keys.all() {
+        let state = match key.retired_at {
+            None => "signing".to_owned(),
+            Some(at) if now < at + grace => format!(
+                "retired, published until {}",
+                chrono::DateTime::from_timestamp_millis(at + grace).unwrap_or_default()
+            ),
+            Some(_) => "retired, no longer published".to_owned(),
+        };
+        println!(
+            "{}  created {}  {state}",
+            key.kid,
+            chrono::DateTime::from_timestamp_millis(key.created_at).unwrap_or_default()
+        );
+    }
+    if keys.all().is_empty() {
+        println!("no keys yet: `labpool serve` creates the first on start");
+    }
+    Ok(exit::OK)
+}
+
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
 pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
     init_logs(log_json);
@@ -256,9 +296,12 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let app = crate::http::App::new(reconciler.clone())
+        .await
+        .context("cannot set up the LTI tool's keys")?;
     let http = tokio::spawn(crate::http::serve(
         listener,
-        reconciler.clone(),
+        app,
         stopped(stop_rx.clone()),
     ));
     reconciler.run(stopped(stop_rx)).await;

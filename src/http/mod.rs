@@ -1,29 +1,79 @@
-//! labpool's HTTP side. For now: the Git webhook and a health check; LTI
-//! launches and terminals come with their issues. Handlers never call
-//! libvirt: they ask the reconciler (here, to fetch now).
+//! labpool's HTTP side: the LTI tool (login, launch, JWKS, Deep Linking,
+//! Dynamic Registration), the waiting and session pages, the Git webhook
+//! and a health check. Handlers never call libvirt: they work on the store
+//! and ask the reconciler to act (wake, fetch now).
 
+pub mod lti;
 pub mod webhook;
 
+use std::sync::Arc;
+
 use axum::Router;
+use axum::extract::FromRef;
 use axum::routing::{get, post};
 
+use crate::lti::Lti;
 use crate::reconcile::Reconciler;
 
-/// The router of `labpool serve`.
-pub fn router(reconciler: Reconciler) -> Router {
-    Router::new()
-        .route("/hooks/git", post(webhook::receive))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(reconciler)
+/// What the handlers share.
+#[derive(Clone)]
+pub struct App {
+    pub reconciler: Reconciler,
+    pub lti: Arc<Lti>,
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+impl FromRef<App> for Reconciler {
+    fn from_ref(app: &App) -> Reconciler {
+        app.reconciler.clone()
+    }
+}
+
+impl FromRef<App> for Arc<Lti> {
+    fn from_ref(app: &App) -> Arc<Lti> {
+        app.lti.clone()
+    }
+}
+
+impl App {
+    /// The app of `reconciler`'s configuration and store. Creates the
+    /// tool's keys on first start.
+    pub async fn new(reconciler: Reconciler) -> Result<App, crate::lti::keys::KeyError> {
+        let waker = reconciler.clone();
+        let lti = Lti::new(
+            reconciler.config(),
+            reconciler.store().clone(),
+            Box::new(move || waker.wake()),
+        )
+        .await?;
+        Ok(App { reconciler, lti })
+    }
+}
+
+/// The router of `labpool serve`.
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/lti/login", get(lti::login_get).post(lti::login_post))
+        .route("/lti/launch", post(lti::launch))
+        .route("/lti/jwks", get(lti::jwks))
+        .route("/lti/config.json", get(lti::canvas_config))
+        .route("/lti/register/{secret}", get(lti::register))
+        .route("/lti/deep-link", post(lti::deep_link))
+        .route("/launch/wait/{ticket}", get(lti::wait_page))
+        .route("/launch/wait/{ticket}/status", get(lti::wait_status))
+        .route("/session/{id}", get(lti::session_page))
+        .route("/hooks/git", post(webhook::receive))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(app)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; requests in flight
+/// are finished first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    reconciler: Reconciler,
+    app: App,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(reconciler))
+    axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await
 }

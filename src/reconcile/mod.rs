@@ -322,16 +322,9 @@ impl Reconciler {
 
     /// The courses of the revision applied last, as the store has them.
     async fn applied_courses(&self) -> Result<Vec<Course>, StoreError> {
-        let rows = self.inner.store.courses().await?;
-        // Rows of removed courses keep their old revision; the current
-        // revision's rows are the most recently written.
-        let newest = rows
-            .iter()
-            .max_by_key(|r| r.updated_at)
-            .map(|r| r.revision.clone());
+        let rows = self.inner.store.applied_courses().await?;
         Ok(rows
             .iter()
-            .filter(|r| Some(&r.revision) == newest.as_ref())
             .filter_map(|r| serde_json::from_str(&r.spec_json).ok())
             .collect())
     }
@@ -530,6 +523,31 @@ impl Reconciler {
             .collect()
     }
 
+    /// [`Reconciler::desired`] plus launches waiting for a VM: each adds
+    /// one to its course's warm target (the planner still caps at `max`),
+    /// so an empty pool provisions on demand.
+    async fn desired_with_demand(
+        &self,
+        courses: &[Course],
+        now: i64,
+    ) -> Result<Vec<DesiredCourse>, StoreError> {
+        let waiting: HashMap<String, i64> = self
+            .inner
+            .store
+            .waiting_by_course(now)
+            .await?
+            .into_iter()
+            .collect();
+        let mut desired = self.desired(courses, now);
+        for course in &mut desired {
+            let extra = waiting.get(&course.name).copied().unwrap_or(0);
+            course.warm = course
+                .warm
+                .saturating_add(u32::try_from(extra).unwrap_or(u32::MAX));
+        }
+        Ok(desired)
+    }
+
     fn policy(&self) -> Policy {
         Policy {
             orphan_grace_ms: self.inner.config.reconcile.orphan_grace.get().as_millis() as i64,
@@ -552,7 +570,7 @@ impl Reconciler {
         // Orphans count as first seen now: a dry run collects none.
         let world = self.observe_world(now, &mut HashMap::new()).await?;
         Ok(plan::plan(
-            &self.desired(&courses, now),
+            &self.desired_with_demand(&courses, now).await?,
             &world.observed,
             &self.policy(),
         ))
@@ -588,7 +606,8 @@ impl Reconciler {
         self.inner.state.lock().expect("state").orphans_seen = seen;
         let world = world?;
         self.record_host_status(&world.host_errors, now).await?;
-        let desired = self.desired(&courses, now);
+        self.inner.store.prune_launches(now).await?;
+        let desired = self.desired_with_demand(&courses, now).await?;
         let plan = plan::plan(&desired, &world.observed, &self.policy());
         let by_name: HashMap<&str, &Course> =
             courses.iter().map(|c| (c.name.as_str(), c)).collect();

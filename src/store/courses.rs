@@ -57,6 +57,21 @@ impl Store {
             .await?)
     }
 
+    /// The courses of the revision applied last: rows of removed courses
+    /// keep their old revision while they drain, and the current revision's
+    /// rows are the most recently written.
+    pub async fn applied_courses(&self) -> Result<Vec<CourseRow>, StoreError> {
+        let rows = self.courses().await?;
+        let newest = rows
+            .iter()
+            .max_by_key(|r| r.updated_at)
+            .map(|r| r.revision.clone());
+        Ok(rows
+            .into_iter()
+            .filter(|r| Some(&r.revision) == newest.as_ref())
+            .collect())
+    }
+
     /// Removes the course's row; its VMs and sessions stay until the
     /// reconciler removes them. Forgetting an unknown course is not an error.
     pub async fn forget_course(&self, name: &str) -> Result<(), StoreError> {

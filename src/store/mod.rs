@@ -16,7 +16,9 @@
 mod courses;
 mod events;
 mod hosts;
+mod launches;
 mod leases;
+mod lti;
 mod rows;
 mod sessions;
 mod source_status;
@@ -28,7 +30,11 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Executor, Transaction};
 
+pub use launches::{
+    LaunchClaim, LaunchOutcome, LoginMatch, LoginRow, WAIT_STALE_MS, WaitOutcome, WaitTicket,
+};
 pub use leases::Lease;
+pub use lti::{PlatformRow, ToolKeyRow};
 pub use rows::{
     Claimed, CourseRow, EventRow, HostRow, NewEvent, SessionKey, SessionRow, UnknownVmState, VmRow,
     VmState,

@@ -153,6 +153,20 @@ pub struct SessionKey {
     pub resource_link_id: String,
 }
 
+impl SessionKey {
+    /// The key as one string, unambiguous (a JSON array): a lock name.
+    pub fn lock_name(&self) -> String {
+        serde_json::to_string(&[
+            &self.issuer,
+            &self.deployment_id,
+            &self.user_sub,
+            &self.context_id,
+            &self.resource_link_id,
+        ])
+        .expect("strings serialize")
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
 pub struct SessionRow {
     pub id: String,

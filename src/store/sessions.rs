@@ -1,5 +1,7 @@
 //! Sessions: a student's claim on a VM, from launch until it ends.
 
+use sqlx::{Any, Transaction};
+
 use super::{Backend, Claimed, SessionKey, SessionRow, Store, StoreError, VmRow};
 
 impl Store {
@@ -18,54 +20,47 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<Option<Claimed>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let claimed = self
+            .claim_in(&mut tx, course, spec_hash, key, now, expires_at, 0)
+            .await?;
+        match claimed {
+            Some(_) => tx.commit().await?,
+            None => tx.rollback().await?,
+        }
+        Ok(claimed)
+    }
+
+    /// The body of a claim, inside the caller's write transaction. Leaves
+    /// the `skip` oldest-ready warm VMs to others (launches that have been
+    /// waiting longer), so a waiting page is served first come, first
+    /// served.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn claim_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        course: &str,
+        spec_hash: &str,
+        key: &SessionKey,
+        now: i64,
+        expires_at: i64,
+        skip: i64,
+    ) -> Result<Option<Claimed>, StoreError> {
         // SQLite: the transaction holds the write lock, so claims run one at
         // a time and everything below sees the latest state.
-        let mut tx = self.begin_write().await?;
         if self.backend == Backend::Postgres {
             // Claims for the same key take turns; without this, two launches
             // at once would both miss the other's uncommitted session and
             // take two VMs (one then fails on sessions_live_key). Different
             // keys hash apart and do not wait for each other.
-            let key_text = serde_json::to_string(&[
-                &key.issuer,
-                &key.deployment_id,
-                &key.user_sub,
-                &key.context_id,
-                &key.resource_link_id,
-            ])
-            .expect("strings serialize");
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(key_text)
-                .execute(&mut *tx)
+                .bind(key.lock_name())
+                .execute(&mut **tx)
                 .await?;
         }
 
-        let live: Option<SessionRow> = sqlx::query_as(
-            "SELECT * FROM sessions
-             WHERE issuer = $1 AND deployment_id = $2 AND user_sub = $3 AND context_id = $4
-               AND resource_link_id = $5 AND ended_at IS NULL",
-        )
-        .bind(&key.issuer)
-        .bind(&key.deployment_id)
-        .bind(&key.user_sub)
-        .bind(&key.context_id)
-        .bind(&key.resource_link_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(session) = live {
-            let vm: Option<VmRow> = sqlx::query_as("SELECT * FROM vms WHERE id = $1")
-                .bind(&session.vm_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            // delete_vm ends a VM's session in the same transaction, so a
-            // live session without its VM means someone edited the tables.
-            let vm = vm.ok_or_else(|| StoreError::VmNotFound(session.vm_id.clone()))?;
-            tx.commit().await?;
-            return Ok(Some(Claimed {
-                session,
-                vm,
-                resumed: true,
-            }));
+        if let Some(resumed) = self.live_claim_in(tx, key).await? {
+            return Ok(Some(resumed));
         }
 
         // PostgreSQL: SKIP LOCKED lets concurrent claims each lock a
@@ -81,16 +76,16 @@ impl Store {
                  SELECT id FROM vms
                  WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
                  ORDER BY COALESCE(ready_at, state_changed_at), id
-                 LIMIT 1 {lock})
+                 LIMIT 1 OFFSET $4 {lock})
              RETURNING *"
         ))
         .bind(course)
         .bind(spec_hash)
         .bind(now)
-        .fetch_optional(&mut *tx)
+        .bind(skip)
+        .fetch_optional(&mut **tx)
         .await?;
         let Some(vm) = vm else {
-            tx.rollback().await?;
             return Ok(None);
         };
 
@@ -121,13 +116,47 @@ impl Store {
         .bind(session.created_at)
         .bind(session.expires_at)
         .bind(session.last_activity_at)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok(Some(Claimed {
             session,
             vm,
             resumed: false,
+        }))
+    }
+
+    /// The key's live session and its VM, if it has one.
+    async fn live_claim_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        key: &SessionKey,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let live: Option<SessionRow> = sqlx::query_as(
+            "SELECT * FROM sessions
+             WHERE issuer = $1 AND deployment_id = $2 AND user_sub = $3 AND context_id = $4
+               AND resource_link_id = $5 AND ended_at IS NULL",
+        )
+        .bind(&key.issuer)
+        .bind(&key.deployment_id)
+        .bind(&key.user_sub)
+        .bind(&key.context_id)
+        .bind(&key.resource_link_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        let Some(session) = live else {
+            return Ok(None);
+        };
+        let vm: Option<VmRow> = sqlx::query_as("SELECT * FROM vms WHERE id = $1")
+            .bind(&session.vm_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        // delete_vm ends a VM's session in the same transaction, so a live
+        // session without its VM means someone edited the tables.
+        let vm = vm.ok_or_else(|| StoreError::VmNotFound(session.vm_id.clone()))?;
+        Ok(Some(Claimed {
+            session,
+            vm,
+            resumed: true,
         }))
     }
 

@@ -64,8 +64,13 @@ impl Lab {
     /// Writes `labpool.yaml` from the given hosts/images YAML and returns
     /// the parsed configuration (database and folder inside the lab).
     pub fn config(&self, body: &str) -> Config {
+        self.config_on("sqlite:labpool.db", body)
+    }
+
+    /// [`Lab::config`] with the store at `database`.
+    pub fn config_on(&self, database: &str, body: &str) -> Config {
         let text = format!(
-            "database: sqlite:labpool.db\nsource: {{ folder: courses }}\nhttp: {{ listen: \"127.0.0.1:0\" }}\n{body}"
+            "database: \"{database}\"\nsource: {{ folder: courses }}\nhttp: {{ listen: \"127.0.0.1:0\" }}\n{body}"
         );
         let file = self.path().join("labpool.yaml");
         std::fs::write(&file, &text).unwrap();

@@ -9,6 +9,8 @@ mod corpus;
 mod diff;
 mod docs;
 mod lab;
+mod lti;
+mod lms;
 mod qemu;
 mod reconcile;
 mod schema;

@@ -377,9 +377,10 @@ mod webhook {
         r.settle().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let app = labpool::http::App::new(r.clone()).await.unwrap();
         tokio::spawn(labpool::http::serve(
             listener,
-            r.clone(),
+            app,
             std::future::pending(),
         ));
 

@@ -104,6 +104,55 @@ where
     }
 }
 
+/// A fresh, empty PostgreSQL database for one test; dropped with the value.
+pub struct PostgresDb {
+    pub url: String,
+    server: String,
+    name: String,
+}
+
+impl PostgresDb {
+    pub async fn create() -> PostgresDb {
+        let server = std::env::var("LABPOOL_TEST_POSTGRES")
+            .unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+        let mut admin = sqlx::PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {server}: {e} (run scripts/setup)"));
+        let name = format!("labpool_test_{:016x}", rand::random::<u64>());
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        PostgresDb {
+            url: with_database(&server, &name),
+            server,
+            name,
+        }
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        // Drop runs outside any runtime's async context: a thread of its
+        // own with a small runtime does the async cleanup.
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
+                        let _ = admin
+                            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                            .await;
+                    }
+                });
+        })
+        .join();
+    }
+}
+
 /// Runs `test` on a store at `url`, catching its panic so the caller can
 /// clean up first. Opens the store twice, so every test also checks that
 /// opening an up-to-date database migrates nothing and succeeds.

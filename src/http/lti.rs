@@ -1,0 +1,284 @@
+//! The LTI routes: requests in, `crate::lti` decides, pages and redirects
+//! out. Every refusal is logged with its reason here.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Redirect, Response};
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+
+use crate::lti::login::{LOGIN_TTL_MS, state_cookie_name};
+use crate::lti::register::RegistrationStart;
+use crate::lti::{LaunchForm, LaunchResult, Lti, LoginRequest, Refusal, WaitStatus, pages};
+use crate::reconcile::now_ms;
+
+/// How long a full lab asks the browser to wait before retrying.
+const FULL_RETRY_AFTER_SECS: u32 = 60;
+
+fn refused(r: Refusal, what: &str) -> Response {
+    tracing::warn!(kind = r.kind, reason = %r.reason, status = r.status.as_u16(), "{what} refused");
+    (r.status, no_store(), Html(pages::refusal(&r))).into_response()
+}
+
+/// Launch pages are per-user and single-use: never cached.
+fn no_store() -> [(header::HeaderName, &'static str); 1] {
+    [(header::CACHE_CONTROL, "no-store")]
+}
+
+pub async fn login_get(State(lti): State<Arc<Lti>>, Query(req): Query<LoginRequest>) -> Response {
+    login(lti, req).await
+}
+
+pub async fn login_post(State(lti): State<Arc<Lti>>, Form(req): Form<LoginRequest>) -> Response {
+    login(lti, req).await
+}
+
+async fn login(lti: Arc<Lti>, req: LoginRequest) -> Response {
+    let start = match lti.login(req, now_ms()).await {
+        Ok(start) => start,
+        Err(r) => return refused(r, "login"),
+    };
+    // The launch comes back as a cross-site form post from the platform:
+    // only a SameSite=None (hence Secure) cookie is sent with it.
+    let cookie = format!(
+        "{}={}; Path=/lti/; Max-Age={}; HttpOnly; Secure; SameSite=None",
+        start.cookie_name,
+        start.state,
+        LOGIN_TTL_MS / 1000
+    );
+    let jar = [(header::SET_COOKIE, cookie)];
+    match &start.storage {
+        Some((target, secret)) => (
+            jar,
+            no_store(),
+            Html(pages::login_storage(
+                target,
+                &start.state,
+                secret,
+                &start.platform_origin,
+                &start.redirect,
+            )),
+        )
+            .into_response(),
+        None => (jar, no_store(), Redirect::to(&start.redirect)).into_response(),
+    }
+}
+
+pub async fn launch(
+    State(lti): State<Arc<Lti>>,
+    jar: CookieJar,
+    Form(form): Form<LaunchForm>,
+) -> Response {
+    let started = Instant::now();
+    let state_cookie = form
+        .state
+        .as_deref()
+        .map(state_cookie_name)
+        .and_then(|name| jar.get(&name).map(|c| c.value().to_owned()));
+    let cookie_name = form.state.as_deref().map(state_cookie_name);
+    let result = lti.launch(form, state_cookie.as_deref(), now_ms()).await;
+    let mut response = match result {
+        Err(r) => refused(r, "launch"),
+        Ok(LaunchResult::Session {
+            session_id, token, ..
+        }) => Redirect::to(&lti.session_url(&session_id, &token)).into_response(),
+        Ok(LaunchResult::Waiting { ticket, .. }) => {
+            Redirect::to(&format!("{}/launch/wait/{ticket}", lti.base_url())).into_response()
+        }
+        Ok(LaunchResult::Full { title }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, FULL_RETRY_AFTER_SECS.to_string())],
+            Html(pages::full(&title)),
+        )
+            .into_response(),
+        Ok(LaunchResult::NeedsCourse(needs)) => {
+            (StatusCode::NOT_FOUND, Html(pages::needs_course(&needs))).into_response()
+        }
+        Ok(LaunchResult::DeepLinking(picker)) => Html(pages::picker(&picker)).into_response(),
+        Ok(LaunchResult::StorageCheck {
+            target,
+            state,
+            id_token,
+            platform_origin,
+        }) => Html(pages::storage_check(
+            &target,
+            &state,
+            &id_token,
+            &platform_origin,
+        ))
+        .into_response(),
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // The state cookie has done its job (it is single-use anyway).
+    if let Some(name) = cookie_name
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{name}=; Path=/lti/; Max-Age=0; HttpOnly; Secure; SameSite=None"
+        ))
+    {
+        headers.append(header::SET_COOKIE, v);
+    }
+    // Lets benchmarks read the server-side time of each launch.
+    let micros = started.elapsed().as_micros();
+    if let Ok(v) = HeaderValue::from_str(&format!("launch;dur={:.3}", micros as f64 / 1000.0)) {
+        headers.insert("server-timing", v);
+    }
+    response
+}
+
+pub async fn jwks(State(lti): State<Arc<Lti>>) -> Response {
+    match lti.jwks().await {
+        Ok(set) => (
+            [(header::CACHE_CONTROL, "public, max-age=300")],
+            Json(set),
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot serve the JWKS");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+pub async fn canvas_config(State(lti): State<Arc<Lti>>) -> Json<serde_json::Value> {
+    Json(lti.canvas_config())
+}
+
+pub async fn register(
+    State(lti): State<Arc<Lti>>,
+    Path(secret): Path<String>,
+    Query(start): Query<RegistrationStart>,
+) -> Response {
+    if !lti.registration_allowed(&secret) {
+        tracing::warn!("dynamic registration refused: wrong or unconfigured registration secret");
+        return (
+            StatusCode::NOT_FOUND,
+            Html(pages::page(
+                "Not found",
+                "<h1>Not found</h1><p>This registration link is not valid. The labpool administrator finds the right one in <code>lti.registration_secret</code>.</p>",
+            )),
+        )
+            .into_response();
+    }
+    match lti.register(start, now_ms()).await {
+        Ok(done) => (no_store(), Html(pages::registered(&done))).into_response(),
+        Err(r) => refused(r, "dynamic registration"),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeepLinkChoice {
+    request: String,
+    course: String,
+}
+
+pub async fn deep_link(
+    State(lti): State<Arc<Lti>>,
+    Form(choice): Form<DeepLinkChoice>,
+) -> Response {
+    match lti
+        .deep_link_answer(&choice.request, &choice.course, now_ms())
+        .await
+    {
+        Ok(answer) => (
+            no_store(),
+            Html(pages::auto_post(&answer.return_url, &[("JWT", &answer.jwt)])),
+        )
+            .into_response(),
+        Err(r) => refused(r, "deep link"),
+    }
+}
+
+pub async fn wait_page(State(lti): State<Arc<Lti>>, Path(ticket): Path<String>) -> Response {
+    let found = match lti.store().wait_ticket(&ticket).await {
+        Ok(found) => found,
+        Err(e) => return refused(e.into(), "waiting page"),
+    };
+    match found {
+        Some(t) => (no_store(), Html(pages::waiting(&ticket, &t.course))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Html(pages::page(
+                "Launch again",
+                "<h1>This wait has lapsed</h1><p>Go back to your course and open the lab again.</p>",
+            )),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn wait_status(State(lti): State<Arc<Lti>>, Path(ticket): Path<String>) -> Response {
+    match lti.poll_wait(&ticket, now_ms()).await {
+        Ok(status) => {
+            let code = match status {
+                WaitStatus::Gone => StatusCode::NOT_FOUND,
+                _ => StatusCode::OK,
+            };
+            (code, no_store(), Json(status)).into_response()
+        }
+        Err(r) => {
+            tracing::error!(reason = %r.reason, "waiting page poll failed");
+            (r.status, Json(serde_json::json!({ "state": "error" }))).into_response()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+/// The session's page. The terminal itself comes with the terminal issue;
+/// here the token is checked and the session shown.
+pub async fn session_page(
+    State(lti): State<Arc<Lti>>,
+    Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
+    _headers: HeaderMap,
+) -> Response {
+    let now = now_ms();
+    if let Err(e) = lti.tokens().verify(q.token.as_deref(), &id, now / 1000) {
+        tracing::warn!(session = %id, reason = %e, "session page refused");
+        return (
+            StatusCode::UNAUTHORIZED,
+            no_store(),
+            Html(pages::page(
+                "Not allowed",
+                &format!(
+                    "<h1>This link does not open a lab</h1><p>{}. Open the lab from your course again.</p>",
+                    pages::escape(&e.to_string())
+                ),
+            )),
+        )
+            .into_response();
+    }
+    let session = match lti.store().session(&id).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return StatusCode::NOT_FOUND.into_response(),
+        Err(e) => return refused(e.into(), "session page"),
+    };
+    let left = (session.expires_at - now).max(0) / 60_000;
+    let state = match &session.ended_at {
+        Some(_) => format!(
+            "This session has ended ({}).",
+            pages::escape(session.end_reason.as_deref().unwrap_or("ended"))
+        ),
+        None => format!("Your lab is ready: {left} minutes left."),
+    };
+    (
+        no_store(),
+        Html(pages::page(
+            "Your lab",
+            &format!(
+                r#"<h1>{}</h1><p id="session" data-session="{}">{state}</p>"#,
+                pages::escape(&session.course),
+                pages::escape(&session.id)
+            ),
+        )),
+    )
+        .into_response()
+}

@@ -1,0 +1,401 @@
+//! The launch (IMS Security Framework §5.1.3, LTI Core §5): the platform
+//! posts the id_token; labpool verifies it, proves the browser is the one
+//! that started the login, finds the course and, in one transaction, uses
+//! the login up and claims a VM (or queues the launch for one).
+
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::catalog::LaunchableCourse;
+use super::deep_link::Picker;
+use super::verify::{Launch, LaunchClaims};
+use super::{COURSE_PARAM, Lti, Refusal, secs};
+use crate::store::{LaunchClaim, LaunchOutcome, LoginMatch, SessionKey, WaitOutcome};
+
+/// The launch form post (`response_mode=form_post`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LaunchForm {
+    pub id_token: Option<String>,
+    pub state: Option<String>,
+    /// An OIDC error response instead of a token.
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    /// Sent back by platforms that offer storage (client-side postMessages).
+    pub lti_storage_target: Option<String>,
+    /// Our second post, after the page read the platform's storage.
+    pub storage_secret: Option<String>,
+}
+
+/// What a launch leads to.
+#[derive(Debug, Clone)]
+pub enum LaunchResult {
+    /// To the session's terminal page.
+    Session {
+        session_id: String,
+        token: String,
+        resumed: bool,
+        course: String,
+    },
+    /// No warm VM: to the waiting page.
+    Waiting { ticket: String, course: String },
+    /// The course is at its max.
+    Full { title: String },
+    /// Nothing says which course this link opens.
+    NeedsCourse(NeedsCourse),
+    /// An instructor choosing a course (Deep Linking).
+    DeepLinking(Box<Picker>),
+    /// The browser kept no cookie: prove it through the platform's storage.
+    StorageCheck {
+        target: String,
+        state: String,
+        id_token: String,
+        platform_origin: String,
+    },
+}
+
+/// What the instructor must configure, shown when a launch has no course.
+#[derive(Debug, Clone)]
+pub struct NeedsCourse {
+    pub issuer: String,
+    pub context_id: Option<String>,
+    pub context_title: Option<String>,
+    /// A course the link names that labpool does not offer.
+    pub named: Option<String>,
+    pub instructor: bool,
+    pub courses: Vec<String>,
+}
+
+/// A waiting page's view of its launch.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum WaitStatus {
+    Ready {
+        url: String,
+    },
+    Waiting {
+        ahead: i64,
+        booting: i64,
+        /// Why the pool is not growing, when it is stuck.
+        problem: Option<String>,
+    },
+    /// The ticket lapsed or the course went away: launch again.
+    Gone,
+}
+
+impl Lti {
+    pub async fn launch(
+        &self,
+        form: LaunchForm,
+        state_cookie: Option<&str>,
+        now: i64,
+    ) -> Result<LaunchResult, Refusal> {
+        if let Some(error) = &form.error {
+            return Err(Refusal::bad_launch(format!(
+                "the LMS answered with an error instead of a launch: {error}{}",
+                form.error_description
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            )));
+        }
+        let id_token = form
+            .id_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Refusal::bad_launch("the launch carries no id_token"))?;
+        let state = form
+            .state
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Refusal::state("the launch carries no state"))?;
+        let launch = self.verify(&id_token, secs(now)).await?;
+
+        // The browser posting this must be the one that started the login:
+        // otherwise anyone could make a student's browser open their own
+        // launch (login CSRF).
+        match state_cookie {
+            Some(cookie) if bool::from(cookie.as_bytes().ct_eq(state.as_bytes())) => {}
+            Some(_) => return Err(Refusal::state("the state cookie does not match the launch")),
+            None => match (&form.storage_secret, &form.lti_storage_target) {
+                (Some(secret), _) => {
+                    let login = self.store.login(&state).await?;
+                    let stored = login.as_ref().and_then(|l| l.storage_secret.as_deref());
+                    if !stored.is_some_and(|s| bool::from(s.as_bytes().ct_eq(secret.as_bytes()))) {
+                        return Err(Refusal::state(
+                            "the value in the platform's storage does not match this login",
+                        ));
+                    }
+                }
+                (None, Some(target)) => {
+                    let platform_origin = url::Url::parse(&launch.registration.auth_login_url)
+                        .map(|u| u.origin().ascii_serialization())
+                        .unwrap_or_default();
+                    return Ok(LaunchResult::StorageCheck {
+                        target: target.clone(),
+                        state,
+                        id_token,
+                        platform_origin,
+                    });
+                }
+                (None, None) => {
+                    return Err(self.missing_cookie(&state).await);
+                }
+            },
+        }
+
+        let claims = &launch.claims;
+        let login = LoginMatch {
+            state: &state,
+            nonce: claims.nonce.as_deref().unwrap_or_default(),
+            issuer: &launch.registration.issuer,
+            client_id: &launch.registration.client_id,
+            deployment_id: claims.deployment(),
+        };
+        self.registry
+            .learn_deployment(&launch.registration, claims.deployment())
+            .await?;
+
+        if claims.is_deep_linking() {
+            self.use_login(login, now).await?;
+            return Ok(LaunchResult::DeepLinking(Box::new(
+                self.picker(&launch, now).await?,
+            )));
+        }
+
+        let catalog = self.catalog.get().await?;
+        let course = match self.resolve(&catalog, claims) {
+            Ok(course) => course.clone(),
+            Err(needs) => {
+                self.use_login(login, now).await?;
+                tracing::warn!(issuer = %launch.registration.issuer,
+                    context = ?needs.context_id, named = ?needs.named,
+                    "launch refused: no course configured for this link");
+                return Ok(LaunchResult::NeedsCourse(needs));
+            }
+        };
+        let key = session_key(&launch);
+        let outcome = self
+            .store
+            .launch(
+                login,
+                &LaunchClaim {
+                    course: &course.name,
+                    spec_hash: &course.spec_hash,
+                    key: &key,
+                    max: course.max,
+                    expires_at: now + course.expiry_ms,
+                    now,
+                },
+            )
+            .await?;
+        match outcome {
+            LaunchOutcome::LoginRejected => Err(self.login_refusal(login, now).await),
+            LaunchOutcome::Claimed(claimed) => {
+                if !claimed.resumed {
+                    (self.on_demand)();
+                }
+                tracing::info!(course = %course.name, session = %claimed.session.id,
+                    vm = %claimed.vm.id, resumed = claimed.resumed, "launch");
+                Ok(LaunchResult::Session {
+                    token: self.tokens.issue(&claimed.session.id, secs(now)),
+                    session_id: claimed.session.id,
+                    resumed: claimed.resumed,
+                    course: course.title.clone(),
+                })
+            }
+            LaunchOutcome::Waiting(ticket) => {
+                (self.on_demand)();
+                tracing::info!(course = %course.name, ticket = %ticket.id,
+                    "launch waits: no warm VM");
+                Ok(LaunchResult::Waiting {
+                    ticket: ticket.id,
+                    course: course.title.clone(),
+                })
+            }
+            LaunchOutcome::Full { in_use } => {
+                tracing::warn!(course = %course.name, in_use, max = course.max,
+                    "launch refused: lab is full");
+                Ok(LaunchResult::Full {
+                    title: course.title.clone(),
+                })
+            }
+        }
+    }
+
+    /// The course a launch opens: the link's custom parameter (Deep
+    /// Linking puts it there), else the course listing the LMS context.
+    fn resolve<'c>(
+        &self,
+        catalog: &'c super::catalog::Catalog,
+        claims: &LaunchClaims,
+    ) -> Result<&'c std::sync::Arc<LaunchableCourse>, NeedsCourse> {
+        let named = claims.custom(COURSE_PARAM);
+        let found = match &named {
+            Some(name) => catalog.course(name),
+            None => claims
+                .context
+                .as_ref()
+                .and_then(|c| catalog.for_context(&c.id)),
+        };
+        found.ok_or_else(|| NeedsCourse {
+            issuer: claims.iss.clone(),
+            context_id: claims.context.as_ref().map(|c| c.id.clone()),
+            context_title: claims.context.as_ref().and_then(|c| c.title.clone()),
+            named,
+            instructor: is_instructor(claims),
+            courses: catalog.courses.iter().map(|c| c.name.clone()).collect(),
+        })
+    }
+
+    /// Uses the login up outside a claim (deep linking, unresolved course),
+    /// so the same id_token cannot be posted again.
+    async fn use_login(&self, login: LoginMatch<'_>, now: i64) -> Result<(), Refusal> {
+        if self.store.consume_login(login, now).await? {
+            Ok(())
+        } else {
+            Err(self.login_refusal(login, now).await)
+        }
+    }
+
+    /// Why the store would not use the login: each case named, for the log.
+    async fn login_refusal(&self, login: LoginMatch<'_>, now: i64) -> Refusal {
+        let row = match self.store.login(login.state).await {
+            Ok(row) => row,
+            Err(e) => return e.into(),
+        };
+        let Some(row) = row else {
+            return Refusal::state("unknown login state (never issued here, or long expired)");
+        };
+        if row.nonce != login.nonce {
+            let used_elsewhere = matches!(
+                self.store.login_by_nonce(login.nonce).await,
+                Ok(Some(other)) if other.used_at.is_some()
+            );
+            return if used_elsewhere {
+                Refusal::replayed("the id_token's nonce was already used by another launch")
+            } else {
+                Refusal::forged("the id_token's nonce is not the one issued for this login")
+            };
+        }
+        if row.used_at.is_some() {
+            return Refusal::replayed("this launch was already used: state and nonce are single-use");
+        }
+        if row.expires_at <= now {
+            return Refusal::expired("the login expired before the launch arrived");
+        }
+        if row.issuer != login.issuer || row.client_id != login.client_id {
+            return Refusal::forged("the launch is for another platform than its login");
+        }
+        if row
+            .deployment_id
+            .as_deref()
+            .is_some_and(|d| d != login.deployment_id)
+        {
+            return Refusal::forged(
+                "the launch's deployment_id differs from the login's lti_deployment_id",
+            );
+        }
+        Refusal::internal("the login could not be used")
+    }
+
+    /// No state cookie came back: the LMS iframe blocks third-party cookies.
+    /// The refusal carries a link that starts the login again in a window
+    /// of its own, where the cookie is first-party.
+    async fn missing_cookie(&self, state: &str) -> Refusal {
+        let mut refusal = Refusal::state(
+            "no state cookie came with the launch (the browser blocks cookies in the LMS frame)",
+        );
+        if let Ok(Some(login)) = self.store.login(state).await {
+            if login.used_at.is_some() {
+                // Its cookie went with the first use: this is a replay.
+                return Refusal::replayed(
+                    "this launch was already used: state and nonce are single-use",
+                );
+            }
+            let mut url = url::Url::parse(&self.login_url()).expect("login URL parses");
+            {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("iss", &login.issuer)
+                    .append_pair("client_id", &login.client_id)
+                    .append_pair("login_hint", &login.login_hint)
+                    .append_pair("target_link_uri", &login.target_link_uri);
+                if let Some(hint) = &login.message_hint {
+                    q.append_pair("lti_message_hint", hint);
+                }
+                if let Some(d) = &login.deployment_id {
+                    q.append_pair("lti_deployment_id", d);
+                }
+            }
+            refusal.retry = Some(url.into());
+        }
+        refusal
+    }
+
+    /// The waiting page's poll.
+    pub async fn poll_wait(&self, ticket_id: &str, now: i64) -> Result<WaitStatus, Refusal> {
+        let Some(ticket) = self.store.wait_ticket(ticket_id).await? else {
+            return Ok(WaitStatus::Gone);
+        };
+        let catalog = self.catalog.get().await?;
+        let Some(course) = catalog.course(&ticket.course) else {
+            return Ok(WaitStatus::Gone);
+        };
+        match self
+            .store
+            .poll_wait(ticket_id, &course.spec_hash, now + course.expiry_ms, now)
+            .await?
+        {
+            WaitOutcome::Gone => Ok(WaitStatus::Gone),
+            WaitOutcome::Claimed(claimed) => {
+                (self.on_demand)();
+                tracing::info!(course = %course.name, session = %claimed.session.id,
+                    vm = %claimed.vm.id, "waiting launch got its VM");
+                let token = self.tokens.issue(&claimed.session.id, secs(now));
+                Ok(WaitStatus::Ready {
+                    url: self.session_url(&claimed.session.id, &token),
+                })
+            }
+            WaitOutcome::Waiting { ahead } => {
+                let (booting, problem) = self.store.course_progress(&course.name).await?;
+                Ok(WaitStatus::Waiting {
+                    ahead,
+                    booting,
+                    problem,
+                })
+            }
+        }
+    }
+
+    /// The terminal page of a session, with its token.
+    pub fn session_url(&self, session_id: &str, token: &str) -> String {
+        format!("{}/session/{session_id}?token={token}", self.base_url)
+    }
+}
+
+fn session_key(launch: &Launch) -> SessionKey {
+    let c = &launch.claims;
+    SessionKey {
+        issuer: launch.registration.issuer.clone(),
+        deployment_id: c.deployment().to_owned(),
+        user_sub: c.sub.clone().unwrap_or_default(),
+        context_id: c.context.as_ref().map(|x| x.id.clone()).unwrap_or_default(),
+        resource_link_id: c
+            .resource_link
+            .as_ref()
+            .map(|r| r.id.clone())
+            .unwrap_or_default(),
+    }
+}
+
+/// Instructors, teaching assistants and administrators: they are shown how
+/// to set a link up; students are told to ask them.
+pub fn is_instructor(claims: &LaunchClaims) -> bool {
+    let Some(serde_json::Value::Array(roles)) = &claims.roles else {
+        return false;
+    };
+    roles.iter().filter_map(|r| r.as_str()).any(|r| {
+        r.ends_with("#Instructor")
+            || r.ends_with("#Administrator")
+            || r.ends_with("#ContentDeveloper")
+            || r.ends_with("#TeachingAssistant")
+            || r.ends_with("/Instructor")
+    })
+}

@@ -1,0 +1,144 @@
+//! Platform registrations: from the configuration file, and from Dynamic
+//! Registration (in the store, so every replica knows them). Launches look
+//! them up by issuer and client id on every request, so the stored ones are
+//! cached for a moment.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::config::PlatformConfig;
+use crate::store::{PlatformRow, Store, StoreError};
+
+/// How long stored registrations are trusted before being read again.
+const STORED_TTL: Duration = Duration::from_secs(2);
+
+/// One platform labpool trusts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub issuer: String,
+    pub client_id: String,
+    pub deployment_ids: Vec<String>,
+    pub auth_login_url: String,
+    pub token_url: String,
+    pub jwks_url: String,
+    /// Registered through Dynamic Registration: its deployments are learned
+    /// from signed launches (Canvas names a deployment only when it launches).
+    pub dynamic: bool,
+}
+
+impl Registration {
+    pub fn allows_deployment(&self, deployment_id: &str) -> bool {
+        self.dynamic || self.deployment_ids.iter().any(|d| d == deployment_id)
+    }
+
+    fn from_config(p: &PlatformConfig) -> Registration {
+        Registration {
+            issuer: p.issuer.clone(),
+            client_id: p.client_id.clone(),
+            deployment_ids: p.deployment_ids.clone(),
+            auth_login_url: p.auth_login_url.clone(),
+            token_url: p.token_url.clone(),
+            jwks_url: p.jwks_url.clone(),
+            dynamic: false,
+        }
+    }
+
+    fn from_row(row: &PlatformRow) -> Registration {
+        Registration {
+            issuer: row.issuer.clone(),
+            client_id: row.client_id.clone(),
+            deployment_ids: serde_json::from_str(&row.deployment_ids).unwrap_or_default(),
+            auth_login_url: row.auth_login_url.clone(),
+            token_url: row.token_url.clone(),
+            jwks_url: row.jwks_url.clone(),
+            dynamic: true,
+        }
+    }
+}
+
+pub struct Registry {
+    configured: Vec<Registration>,
+    store: Store,
+    stored: RwLock<Option<(Instant, Arc<Vec<Registration>>)>>,
+}
+
+impl Registry {
+    pub fn new(configured: &[PlatformConfig], store: Store) -> Registry {
+        Registry {
+            configured: configured.iter().map(Registration::from_config).collect(),
+            store,
+            stored: RwLock::new(None),
+        }
+    }
+
+    /// Registrations of `issuer`; with `client_id`, only that one. The
+    /// configuration file wins over a stored registration of the same pair.
+    pub async fn find(
+        &self,
+        issuer: &str,
+        client_id: Option<&str>,
+    ) -> Result<Vec<Registration>, StoreError> {
+        let stored = self.stored().await?;
+        let mut found: Vec<Registration> = Vec::new();
+        for r in self.configured.iter().chain(stored.iter()) {
+            let wanted = r.issuer == issuer && client_id.is_none_or(|c| c == r.client_id);
+            let shadowed = found
+                .iter()
+                .any(|f| f.issuer == r.issuer && f.client_id == r.client_id);
+            if wanted && !shadowed {
+                found.push(r.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Records a deployment first seen in a verified launch of a dynamically
+    /// registered platform.
+    pub async fn learn_deployment(
+        &self,
+        registration: &Registration,
+        deployment_id: &str,
+    ) -> Result<(), StoreError> {
+        if !registration.dynamic
+            || registration.deployment_ids.iter().any(|d| d == deployment_id)
+        {
+            return Ok(());
+        }
+        let mut ids = registration.deployment_ids.clone();
+        ids.push(deployment_id.to_owned());
+        self.store
+            .set_platform_deployments(
+                &registration.issuer,
+                &registration.client_id,
+                &serde_json::to_string(&ids).expect("strings serialize"),
+            )
+            .await?;
+        tracing::info!(issuer = %registration.issuer, client_id = %registration.client_id,
+            deployment_id, "learned a deployment of a dynamically registered platform");
+        self.forget_cache();
+        Ok(())
+    }
+
+    /// Makes the next lookup read the store (after a registration).
+    pub fn forget_cache(&self) {
+        *self.stored.write().expect("registry") = None;
+    }
+
+    async fn stored(&self) -> Result<Arc<Vec<Registration>>, StoreError> {
+        if let Some((at, regs)) = &*self.stored.read().expect("registry")
+            && at.elapsed() < STORED_TTL
+        {
+            return Ok(regs.clone());
+        }
+        let regs: Arc<Vec<Registration>> = Arc::new(
+            self.store
+                .platforms()
+                .await?
+                .iter()
+                .map(Registration::from_row)
+                .collect(),
+        );
+        *self.stored.write().expect("registry") = Some((Instant::now(), regs.clone()));
+        Ok(regs)
+    }
+}

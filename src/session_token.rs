@@ -1,0 +1,173 @@
+//! Session tokens: the short-lived, signed hand-off from a launch to the
+//! session's terminal page. A token names one session; whoever holds it may
+//! open that session's terminal until it expires, and nothing else.
+//!
+//! HS256 with a key generated on first start and kept in the store, so any
+//! replica can check a token another issued. (The algorithm is fixed here;
+//! a token cannot choose it.)
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
+
+/// How long a token from a launch is good for: long enough to load the page
+/// and open its socket; a relaunch from the LMS issues a new one.
+pub const TOKEN_TTL_SECS: i64 = 300;
+const AUDIENCE: &str = "labpool-session";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// The session this token opens.
+    pub sid: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub aud: String,
+    /// Random: two tokens for one session are never equal.
+    pub jti: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no token")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not one labpool signed")]
+    Forged,
+    #[error("the token is for another session")]
+    OtherSession,
+}
+
+#[derive(Clone)]
+pub struct SessionTokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for SessionTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionTokens(***)")
+    }
+}
+
+impl SessionTokens {
+    /// The store's token key, created on first use.
+    pub async fn load_or_create(store: &Store, now_ms: i64) -> Result<SessionTokens, StoreError> {
+        let secret = store
+            .secret(
+                "session-token-key",
+                || hex::encode(rand::random::<[u8; 32]>()),
+                now_ms,
+            )
+            .await?;
+        Ok(SessionTokens::from_secret(secret.as_bytes()))
+    }
+
+    pub fn from_secret(secret: &[u8]) -> SessionTokens {
+        SessionTokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+
+    /// A token for `session_id`, valid from `now` (unix seconds).
+    pub fn issue(&self, session_id: &str, now: i64) -> String {
+        let claims = SessionClaims {
+            sid: session_id.to_owned(),
+            iat: now,
+            exp: now + TOKEN_TTL_SECS,
+            aud: AUDIENCE.to_owned(),
+            jti: format!("{:016x}", rand::random::<u64>()),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+
+    /// Signs `claims` (which must carry `exp`) for audience `aud`: short-lived
+    /// state labpool hands a browser and wants back unchanged.
+    pub fn seal<T: Serialize>(&self, claims: &T) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("HS256 signing cannot fail")
+    }
+
+    /// Opens what [`SessionTokens::seal`] signed for `aud`, if live at `now`.
+    pub fn unseal<T: for<'de> Deserialize<'de>>(
+        &self,
+        token: &str,
+        aud: &str,
+        now: i64,
+    ) -> Result<T, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[aud]);
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &validation)
+            .map_err(|_| TokenError::Forged)?;
+        if data.claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(0) <= now {
+            return Err(TokenError::Expired);
+        }
+        serde_json::from_value(data.claims).map_err(|_| TokenError::Forged)
+    }
+
+    /// Checks that `token` is ours, live at `now` (unix seconds) and names
+    /// `session_id`.
+    pub fn verify(
+        &self,
+        token: Option<&str>,
+        session_id: &str,
+        now: i64,
+    ) -> Result<SessionClaims, TokenError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or(TokenError::Missing)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.leeway = 0;
+        // Expiry is checked below against the caller's clock.
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        let claims = jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)
+            .map_err(|_| TokenError::Forged)?
+            .claims;
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.sid != session_id {
+            return Err(TokenError::OtherSession);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_opens_its_session_only_until_it_expires() {
+        let tokens = SessionTokens::from_secret(b"k1");
+        let t = tokens.issue("s1", 1000);
+        assert_eq!(tokens.verify(Some(&t), "s1", 1001).unwrap().sid, "s1");
+        assert_eq!(
+            tokens.verify(Some(&t), "s2", 1001),
+            Err(TokenError::OtherSession)
+        );
+        assert_eq!(
+            tokens.verify(Some(&t), "s1", 1000 + TOKEN_TTL_SECS),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(tokens.verify(None, "s1", 1001), Err(TokenError::Missing));
+        let other = SessionTokens::from_secret(b"k2").issue("s1", 1000);
+        assert_eq!(
+            tokens.verify(Some(&other), "s1", 1001),
+            Err(TokenError::Forged)
+        );
+        // Re-signed with alg none: refused, the algorithm is not the token's.
+        let mut parts: Vec<&str> = t.split('.').collect();
+        parts[0] = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+        parts[2] = "";
+        assert_eq!(
+            tokens.verify(Some(&parts.join(".")), "s1", 1001),
+            Err(TokenError::Forged)
+        );
+    }
+}

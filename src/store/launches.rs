@@ -1,0 +1,416 @@
+//! Launches: OIDC logins in flight, the one transaction that turns a
+//! verified launch into a session, and launches waiting for a VM.
+//!
+//! A launch writes once: consuming its login (state and nonce, single use),
+//! claiming a VM and, when none is warm, queueing a wait ticket all happen in
+//! one write transaction. On SQLite that keeps a burst of launches (the
+//! first minute of a class) to one short lock each.
+
+use sqlx::{Any, FromRow, Transaction};
+
+use super::{Claimed, SessionKey, Store, StoreError};
+
+/// A waiting page polls every few seconds; a ticket not polled for this long
+/// belongs to a student who left, and stops counting as demand.
+pub const WAIT_STALE_MS: i64 = 90_000;
+
+/// An OIDC login labpool started for a platform, until the launch uses it.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct LoginRow {
+    pub state: String,
+    pub nonce: String,
+    pub issuer: String,
+    pub client_id: String,
+    /// `lti_deployment_id` of the login request, when the platform sent one.
+    pub deployment_id: Option<String>,
+    pub target_link_uri: String,
+    pub login_hint: String,
+    pub message_hint: Option<String>,
+    /// Put in the platform's storage when the browser may not keep cookies.
+    pub storage_secret: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// What a launch's id_token says, checked against its login in the store.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginMatch<'a> {
+    pub state: &'a str,
+    pub nonce: &'a str,
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub deployment_id: &'a str,
+}
+
+/// A verified launch of a course, to be turned into a session.
+#[derive(Debug, Clone)]
+pub struct LaunchClaim<'a> {
+    pub course: &'a str,
+    pub spec_hash: &'a str,
+    pub key: &'a SessionKey,
+    /// The course's `pool.max`: live sessions plus launches waiting ahead.
+    pub max: u32,
+    /// Hard expiry of a new session (unix ms).
+    pub expires_at: i64,
+    pub now: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchOutcome {
+    /// The login is unknown, used, expired, or was for another platform,
+    /// client or deployment; [`Store::login`] tells which.
+    LoginRejected,
+    Claimed(Claimed),
+    /// No warm VM: the launch waits for one the reconciler builds.
+    Waiting(WaitTicket),
+    /// The course is at its max: every VM it may have is taken.
+    Full { in_use: i64 },
+}
+
+/// A launch waiting for a VM.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct WaitTicket {
+    pub id: String,
+    pub course: String,
+    #[sqlx(flatten)]
+    pub key: SessionKey,
+    pub created_at: i64,
+    pub seen_at: i64,
+}
+
+/// What polling a ticket gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitOutcome {
+    Claimed(Claimed),
+    /// Still waiting, behind `ahead` earlier launches of the same course.
+    Waiting { ahead: i64 },
+    /// No such ticket (it lapsed, or was served on another tab).
+    Gone,
+}
+
+impl Store {
+    pub async fn insert_login(&self, login: &LoginRow) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO lti_logins (state, nonce, issuer, client_id, deployment_id,
+                 target_link_uri, login_hint, message_hint, storage_secret, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&login.state)
+        .bind(&login.nonce)
+        .bind(&login.issuer)
+        .bind(&login.client_id)
+        .bind(&login.deployment_id)
+        .bind(&login.target_link_uri)
+        .bind(&login.login_hint)
+        .bind(&login.message_hint)
+        .bind(&login.storage_secret)
+        .bind(login.created_at)
+        .bind(login.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A login by its state, used or not.
+    pub async fn login(&self, state: &str) -> Result<Option<LoginRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM lti_logins WHERE state = $1")
+            .bind(state)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// A login by its nonce, used or not.
+    pub async fn login_by_nonce(&self, nonce: &str) -> Result<Option<LoginRow>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM lti_logins WHERE nonce = $1")
+            .bind(nonce)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Marks the login used if everything matches; false otherwise (and
+    /// nothing changes).
+    pub async fn consume_login(&self, login: LoginMatch<'_>, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let used = consume_login_in(&mut tx, login, now).await?;
+        tx.commit().await?;
+        Ok(used)
+    }
+
+    /// Consumes the login and claims a VM for the launch, in one transaction:
+    /// the key's live session if it has one, else a warm VM not reserved for
+    /// launches waiting longer, else a wait ticket, or Full at the max.
+    pub async fn launch(
+        &self,
+        login: LoginMatch<'_>,
+        claim: &LaunchClaim<'_>,
+    ) -> Result<LaunchOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        if !consume_login_in(&mut tx, login, claim.now).await? {
+            tx.rollback().await?;
+            return Ok(LaunchOutcome::LoginRejected);
+        }
+        let own = ticket_of_in(&mut tx, claim.key).await?;
+        let ahead = waiting_ahead_in(&mut tx, claim.course, own.as_ref(), claim.now).await?;
+        let claimed = self
+            .claim_in(
+                &mut tx,
+                claim.course,
+                claim.spec_hash,
+                claim.key,
+                claim.now,
+                claim.expires_at,
+                ahead,
+            )
+            .await?;
+        if let Some(claimed) = claimed {
+            if let Some(own) = own {
+                delete_ticket_in(&mut tx, &own.id).await?;
+            }
+            tx.commit().await?;
+            return Ok(LaunchOutcome::Claimed(claimed));
+        }
+        let (live,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE course = $1 AND ended_at IS NULL")
+                .bind(claim.course)
+                .fetch_one(&mut *tx)
+                .await?;
+        let in_use = live + ahead;
+        if in_use >= i64::from(claim.max) {
+            // The login stays used: this id_token cannot be replayed either.
+            if let Some(own) = own {
+                delete_ticket_in(&mut tx, &own.id).await?;
+            }
+            tx.commit().await?;
+            return Ok(LaunchOutcome::Full { in_use });
+        }
+        let ticket = match own {
+            Some(mut own) => {
+                touch_ticket_in(&mut tx, &own.id, claim.now).await?;
+                own.seen_at = claim.now;
+                own
+            }
+            None => {
+                let ticket = WaitTicket {
+                    id: format!("{:032x}", rand::random::<u128>()),
+                    course: claim.course.to_owned(),
+                    key: claim.key.clone(),
+                    created_at: claim.now,
+                    seen_at: claim.now,
+                };
+                sqlx::query(
+                    "INSERT INTO launch_waits (id, course, issuer, deployment_id, user_sub,
+                         context_id, resource_link_id, created_at, seen_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&ticket.id)
+                .bind(&ticket.course)
+                .bind(&ticket.key.issuer)
+                .bind(&ticket.key.deployment_id)
+                .bind(&ticket.key.user_sub)
+                .bind(&ticket.key.context_id)
+                .bind(&ticket.key.resource_link_id)
+                .bind(ticket.created_at)
+                .bind(ticket.seen_at)
+                .execute(&mut *tx)
+                .await?;
+                ticket
+            }
+        };
+        tx.commit().await?;
+        Ok(LaunchOutcome::Waiting(ticket))
+    }
+
+    /// A wait ticket by id.
+    pub async fn wait_ticket(&self, id: &str) -> Result<Option<WaitTicket>, StoreError> {
+        Ok(sqlx::query_as("SELECT * FROM launch_waits WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// A waiting page's poll: claims a VM for the ticket when one is warm and
+    /// no earlier launch of the course is still waiting for it; else keeps
+    /// the ticket alive.
+    pub async fn poll_wait(
+        &self,
+        id: &str,
+        spec_hash: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<WaitOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let ticket: Option<WaitTicket> = sqlx::query_as("SELECT * FROM launch_waits WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(ticket) = ticket else {
+            tx.rollback().await?;
+            return Ok(WaitOutcome::Gone);
+        };
+        let ahead = waiting_ahead_in(&mut tx, &ticket.course, Some(&ticket), now).await?;
+        let claimed = self
+            .claim_in(
+                &mut tx,
+                &ticket.course,
+                spec_hash,
+                &ticket.key,
+                now,
+                expires_at,
+                ahead,
+            )
+            .await?;
+        let outcome = match claimed {
+            Some(claimed) => {
+                delete_ticket_in(&mut tx, &ticket.id).await?;
+                WaitOutcome::Claimed(claimed)
+            }
+            None => {
+                touch_ticket_in(&mut tx, &ticket.id, now).await?;
+                WaitOutcome::Waiting { ahead }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Live wait tickets per course: demand the reconciler adds to the warm
+    /// target.
+    pub async fn waiting_by_course(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT course, COUNT(*) FROM launch_waits WHERE seen_at > $1
+             GROUP BY course ORDER BY course",
+        )
+        .bind(now - WAIT_STALE_MS)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// For a waiting page: the course's VMs being built, and the reason its
+    /// pool is stuck when the reconciler says it is (Degraded).
+    pub async fn course_progress(&self, course: &str) -> Result<(i64, Option<String>), StoreError> {
+        let (booting,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM vms WHERE course = $1 AND state IN ('creating', 'booting')",
+        )
+        .bind(course)
+        .fetch_one(&self.pool)
+        .await?;
+        let conditions: Option<(String,)> =
+            sqlx::query_as("SELECT conditions_json FROM courses WHERE name = $1")
+                .bind(course)
+                .fetch_optional(&self.pool)
+                .await?;
+        let problem = conditions
+            .and_then(|(json,)| serde_json::from_str::<serde_json::Value>(&json).ok())
+            .and_then(|v| {
+                let condition = v.get("condition")?;
+                (condition.get("status")?.as_str()? == "Degraded")
+                    .then(|| condition.get("reason")?.as_str().map(str::to_owned))
+                    .flatten()
+            });
+        Ok((booting, problem))
+    }
+
+    /// Forgets expired logins and lapsed wait tickets.
+    pub async fn prune_launches(&self, now: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM lti_logins WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM launch_waits WHERE seen_at <= $1")
+            .bind(now - WAIT_STALE_MS)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn consume_login_in(
+    tx: &mut Transaction<'static, Any>,
+    login: LoginMatch<'_>,
+    now: i64,
+) -> Result<bool, StoreError> {
+    // Every condition in one UPDATE: a login is used at most once even when
+    // the same launch is posted twice at the same instant.
+    let used = sqlx::query(
+        "UPDATE lti_logins SET used_at = $6
+         WHERE state = $1 AND nonce = $2 AND issuer = $3 AND client_id = $4
+           AND (deployment_id IS NULL OR deployment_id = $5)
+           AND used_at IS NULL AND expires_at > $6",
+    )
+    .bind(login.state)
+    .bind(login.nonce)
+    .bind(login.issuer)
+    .bind(login.client_id)
+    .bind(login.deployment_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(used == 1)
+}
+
+async fn ticket_of_in(
+    tx: &mut Transaction<'static, Any>,
+    key: &SessionKey,
+) -> Result<Option<WaitTicket>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT * FROM launch_waits
+         WHERE issuer = $1 AND deployment_id = $2 AND user_sub = $3 AND context_id = $4
+           AND resource_link_id = $5",
+    )
+    .bind(&key.issuer)
+    .bind(&key.deployment_id)
+    .bind(&key.user_sub)
+    .bind(&key.context_id)
+    .bind(&key.resource_link_id)
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Live tickets of `course` that came before `own` (all of them when the
+/// launch has no ticket yet): the warm VMs they are owed.
+async fn waiting_ahead_in(
+    tx: &mut Transaction<'static, Any>,
+    course: &str,
+    own: Option<&WaitTicket>,
+    now: i64,
+) -> Result<i64, StoreError> {
+    let (before, own_id) = match own {
+        Some(t) => (t.created_at, t.id.as_str()),
+        None => (i64::MAX, ""),
+    };
+    let (ahead,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM launch_waits
+         WHERE course = $1 AND seen_at > $2 AND id <> $4
+           AND (created_at < $3 OR (created_at = $3 AND id < $4))",
+    )
+    .bind(course)
+    .bind(now - WAIT_STALE_MS)
+    .bind(before)
+    .bind(own_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(ahead)
+}
+
+async fn touch_ticket_in(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE launch_waits SET seen_at = $2 WHERE id = $1")
+        .bind(id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn delete_ticket_in(tx: &mut Transaction<'static, Any>, id: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM launch_waits WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

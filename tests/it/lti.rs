@@ -1,0 +1,798 @@
+//! LTI 1.3 launches, end to end: labpool's HTTP server with a reconciler on
+//! libvirt test hosts, and a real LTI platform (`labpool::lms`, own keys and
+//! JWKS on a loopback port) driving a scripted browser through login
+//! initiation, the platform's authorization, the signed launch and the
+//! redirect to the session page. Then every refusal path, Deep Linking,
+//! Dynamic Registration, key rotation, and launches racing on SQLite and on
+//! PostgreSQL.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use labpool::http::App;
+use labpool::lms::{Browser, Forgery, Launch, Page, Platform, ToolRegistration};
+use labpool::reconcile::Reconciler;
+use labpool::store::{Store, VmState};
+use serde_json::json;
+
+use crate::lab::{Lab, converge, count};
+use crate::store::PostgresDb;
+
+pub const CLIENT: &str = "labpool-client";
+pub const DEPLOYMENT: &str = "deployment-1";
+pub const COURSE: &str = "linux";
+pub const CONTEXT: &str = "lms-course-1";
+const REGISTRATION_SECRET: &str = "let-me-register";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// labpool serving HTTP over test hosts, with one course, and a platform
+/// that knows it (and that it knows).
+pub struct World {
+    /// Holds the temporary folder (course files, SQLite file) open.
+    _lab: Lab,
+    pub platform: Platform,
+    pub base: String,
+    pub reconciler: Reconciler,
+    pub store: Store,
+    _postgres: Option<PostgresDb>,
+}
+
+impl World {
+    pub async fn new(db: Db, warm: u32, max: u32) -> World {
+        let lab = Lab::new();
+        let platform = Platform::start().await.expect("platform starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let mut hosts = String::new();
+        for name in ["h1", "h2"] {
+            hosts.push_str(&format!(
+                "  - name: {name}\n    uri: \"{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 150, memory: 64GiB, vcpus: 64, cpu_overcommit: 4 }}\n",
+                lab.test_host(name)
+            ));
+        }
+        lab.course_text(
+            COURSE,
+            &format!(
+                "name: {COURSE}\ntitle: Linux basics\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: {warm}, max: {max} }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+            ),
+        );
+        lab.course_text(
+            "python",
+            "name: python\ntitle: Python lab\nimage: tiny\nvm: { vcpus: 1, memory: 64MiB }\npool: { warm: 1, max: 5 }\n",
+        );
+        let postgres = match db {
+            Db::Postgres => Some(PostgresDb::create().await),
+            Db::Sqlite => None,
+        };
+        let database = postgres
+            .as_ref()
+            .map(|p| p.url.clone())
+            .unwrap_or_else(|| "sqlite:labpool.db".into());
+        let config = lab.config_on(
+            &database,
+            &format!(
+                "reconcile: {{ boots_per_host: 100, orphan_grace: 1h, backoff: 1s }}\nhosts:\n{hosts}images:\n  tiny: {{ volume: base.qcow2 }}\n\
+                 lti:\n  base_url: \"{base}\"\n  registration_secret: {REGISTRATION_SECRET}\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+                iss = platform.issuer(),
+                auth = platform.auth_url(),
+                token = platform.token_url(),
+                jwks = platform.jwks_url(),
+            ),
+        );
+        let reconciler = lab.reconciler(config).await;
+        let store = reconciler.store().clone();
+        converge(&reconciler, Duration::from_secs(20), "pools warm", |vms| {
+            count(vms, COURSE, VmState::Warm) == warm as usize
+                && count(vms, "python", VmState::Warm) == 1
+        })
+        .await;
+        let app = App::new(reconciler.clone()).await.expect("app");
+        tokio::spawn(labpool::http::serve(
+            listener,
+            app,
+            std::future::pending(),
+        ));
+        platform.register_tool(ToolRegistration {
+            client_id: CLIENT.into(),
+            deployment_id: DEPLOYMENT.into(),
+            login_url: format!("{base}/lti/login"),
+            redirect_uris: vec![format!("{base}/lti/launch")],
+            jwks_url: format!("{base}/lti/jwks"),
+            target_link_uri: format!("{base}/lti/launch"),
+        });
+        World {
+            _lab: lab,
+            platform,
+            base,
+            reconciler,
+            store,
+            _postgres: postgres,
+        }
+    }
+
+    /// A student's launch of the course's link.
+    pub fn student(&self, user: &str) -> Launch {
+        Launch::new(CLIENT, DEPLOYMENT, user, "link-1").in_context(CONTEXT, "Linux 101")
+    }
+
+    /// Launches in a fresh browser; returns the tool's final answer.
+    pub async fn launch(&self, launch: &Launch) -> Page {
+        Browser::new()
+            .launch(&self.platform, launch)
+            .await
+            .expect("launch runs")
+    }
+}
+
+/// The session id and token of a redirect to the session page.
+fn session_of(page: &Page) -> (String, String) {
+    assert_eq!(page.status, 303, "a redirect to the session: {}", page.body);
+    let location = page.location.as_deref().expect("location");
+    let url = url::Url::parse(location).expect("absolute URL");
+    let id = url
+        .path()
+        .strip_prefix("/session/")
+        .unwrap_or_else(|| panic!("not a session URL: {location}"))
+        .to_owned();
+    let token = url
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .expect("token");
+    (id, token)
+}
+
+/// The refusal page: its status and the reason it gives.
+fn assert_refused(page: &Page, status: u16, reason: &str) {
+    assert_eq!(page.status, status, "status of: {}", page.body);
+    assert!(
+        page.body.contains(reason),
+        "reason {reason:?} not in page: {}",
+        page.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_launch_claims_a_warm_vm_and_a_relaunch_returns_to_it() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let browser = Browser::new();
+    let followed = browser
+        .launch_followed(&w.platform, &w.student("alice"))
+        .await
+        .unwrap();
+    // login initiation → platform authorization → form post → session.
+    assert!(followed.hops[0].starts_with(&format!("{}/lti/login?", w.base)));
+    assert!(followed.hops.iter().any(|h| h.contains("/authorize")));
+    let (session, token) = session_of(&followed.page);
+
+    // The state cookie crossed sites as a browser would let it.
+    let state = browser
+        .cookies()
+        .into_iter()
+        .find(|c| c.name.starts_with("lti_state_"))
+        .expect("a state cookie");
+    let attrs = state.attributes.to_ascii_lowercase();
+    for wanted in ["samesite=none", "secure", "httponly", "path=/lti/"] {
+        assert!(attrs.contains(wanted), "{wanted} in {attrs}");
+    }
+
+    let page = browser
+        .get(followed.page.location.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&session));
+    let row = w.store.session(&session).await.unwrap().expect("session");
+    assert_eq!(row.key.user_sub, "alice");
+    assert_eq!(row.key.context_id, CONTEXT);
+    assert_eq!(row.key.resource_link_id, "link-1");
+    assert_eq!(row.course, COURSE);
+    let vm = w.store.vm(&row.vm_id).await.unwrap().unwrap();
+    assert_eq!(vm.state, VmState::Assigned);
+    // The hard expiry starts at the claim (course default 4h).
+    assert_eq!(row.expires_at - row.created_at, 4 * 3600 * 1000);
+
+    // Launching again (another browser, even) returns to the same VM with
+    // a new token.
+    let again = w.launch(&w.student("alice")).await;
+    let (session2, token2) = session_of(&again);
+    assert_eq!(session2, session);
+    assert_ne!(token2, token);
+    // Another student gets another VM.
+    let (bob, _) = session_of(&w.launch(&w.student("bob")).await);
+    let bob = w.store.session(&bob).await.unwrap().unwrap();
+    assert_ne!(bob.vm_id, row.vm_id);
+
+    // The pool refills behind the claims.
+    converge(&w.reconciler, Duration::from_secs(20), "refilled", |vms| {
+        count(vms, COURSE, VmState::Warm) == 2 && count(vms, COURSE, VmState::Assigned) == 2
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_page_wants_a_token_for_that_session() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let (alice, alice_token) = session_of(&w.launch(&w.student("alice")).await);
+    let (bob, _) = session_of(&w.launch(&w.student("bob")).await);
+    let browser = Browser::new();
+    let page = |id: &str, token: Option<&str>| {
+        let url = match token {
+            Some(t) => format!("{}/session/{id}?token={t}", w.base),
+            None => format!("{}/session/{id}", w.base),
+        };
+        let browser = browser.clone();
+        async move { browser.get(&url).await.unwrap() }
+    };
+    assert_eq!(page(&alice, Some(&alice_token)).await.status, 200);
+    let missing = page(&alice, None).await;
+    assert_refused(&missing, 401, "no token");
+    let other = page(&bob, Some(&alice_token)).await;
+    assert_refused(&other, 401, "another session");
+    let mut forged = alice_token.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    assert_refused(&page(&alice, Some(&forged)).await, 401, "not one labpool signed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_forged_or_mismatched_launch_is_refused_with_its_reason() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let forged = |f: Forgery| w.student("mallory").forged(f);
+    let cases: Vec<(&str, Launch, u16, &str)> = vec![
+        ("wrong key", forged(Forgery::WrongKey), 401, "signature does not verify"),
+        ("alg none", forged(Forgery::AlgNone), 401, "algorithm `none` refused"),
+        (
+            "HS256 keyed with the public key",
+            forged(Forgery::Hs256WithPublicKey),
+            401,
+            "algorithm `HS256` refused",
+        ),
+        ("no kid", forged(Forgery::NoKid), 401, "no `kid`"),
+        ("expired", forged(Forgery::Expired), 401, "expired"),
+        (
+            "wrong audience",
+            forged(Forgery::Claims(json!({ "aud": "another-tool", "azp": null }))),
+            401,
+            "does not contain labpool&#39;s client id",
+        ),
+        (
+            "several audiences, azp another",
+            forged(Forgery::Claims(json!({ "aud": [CLIENT, "another-tool"], "azp": "another-tool" }))),
+            401,
+            "azp `another-tool` is not labpool&#39;s client id",
+        ),
+        (
+            "unknown issuer",
+            forged(Forgery::Claims(json!({ "iss": "https://lms.invalid" }))),
+            403,
+            "is not registered with labpool",
+        ),
+        (
+            "unknown deployment",
+            forged(Forgery::Claims(json!({
+                "https://purl.imsglobal.org/spec/lti/claim/deployment_id": "deployment-9"
+            }))),
+            403,
+            "deployment `deployment-9`",
+        ),
+        (
+            "wrong version",
+            forged(Forgery::Claims(json!({
+                "https://purl.imsglobal.org/spec/lti/claim/version": "1.1"
+            }))),
+            400,
+            "is not 1.3.0",
+        ),
+        (
+            "wrong message type",
+            forged(Forgery::Claims(json!({
+                "https://purl.imsglobal.org/spec/lti/claim/message_type": "LtiSubmissionReviewRequest"
+            }))),
+            400,
+            "not one labpool handles",
+        ),
+        (
+            "no nonce",
+            forged(Forgery::Claims(json!({ "nonce": null }))),
+            401,
+            "no nonce",
+        ),
+        (
+            "a nonce labpool never issued",
+            forged(Forgery::Nonce("made-up".into())),
+            401,
+            "not the one issued for this login",
+        ),
+        (
+            "foreign target_link_uri",
+            forged(Forgery::Claims(json!({
+                "https://purl.imsglobal.org/spec/lti/claim/target_link_uri": "https://evil.invalid/"
+            }))),
+            400,
+            "is not a labpool URL",
+        ),
+        (
+            "no resource link",
+            forged(Forgery::Claims(json!({
+                "https://purl.imsglobal.org/spec/lti/claim/resource_link": null
+            }))),
+            400,
+            "no resource_link.id",
+        ),
+    ];
+    for (what, launch, status, reason) in cases {
+        let page = w.launch(&launch).await;
+        assert_eq!(page.status, status, "{what}: {}", page.body);
+        assert!(
+            page.body.contains(reason),
+            "{what}: reason {reason:?} not in {}",
+            page.body
+        );
+    }
+    // Nothing was claimed by any of them.
+    let vms = w.store.vms().await.unwrap();
+    assert_eq!(count(&vms, COURSE, VmState::Assigned), 0);
+    assert!(w.store.live_sessions().await.unwrap().is_empty());
+}
+
+/// The id_token form the platform makes the browser post, not yet posted.
+async fn pending_launch(browser: &Browser, w: &World, launch: &Launch) -> labpool::lms::Form {
+    let login = browser.get(&w.platform.launch_url(launch)).await.unwrap();
+    assert_eq!(login.status, 303, "login redirects: {}", login.body);
+    let authorize = browser.get(login.location.as_deref().unwrap()).await.unwrap();
+    authorize
+        .autosubmit_form()
+        .unwrap_or_else(|| panic!("the platform's form post: {}", authorize.body))
+}
+
+async fn post(browser: &Browser, form: &labpool::lms::Form) -> Page {
+    browser.post_form(&form.action, &form.fields).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replays_and_browsers_that_did_not_log_in_are_refused() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+
+    // The same launch posted twice: the second is a replay.
+    let browser = Browser::new();
+    let form = pending_launch(&browser, &w, &w.student("alice")).await;
+    session_of(&post(&browser, &form).await);
+    assert_refused(&post(&browser, &form).await, 401, "already used");
+
+    // Posted from a browser that did not start the login (login CSRF):
+    // no state cookie. The page offers a new window, where cookies work.
+    let form = pending_launch(&Browser::new(), &w, &w.student("bob")).await;
+    let elsewhere = post(&Browser::new(), &form).await;
+    assert_refused(&elsewhere, 401, "no state cookie");
+    assert!(elsewhere.body.contains("Open the lab in a new window"));
+    assert!(elsewhere.body.contains("/lti/login?iss="));
+
+    // Two logins in one browser, the states swapped: the nonce gives it away.
+    let browser = Browser::new();
+    let a = pending_launch(&browser, &w, &w.student("carol")).await;
+    let b = pending_launch(&browser, &w, &w.student("carol")).await;
+    let state_of = |f: &labpool::lms::Form| {
+        f.fields
+            .iter()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .clone()
+    };
+    let mut swapped = a.clone();
+    for field in &mut swapped.fields {
+        if field.0 == "state" {
+            field.1 = state_of(&b);
+        }
+    }
+    assert_refused(
+        &post(&browser, &swapped).await,
+        401,
+        "not the one issued for this login",
+    );
+    // No state at all.
+    let mut stateless = a.clone();
+    stateless.fields.retain(|(k, _)| k != "state");
+    assert_refused(&post(&browser, &stateless).await, 401, "no state");
+    // The untouched launch still works: refusals used nothing up.
+    session_of(&post(&browser, &a).await);
+
+    // An OIDC error from the platform is shown, not ignored.
+    let error = browser
+        .post_form(
+            &format!("{}/lti/launch", w.base),
+            &[
+                ("error".into(), "login_required".into()),
+                ("error_description".into(), "Session expired".into()),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_refused(&error, 400, "login_required");
+
+    // Login initiations that must not redirect anywhere.
+    let bad_target = browser
+        .get(&format!(
+            "{}/lti/login?iss={}&login_hint=x&target_link_uri=https://evil.invalid/&client_id={CLIENT}",
+            w.base,
+            w.platform.issuer()
+        ))
+        .await
+        .unwrap();
+    assert_refused(&bad_target, 400, "is not a labpool URL");
+    let unknown = browser
+        .get(&format!(
+            "{}/lti/login?iss=https://lms.invalid&login_hint=x&target_link_uri={}/lti/launch",
+            w.base, w.base
+        ))
+        .await
+        .unwrap();
+    assert_refused(&unknown, 403, "not registered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn platform_storage_stands_in_for_a_blocked_cookie() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let browser = Browser::new().with_cookies(false);
+    let (login_url, mut fields) = w.platform.login_form(&w.student("dana"));
+    fields.push(("lti_storage_target".into(), "post_message_forwarding".into()));
+    let login = browser.post_form(&login_url, &fields).await.unwrap();
+    assert_eq!(login.status, 200, "{}", login.body);
+    assert!(login.body.contains("lti.put_data"));
+    // What the page's script puts in the platform's storage.
+    let secret = login
+        .body
+        .split("value = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the secret in the page")
+        .to_owned();
+    let next = login
+        .body
+        .split("next = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the next URL")
+        .replace("\\u0026", "&");
+    let authorize = browser.get(&next).await.unwrap();
+    let mut form = authorize.autosubmit_form().expect("the platform's form post");
+    form.fields
+        .push(("lti_storage_target".into(), "post_message_forwarding".into()));
+    // No cookie: the tool asks the platform's storage first.
+    let check = post(&browser, &form).await;
+    assert_eq!(check.status, 200, "{}", check.body);
+    assert!(check.body.contains("lti.get_data"));
+    // A wrong value is refused; the right one opens the lab.
+    let mut wrong = form.clone();
+    wrong.fields.push(("storage_secret".into(), "guess".into()));
+    assert_refused(&post(&browser, &wrong).await, 401, "platform&#39;s storage");
+    let mut right = form.clone();
+    right.fields.push(("storage_secret".into(), secret));
+    session_of(&post(&browser, &right).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_course_comes_from_the_link_or_the_lms_context_or_the_instructor_is_told() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    // The context id listed in the course file.
+    let (s, _) = session_of(&w.launch(&w.student("erin")).await);
+    assert_eq!(w.store.session(&s).await.unwrap().unwrap().course, COURSE);
+    // A custom parameter wins over the context.
+    let mut launch = w.student("erin");
+    launch.resource_link_id = "link-2".into();
+    launch
+        .custom
+        .insert("labpool_course".into(), json!("python"));
+    let (s, _) = session_of(&w.launch(&launch).await);
+    assert_eq!(w.store.session(&s).await.unwrap().unwrap().course, "python");
+    // Neither: the instructor is told what to configure.
+    let mut unmapped =
+        Launch::new(CLIENT, DEPLOYMENT, "teacher", "link-3").in_context("lms-course-9", "Networks");
+    unmapped.roles = vec![labpool::lms::ROLE_INSTRUCTOR.into()];
+    let page = w.launch(&unmapped).await;
+    assert_eq!(page.status, 404, "{}", page.body);
+    assert!(page.body.contains("lms-course-9"));
+    assert!(page.body.contains("labpool_course"));
+    assert!(page.body.contains("<code>linux</code>"));
+    // A student sees a plain message instead.
+    let student = Launch::new(CLIENT, DEPLOYMENT, "sam", "link-3").in_context("lms-course-9", "N");
+    let page = w.launch(&student).await;
+    assert_eq!(page.status, 404);
+    assert!(page.body.contains("Your instructor has not connected this link"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deep_linking_places_a_course_that_later_launches_open() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let browser = Browser::new();
+    let teacher = Launch::new(CLIENT, DEPLOYMENT, "teacher", "placement")
+        .in_context("lms-course-7", "Shell scripting")
+        .deep_linking();
+    let picker = browser.launch(&w.platform, &teacher).await.unwrap();
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    let mut form = picker
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/lti/deep-link"))
+        .expect("the course picker");
+    assert!(picker.body.contains("Python lab"));
+    for field in &mut form.fields {
+        if field.0 == "course" {
+            field.1 = "python".into();
+        }
+    }
+    let answer = browser
+        .post_form(&format!("{}{}", w.base, form.action), &form.fields)
+        .await
+        .unwrap();
+    let done = browser.follow(answer).await.unwrap();
+    assert_eq!(done.page.status, 200, "{}", done.page.body);
+    let items = w.platform.deep_link_results();
+    assert_eq!(items.len(), 1, "refusals: {:?}", w.platform.refusals());
+    let item = &items[0][0];
+    assert_eq!(item["type"], "ltiResourceLink");
+    assert_eq!(item["custom"]["labpool_course"], "python");
+    assert_eq!(item["url"], format!("{}/lti/launch", w.base));
+
+    // A student launching the placed link lands on the chosen course.
+    let mut student = Launch::new(CLIENT, DEPLOYMENT, "fred", "placed-link")
+        .in_context("lms-course-7", "Shell scripting");
+    student.custom = item["custom"].as_object().unwrap().clone();
+    let (s, _) = session_of(&w.launch(&student).await);
+    assert_eq!(w.store.session(&s).await.unwrap().unwrap().course, "python");
+
+    // A tampered picker form is refused.
+    let mut tampered = form.clone();
+    for field in &mut tampered.fields {
+        if field.0 == "request" {
+            field.1.push('x');
+        }
+    }
+    let page = browser
+        .post_form(&format!("{}{}", w.base, form.action), &tampered.fields)
+        .await
+        .unwrap();
+    assert_refused(&page, 401, "course picker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamic_registration_registers_the_platform_that_then_launches() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    // A second platform, known to nobody yet.
+    let lms = Platform::start().await.unwrap();
+    let browser = Browser::new();
+    let wrong = browser
+        .get(&format!("{}/lti/register/guess", w.base))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status, 404);
+    let registered = lms
+        .register_dynamically(&browser, &format!("{}/lti/register/{REGISTRATION_SECRET}", w.base))
+        .await
+        .expect("registration completes");
+    assert_eq!(registered.registration.login_url, format!("{}/lti/login", w.base));
+    assert_eq!(registered.registration.jwks_url, format!("{}/lti/jwks", w.base));
+    // The configuration was fetched with the registration token.
+    assert!(!lms.configuration_requests().is_empty());
+    // The store has the platform; a launch from it works.
+    let platforms = w.store.platforms().await.unwrap();
+    assert_eq!(platforms.len(), 1);
+    assert_eq!(platforms[0].issuer, lms.issuer());
+    assert_eq!(platforms[0].client_id, registered.client_id);
+    let launch = Launch::new(
+        &registered.client_id,
+        &registered.deployment_id,
+        "gina",
+        "link-1",
+    )
+    .in_context(CONTEXT, "Linux 101");
+    let page = Browser::new().launch(&lms, &launch).await.unwrap();
+    let (s, _) = session_of(&page);
+    let row = w.store.session(&s).await.unwrap().unwrap();
+    assert_eq!(row.key.issuer, lms.issuer());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_rotate_on_both_sides_without_breaking_launches() {
+    let w = World::new(Db::Sqlite, 3, 10).await;
+    let jwks = |base: String| async move {
+        reqwest::get(format!("{base}/lti/jwks"))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let before = jwks(w.base.clone()).await;
+    let keys = before["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kty"], "RSA");
+    assert_eq!(keys[0]["alg"], "RS256");
+    assert_eq!(keys[0]["use"], "sig");
+    let old_kid = keys[0]["kid"].as_str().unwrap().to_owned();
+
+    // The tool's key: the new one signs, the old one stays published.
+    let new_kid = labpool::lti::keys::ToolKeys::rotate(&w.store, labpool::reconcile::now_ms())
+        .await
+        .unwrap();
+    let after = jwks(w.base.clone()).await;
+    let kids: HashSet<&str> = after["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, HashSet::from([old_kid.as_str(), new_kid.as_str()]));
+
+    // The platform's key: a launch signed with a kid labpool has not seen
+    // makes it fetch the platform's JWKS again.
+    let first = w.launch(&w.student("hana")).await;
+    session_of(&first);
+    let rotated = w.platform.rotate_key().unwrap();
+    let second = w.launch(&w.student("ivan")).await;
+    session_of(&second);
+    assert!(
+        w.platform
+            .issued_tokens()
+            .iter()
+            .any(|t| jsonwebtoken::decode_header(&t.id_token).unwrap().kid == Some(rotated.clone())),
+        "the second launch was signed with the new key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_course_says_so_with_503() {
+    let w = World::new(Db::Sqlite, 1, 1).await;
+    session_of(&w.launch(&w.student("jo")).await);
+    let full = w.launch(&w.student("kim")).await;
+    assert_eq!(full.status, 503, "{}", full.body);
+    assert_eq!(full.header("retry-after"), Some("60"));
+    assert!(full.body.contains("The lab is full"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn canvas_configuration_names_every_endpoint() {
+    let w = World::new(Db::Sqlite, 0, 5).await;
+    let config: serde_json::Value = reqwest::get(format!("{}/lti/config.json", w.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["oidc_initiation_url"], format!("{}/lti/login", w.base));
+    assert_eq!(config["target_link_uri"], format!("{}/lti/launch", w.base));
+    assert_eq!(config["public_jwk_url"], format!("{}/lti/jwks", w.base));
+    let placements = &config["extensions"][0]["settings"]["placements"];
+    assert_eq!(placements[0]["message_type"], "LtiDeepLinkingRequest");
+}
+
+// ---- races, on both databases ---------------------------------------------
+
+/// Launches every `launch` at once, each in its own browser.
+async fn launch_all(w: &World, launches: Vec<Launch>) -> Vec<Page> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for launch in launches {
+        let platform = w.platform.clone();
+        tasks.spawn(async move {
+            Browser::new()
+                .launch(&platform, &launch)
+                .await
+                .expect("launch")
+        });
+    }
+    tasks.join_all().await
+}
+
+async fn many_users_get_distinct_vms(db: Db) {
+    let w = World::new(db, 200, 250).await;
+    let launches = (0..200).map(|i| w.student(&format!("user-{i}"))).collect();
+    let pages = launch_all(&w, launches).await;
+    let sessions: Vec<String> = pages.iter().map(|p| session_of(p).0).collect();
+    let mut vms = HashSet::new();
+    for s in &sessions {
+        let row = w.store.session(s).await.unwrap().unwrap();
+        assert!(vms.insert(row.vm_id), "a VM handed out twice");
+    }
+    assert_eq!(vms.len(), 200);
+    let assigned = count(&w.store.vms().await.unwrap(), COURSE, VmState::Assigned);
+    assert_eq!(assigned, 200);
+}
+
+async fn one_user_launching_many_times_gets_one_vm(db: Db) {
+    let w = World::new(db, 10, 20).await;
+    let launches = (0..50).map(|_| w.student("same-user")).collect();
+    let pages = launch_all(&w, launches).await;
+    let sessions: HashSet<String> = pages.iter().map(|p| session_of(p).0).collect();
+    assert_eq!(sessions.len(), 1, "one session for one key");
+    assert_eq!(w.store.live_sessions().await.unwrap().len(), 1);
+    let assigned = count(&w.store.vms().await.unwrap(), COURSE, VmState::Assigned);
+    assert_eq!(assigned, 1);
+}
+
+async fn launches_beyond_the_warm_pool_wait_then_get_vms(db: Db) {
+    let w = World::new(db, 100, 200).await;
+    let launches = (0..150).map(|i| w.student(&format!("user-{i}"))).collect();
+    let pages = launch_all(&w, launches).await;
+    let mut waiting = Vec::new();
+    let mut claimed = 0;
+    for page in &pages {
+        assert_eq!(page.status, 303, "{}", page.body);
+        let location = page.location.as_deref().unwrap();
+        if location.contains("/session/") {
+            claimed += 1;
+        } else {
+            assert!(location.contains("/launch/wait/"), "{location}");
+            waiting.push(location.to_owned());
+        }
+    }
+    assert_eq!((claimed, waiting.len()), (100, 50));
+    // The waiting page is a page that says so.
+    let browser = Browser::new();
+    let page = browser.get(&waiting[0]).await.unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Preparing your lab"));
+    let status: serde_json::Value =
+        serde_json::from_str(&browser.get(&format!("{}/status", waiting[0])).await.unwrap().body)
+            .unwrap();
+    assert_eq!(status["state"], "waiting");
+
+    // The reconciler builds one VM per waiting launch; each page moves on.
+    let looping = w.reconciler.clone();
+    let stop = tokio::spawn(async move { looping.run(std::future::pending()).await });
+    let mut ready = HashSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ready.len() < waiting.len() {
+        assert!(std::time::Instant::now() < deadline, "waiting launches served: {}", ready.len());
+        for url in &waiting {
+            if ready.contains(url) {
+                continue;
+            }
+            let page = browser.get(&format!("{url}/status")).await.unwrap();
+            let status: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+            if status["state"] == "ready" {
+                let target = status["url"].as_str().unwrap().to_owned();
+                assert_eq!(browser.get(&target).await.unwrap().status, 200);
+                ready.insert(url.clone());
+            }
+        }
+        w.reconciler.wake();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.abort();
+    let sessions = w.store.live_sessions().await.unwrap();
+    assert_eq!(sessions.len(), 150);
+    let vms: HashSet<&String> = sessions.iter().map(|s| &s.vm_id).collect();
+    assert_eq!(vms.len(), 150, "never two sessions on one VM");
+}
+
+macro_rules! on_both {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::Db::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    super::$test(super::Db::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    many_users_get_distinct_vms,
+    one_user_launching_many_times_gets_one_vm,
+    launches_beyond_the_warm_pool_wait_then_get_vms,
+);
