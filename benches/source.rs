@@ -110,11 +110,7 @@ async fn scenario(webhook: bool) -> Vec<Duration> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = labpool::http::App::new(r.clone()).await.unwrap();
-    tokio::spawn(labpool::http::serve(
-        listener,
-        app,
-        std::future::pending(),
-    ));
+    tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
     let looping = r.clone();
     tokio::spawn(async move { looping.run(std::future::pending()).await });
     let first = repo.head().unwrap().target().unwrap().to_string();

@@ -535,7 +535,10 @@ impl Config {
             bad_url("/lti/base_url".into(), base);
         }
         for (i, p) in self.lti.platforms.iter().enumerate() {
-            bad_url(format!("/lti/platforms/{i}/auth_login_url"), &p.auth_login_url);
+            bad_url(
+                format!("/lti/platforms/{i}/auth_login_url"),
+                &p.auth_login_url,
+            );
             bad_url(format!("/lti/platforms/{i}/token_url"), &p.token_url);
             bad_url(format!("/lti/platforms/{i}/jwks_url"), &p.jwks_url);
         }

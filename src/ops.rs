@@ -299,11 +299,7 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
     let app = crate::http::App::new(reconciler.clone())
         .await
         .context("cannot set up the LTI tool's keys")?;
-    let http = tokio::spawn(crate::http::serve(
-        listener,
-        app,
-        stopped(stop_rx.clone()),
-    ));
+    let http = tokio::spawn(crate::http::serve(listener, app, stopped(stop_rx.clone())));
     reconciler.run(stopped(stop_rx)).await;
     if let Ok(Err(e)) = http.await {
         tracing::error!(error = %e, "HTTP server failed");

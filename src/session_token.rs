@@ -104,7 +104,13 @@ impl SessionTokens {
         validation.set_required_spec_claims(&["exp", "aud"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &validation)
             .map_err(|_| TokenError::Forged)?;
-        if data.claims.get("exp").and_then(serde_json::Value::as_i64).unwrap_or(0) <= now {
+        if data
+            .claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
+            <= now
+        {
             return Err(TokenError::Expired);
         }
         serde_json::from_value(data.claims).map_err(|_| TokenError::Forged)

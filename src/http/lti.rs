@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::lti::login::{LOGIN_TTL_MS, state_cookie_name};
 use crate::lti::register::RegistrationStart;
-use crate::lti::{LaunchForm, LaunchResult, Lti, LoginRequest, Refusal, WaitStatus, pages};
+use crate::lti::{LaunchForm, LaunchResult, LoginRequest, Lti, Refusal, WaitStatus, pages};
 use crate::reconcile::now_ms;
 
 /// How long a full lab asks the browser to wait before retrying.
@@ -132,11 +132,7 @@ pub async fn launch(
 
 pub async fn jwks(State(lti): State<Arc<Lti>>) -> Response {
     match lti.jwks().await {
-        Ok(set) => (
-            [(header::CACHE_CONTROL, "public, max-age=300")],
-            Json(set),
-        )
-            .into_response(),
+        Ok(set) => ([(header::CACHE_CONTROL, "public, max-age=300")], Json(set)).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "cannot serve the JWKS");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -186,7 +182,10 @@ pub async fn deep_link(
     {
         Ok(answer) => (
             no_store(),
-            Html(pages::auto_post(&answer.return_url, &[("JWT", &answer.jwt)])),
+            Html(pages::auto_post(
+                &answer.return_url,
+                &[("JWT", &answer.jwt)],
+            )),
         )
             .into_response(),
         Err(r) => refused(r, "deep link"),

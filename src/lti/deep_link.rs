@@ -120,7 +120,8 @@ impl Lti {
         }
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(key.kid.clone());
-        let jwt = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(Refusal::internal)?;
+        let jwt =
+            jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(Refusal::internal)?;
         tracing::info!(course = %chosen.name, issuer = %request.issuer, "deep link answered");
         Ok(DeepLinkAnswer {
             return_url: request.return_url,

@@ -42,7 +42,12 @@ pub struct ToolKeys {
 impl ToolKeys {
     /// Loads the keys, creating the first one if there is none.
     pub async fn load_or_create(store: &Store, now: i64) -> Result<ToolKeys, KeyError> {
-        if !store.tool_keys().await?.iter().any(|k| k.retired_at.is_none()) {
+        if !store
+            .tool_keys()
+            .await?
+            .iter()
+            .any(|k| k.retired_at.is_none())
+        {
             let first = generate(now)?;
             if store.add_first_tool_key(&first).await? {
                 tracing::info!(kid = %first.kid, "generated the tool's first signing key");
@@ -123,8 +128,8 @@ fn parse(row: &ToolKeyRow) -> Result<ToolKey, KeyError> {
         kid: row.kid.clone(),
         reason,
     };
-    let encoding =
-        EncodingKey::from_rsa_pem(row.private_pem.as_bytes()).map_err(|e| corrupt(e.to_string()))?;
+    let encoding = EncodingKey::from_rsa_pem(row.private_pem.as_bytes())
+        .map_err(|e| corrupt(e.to_string()))?;
     let mut jwk =
         Jwk::from_encoding_key(&encoding, Algorithm::RS256).map_err(|e| corrupt(e.to_string()))?;
     // Canvas insists on alg and use; the kid is how platforms pick the key.

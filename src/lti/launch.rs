@@ -10,7 +10,7 @@ use super::catalog::LaunchableCourse;
 use super::deep_link::Picker;
 use super::verify::{Launch, LaunchClaims};
 use super::{COURSE_PARAM, Lti, Refusal, secs};
-use crate::store::{LaunchClaim, LaunchOutcome, LoginMatch, SessionKey, WaitOutcome};
+use crate::store::{LaunchOutcome, LaunchRequest, LoginMatch, SessionKey, WaitOutcome};
 
 /// The launch form post (`response_mode=form_post`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -41,7 +41,7 @@ pub enum LaunchResult {
     /// The course is at its max.
     Full { title: String },
     /// Nothing says which course this link opens.
-    NeedsCourse(NeedsCourse),
+    NeedsCourse(Box<NeedsCourse>),
     /// An instructor choosing a course (Deep Linking).
     DeepLinking(Box<Picker>),
     /// The browser kept no cookie: prove it through the platform's storage.
@@ -172,20 +172,22 @@ impl Lti {
             }
         };
         let key = session_key(&launch);
+        let request = LaunchRequest {
+            state: state.clone(),
+            nonce: login.nonce.to_owned(),
+            issuer: login.issuer.to_owned(),
+            client_id: login.client_id.to_owned(),
+            course: course.name.clone(),
+            spec_hash: course.spec_hash.clone(),
+            key,
+            max: course.max,
+            expiry_ms: course.expiry_ms,
+        };
         let outcome = self
-            .store
-            .launch(
-                login,
-                &LaunchClaim {
-                    course: &course.name,
-                    spec_hash: &course.spec_hash,
-                    key: &key,
-                    max: course.max,
-                    expires_at: now + course.expiry_ms,
-                    now,
-                },
-            )
-            .await?;
+            .launches
+            .decide(request)
+            .await
+            .map_err(Refusal::internal)?;
         match outcome {
             LaunchOutcome::LoginRejected => Err(self.login_refusal(login, now).await),
             LaunchOutcome::Claimed(claimed) => {
@@ -226,7 +228,7 @@ impl Lti {
         &self,
         catalog: &'c super::catalog::Catalog,
         claims: &LaunchClaims,
-    ) -> Result<&'c std::sync::Arc<LaunchableCourse>, NeedsCourse> {
+    ) -> Result<&'c std::sync::Arc<LaunchableCourse>, Box<NeedsCourse>> {
         let named = claims.custom(COURSE_PARAM);
         let found = match &named {
             Some(name) => catalog.course(name),
@@ -235,13 +237,15 @@ impl Lti {
                 .as_ref()
                 .and_then(|c| catalog.for_context(&c.id)),
         };
-        found.ok_or_else(|| NeedsCourse {
-            issuer: claims.iss.clone(),
-            context_id: claims.context.as_ref().map(|c| c.id.clone()),
-            context_title: claims.context.as_ref().and_then(|c| c.title.clone()),
-            named,
-            instructor: is_instructor(claims),
-            courses: catalog.courses.iter().map(|c| c.name.clone()).collect(),
+        found.ok_or_else(|| {
+            Box::new(NeedsCourse {
+                issuer: claims.iss.clone(),
+                context_id: claims.context.as_ref().map(|c| c.id.clone()),
+                context_title: claims.context.as_ref().and_then(|c| c.title.clone()),
+                named,
+                instructor: is_instructor(claims),
+                courses: catalog.courses.iter().map(|c| c.name.clone()).collect(),
+            })
         })
     }
 
@@ -276,7 +280,9 @@ impl Lti {
             };
         }
         if row.used_at.is_some() {
-            return Refusal::replayed("this launch was already used: state and nonce are single-use");
+            return Refusal::replayed(
+                "this launch was already used: state and nonce are single-use",
+            );
         }
         if row.expires_at <= now {
             return Refusal::expired("the login expired before the launch arrived");

@@ -60,10 +60,7 @@ impl Lti {
                 "target_link_uri `{target}` is not a labpool URL"
             )));
         }
-        let found = self
-            .registry
-            .find(&iss, req.client_id.as_deref())
-            .await?;
+        let found = self.registry.find(&iss, req.client_id.as_deref()).await?;
         let registration = match found.as_slice() {
             [] => {
                 return Err(Refusal::unknown_platform(match &req.client_id {

@@ -13,6 +13,7 @@ pub mod deep_link;
 pub mod jwks;
 pub mod keys;
 pub mod launch;
+pub mod launch_queue;
 pub mod login;
 pub mod pages;
 pub mod platforms;
@@ -112,6 +113,7 @@ pub struct Lti {
     pub(crate) http: reqwest::Client,
     /// Tells the reconciler a pool needs refilling (a claim, a waiting launch).
     pub(crate) on_demand: Box<dyn Fn() + Send + Sync>,
+    pub(crate) launches: launch_queue::LaunchQueue,
 }
 
 impl Lti {
@@ -145,6 +147,7 @@ impl Lti {
             tool_keys: RwLock::new((Instant::now(), tool_keys)),
             tokens,
             http,
+            launches: launch_queue::LaunchQueue::start(store.clone()),
             store,
             on_demand,
         }))

@@ -361,7 +361,10 @@ mod tests {
 
     #[test]
     fn values_cannot_break_out_of_html_or_script() {
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
         assert_eq!(js("</script><b>"), r#""\u003c/script>\u003cb>""#);
         let page = waiting("t1", "<img src=x>");
         assert!(page.contains("&lt;img src=x&gt;"));

@@ -100,7 +100,10 @@ impl Registry {
         deployment_id: &str,
     ) -> Result<(), StoreError> {
         if !registration.dynamic
-            || registration.deployment_ids.iter().any(|d| d == deployment_id)
+            || registration
+                .deployment_ids
+                .iter()
+                .any(|d| d == deployment_id)
         {
             return Ok(());
         }

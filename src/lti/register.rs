@@ -49,14 +49,21 @@ impl Lti {
             .is_some_and(|s| bool::from(s.as_bytes().ct_eq(secret.as_bytes())))
     }
 
-    pub async fn register(&self, start: RegistrationStart, now: i64) -> Result<Registered, Refusal> {
+    pub async fn register(
+        &self,
+        start: RegistrationStart,
+        now: i64,
+    ) -> Result<Registered, Refusal> {
         let config_url = start
             .openid_configuration
             .filter(|u| !u.is_empty())
             .ok_or_else(|| Refusal::bad_launch("registration without openid_configuration"))?;
         let parsed = url::Url::parse(&config_url)
             .map_err(|e| Refusal::bad_launch(format!("openid_configuration: {e}")))?;
-        let mut get = self.http.get(parsed.clone()).timeout(std::time::Duration::from_secs(10));
+        let mut get = self
+            .http
+            .get(parsed.clone())
+            .timeout(std::time::Duration::from_secs(10));
         if let Some(token) = &start.registration_token {
             get = get.bearer_auth(token);
         }

@@ -216,7 +216,9 @@ impl Lti {
             .await
             .map_err(|e| match e {
                 super::jwks::JwksError::UnknownKid { .. } => Refusal::forged(e.to_string()),
-                super::jwks::JwksError::Fetch { .. } => Refusal::platform_unreachable(e.to_string()),
+                super::jwks::JwksError::Fetch { .. } => {
+                    Refusal::platform_unreachable(e.to_string())
+                }
             })?;
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY_SECS;
@@ -239,10 +241,14 @@ impl Lti {
         })?;
         let iat = data.claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
         if iat > now + LEEWAY_SECS as i64 {
-            return Err(Refusal::forged("the id_token was issued in the future (iat)"));
+            return Err(Refusal::forged(
+                "the id_token was issued in the future (iat)",
+            ));
         }
         if iat < now - MAX_AGE_SECS {
-            return Err(Refusal::expired("the id_token was issued over an hour ago (iat)"));
+            return Err(Refusal::expired(
+                "the id_token was issued over an hour ago (iat)",
+            ));
         }
         let claims: LaunchClaims = serde_json::from_value(data.claims)
             .map_err(|e| Refusal::bad_launch(format!("malformed LTI claims: {e}")))?;
@@ -289,7 +295,9 @@ impl Lti {
             )));
         }
         if !matches!(claims.roles, Some(Value::Array(_))) {
-            return Err(Refusal::bad_launch("the roles claim is missing or not an array"));
+            return Err(Refusal::bad_launch(
+                "the roles claim is missing or not an array",
+            ));
         }
         if claims.sub.as_deref().is_none_or(str::is_empty) {
             return Err(Refusal::bad_launch(
@@ -298,7 +306,11 @@ impl Lti {
         }
         match claims.message_type.as_deref() {
             Some(RESOURCE_LINK_REQUEST) => {
-                if claims.resource_link.as_ref().is_none_or(|r| r.id.is_empty()) {
+                if claims
+                    .resource_link
+                    .as_ref()
+                    .is_none_or(|r| r.id.is_empty())
+                {
                     return Err(Refusal::bad_launch("the launch has no resource_link.id"));
                 }
             }

@@ -3,8 +3,8 @@
 //!
 //! A launch writes once: consuming its login (state and nonce, single use),
 //! claiming a VM and, when none is warm, queueing a wait ticket all happen in
-//! one write transaction. On SQLite that keeps a burst of launches (the
-//! first minute of a class) to one short lock each.
+//! one write transaction, shared by every launch that arrived meanwhile
+//! (see `launch_batch.rs`).
 
 use sqlx::{Any, FromRow, Transaction};
 
@@ -45,15 +45,31 @@ pub struct LoginMatch<'a> {
 
 /// A verified launch of a course, to be turned into a session.
 #[derive(Debug, Clone)]
-pub struct LaunchClaim<'a> {
-    pub course: &'a str,
-    pub spec_hash: &'a str,
-    pub key: &'a SessionKey,
+pub struct LaunchRequest {
+    pub state: String,
+    pub nonce: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub course: String,
+    pub spec_hash: String,
+    /// Who launched; carries the deployment id the login must match.
+    pub key: SessionKey,
     /// The course's `pool.max`: live sessions plus launches waiting ahead.
     pub max: u32,
-    /// Hard expiry of a new session (unix ms).
-    pub expires_at: i64,
-    pub now: i64,
+    /// How long a new session lasts (ms), from the claim.
+    pub expiry_ms: i64,
+}
+
+impl LaunchRequest {
+    pub fn login(&self) -> LoginMatch<'_> {
+        LoginMatch {
+            state: &self.state,
+            nonce: &self.nonce,
+            issuer: &self.issuer,
+            client_id: &self.client_id,
+            deployment_id: &self.key.deployment_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,11 +77,13 @@ pub enum LaunchOutcome {
     /// The login is unknown, used, expired, or was for another platform,
     /// client or deployment; [`Store::login`] tells which.
     LoginRejected,
-    Claimed(Claimed),
+    Claimed(Box<Claimed>),
     /// No warm VM: the launch waits for one the reconciler builds.
     Waiting(WaitTicket),
     /// The course is at its max: every VM it may have is taken.
-    Full { in_use: i64 },
+    Full {
+        in_use: i64,
+    },
 }
 
 /// A launch waiting for a VM.
@@ -82,9 +100,11 @@ pub struct WaitTicket {
 /// What polling a ticket gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitOutcome {
-    Claimed(Claimed),
+    Claimed(Box<Claimed>),
     /// Still waiting, behind `ahead` earlier launches of the same course.
-    Waiting { ahead: i64 },
+    Waiting {
+        ahead: i64,
+    },
     /// No such ticket (it lapsed, or was served on another tab).
     Gone,
 }
@@ -137,90 +157,6 @@ impl Store {
         Ok(used)
     }
 
-    /// Consumes the login and claims a VM for the launch, in one transaction:
-    /// the key's live session if it has one, else a warm VM not reserved for
-    /// launches waiting longer, else a wait ticket, or Full at the max.
-    pub async fn launch(
-        &self,
-        login: LoginMatch<'_>,
-        claim: &LaunchClaim<'_>,
-    ) -> Result<LaunchOutcome, StoreError> {
-        let mut tx = self.begin_write().await?;
-        if !consume_login_in(&mut tx, login, claim.now).await? {
-            tx.rollback().await?;
-            return Ok(LaunchOutcome::LoginRejected);
-        }
-        let own = ticket_of_in(&mut tx, claim.key).await?;
-        let ahead = waiting_ahead_in(&mut tx, claim.course, own.as_ref(), claim.now).await?;
-        let claimed = self
-            .claim_in(
-                &mut tx,
-                claim.course,
-                claim.spec_hash,
-                claim.key,
-                claim.now,
-                claim.expires_at,
-                ahead,
-            )
-            .await?;
-        if let Some(claimed) = claimed {
-            if let Some(own) = own {
-                delete_ticket_in(&mut tx, &own.id).await?;
-            }
-            tx.commit().await?;
-            return Ok(LaunchOutcome::Claimed(claimed));
-        }
-        let (live,): (i64,) =
-            sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE course = $1 AND ended_at IS NULL")
-                .bind(claim.course)
-                .fetch_one(&mut *tx)
-                .await?;
-        let in_use = live + ahead;
-        if in_use >= i64::from(claim.max) {
-            // The login stays used: this id_token cannot be replayed either.
-            if let Some(own) = own {
-                delete_ticket_in(&mut tx, &own.id).await?;
-            }
-            tx.commit().await?;
-            return Ok(LaunchOutcome::Full { in_use });
-        }
-        let ticket = match own {
-            Some(mut own) => {
-                touch_ticket_in(&mut tx, &own.id, claim.now).await?;
-                own.seen_at = claim.now;
-                own
-            }
-            None => {
-                let ticket = WaitTicket {
-                    id: format!("{:032x}", rand::random::<u128>()),
-                    course: claim.course.to_owned(),
-                    key: claim.key.clone(),
-                    created_at: claim.now,
-                    seen_at: claim.now,
-                };
-                sqlx::query(
-                    "INSERT INTO launch_waits (id, course, issuer, deployment_id, user_sub,
-                         context_id, resource_link_id, created_at, seen_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&ticket.id)
-                .bind(&ticket.course)
-                .bind(&ticket.key.issuer)
-                .bind(&ticket.key.deployment_id)
-                .bind(&ticket.key.user_sub)
-                .bind(&ticket.key.context_id)
-                .bind(&ticket.key.resource_link_id)
-                .bind(ticket.created_at)
-                .bind(ticket.seen_at)
-                .execute(&mut *tx)
-                .await?;
-                ticket
-            }
-        };
-        tx.commit().await?;
-        Ok(LaunchOutcome::Waiting(ticket))
-    }
-
     /// A wait ticket by id.
     pub async fn wait_ticket(&self, id: &str) -> Result<Option<WaitTicket>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM launch_waits WHERE id = $1")
@@ -263,7 +199,7 @@ impl Store {
         let outcome = match claimed {
             Some(claimed) => {
                 delete_ticket_in(&mut tx, &ticket.id).await?;
-                WaitOutcome::Claimed(claimed)
+                WaitOutcome::Claimed(Box::new(claimed))
             }
             None => {
                 touch_ticket_in(&mut tx, &ticket.id, now).await?;
@@ -348,24 +284,6 @@ async fn consume_login_in(
     .await?
     .rows_affected();
     Ok(used == 1)
-}
-
-async fn ticket_of_in(
-    tx: &mut Transaction<'static, Any>,
-    key: &SessionKey,
-) -> Result<Option<WaitTicket>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT * FROM launch_waits
-         WHERE issuer = $1 AND deployment_id = $2 AND user_sub = $3 AND context_id = $4
-           AND resource_link_id = $5",
-    )
-    .bind(&key.issuer)
-    .bind(&key.deployment_id)
-    .bind(&key.user_sub)
-    .bind(&key.context_id)
-    .bind(&key.resource_link_id)
-    .fetch_optional(&mut **tx)
-    .await?)
 }
 
 /// Live tickets of `course` that came before `own` (all of them when the

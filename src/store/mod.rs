@@ -16,6 +16,7 @@
 mod courses;
 mod events;
 mod hosts;
+mod launch_batch;
 mod launches;
 mod leases;
 mod lti;
@@ -31,7 +32,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Executor, Transaction};
 
 pub use launches::{
-    LaunchClaim, LaunchOutcome, LoginMatch, LoginRow, WAIT_STALE_MS, WaitOutcome, WaitTicket,
+    LaunchOutcome, LaunchRequest, LoginMatch, LoginRow, WAIT_STALE_MS, WaitOutcome, WaitTicket,
 };
 pub use leases::Lease;
 pub use lti::{PlatformRow, ToolKeyRow};
@@ -133,6 +134,7 @@ impl Store {
                     conn.execute(format!("PRAGMA busy_timeout = {ms}").as_str())
                         .await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
                     Ok(())
                 })
             });

@@ -92,11 +92,7 @@ impl World {
         })
         .await;
         let app = App::new(reconciler.clone()).await.expect("app");
-        tokio::spawn(labpool::http::serve(
-            listener,
-            app,
-            std::future::pending(),
-        ));
+        tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
         platform.register_tool(ToolRegistration {
             client_id: CLIENT.into(),
             deployment_id: DEPLOYMENT.into(),
@@ -236,7 +232,11 @@ async fn the_session_page_wants_a_token_for_that_session() {
     assert_refused(&other, 401, "another session");
     let mut forged = alice_token.clone();
     forged.replace_range(forged.len() - 4.., "AAAA");
-    assert_refused(&page(&alice, Some(&forged)).await, 401, "not one labpool signed");
+    assert_refused(
+        &page(&alice, Some(&forged)).await,
+        401,
+        "not one labpool signed",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -244,8 +244,18 @@ async fn every_forged_or_mismatched_launch_is_refused_with_its_reason() {
     let w = World::new(Db::Sqlite, 2, 10).await;
     let forged = |f: Forgery| w.student("mallory").forged(f);
     let cases: Vec<(&str, Launch, u16, &str)> = vec![
-        ("wrong key", forged(Forgery::WrongKey), 401, "signature does not verify"),
-        ("alg none", forged(Forgery::AlgNone), 401, "algorithm `none` refused"),
+        (
+            "wrong key",
+            forged(Forgery::WrongKey),
+            401,
+            "signature does not verify",
+        ),
+        (
+            "alg none",
+            forged(Forgery::AlgNone),
+            401,
+            "algorithm `none` refused",
+        ),
         (
             "HS256 keyed with the public key",
             forged(Forgery::Hs256WithPublicKey),
@@ -256,13 +266,17 @@ async fn every_forged_or_mismatched_launch_is_refused_with_its_reason() {
         ("expired", forged(Forgery::Expired), 401, "expired"),
         (
             "wrong audience",
-            forged(Forgery::Claims(json!({ "aud": "another-tool", "azp": null }))),
+            forged(Forgery::Claims(
+                json!({ "aud": "another-tool", "azp": null }),
+            )),
             401,
             "does not contain labpool&#39;s client id",
         ),
         (
             "several audiences, azp another",
-            forged(Forgery::Claims(json!({ "aud": [CLIENT, "another-tool"], "azp": "another-tool" }))),
+            forged(Forgery::Claims(
+                json!({ "aud": [CLIENT, "another-tool"], "azp": "another-tool" }),
+            )),
             401,
             "azp `another-tool` is not labpool&#39;s client id",
         ),
@@ -344,7 +358,10 @@ async fn every_forged_or_mismatched_launch_is_refused_with_its_reason() {
 async fn pending_launch(browser: &Browser, w: &World, launch: &Launch) -> labpool::lms::Form {
     let login = browser.get(&w.platform.launch_url(launch)).await.unwrap();
     assert_eq!(login.status, 303, "login redirects: {}", login.body);
-    let authorize = browser.get(login.location.as_deref().unwrap()).await.unwrap();
+    let authorize = browser
+        .get(login.location.as_deref().unwrap())
+        .await
+        .unwrap();
     authorize
         .autosubmit_form()
         .unwrap_or_else(|| panic!("the platform's form post: {}", authorize.body))
@@ -440,7 +457,10 @@ async fn platform_storage_stands_in_for_a_blocked_cookie() {
     let w = World::new(Db::Sqlite, 2, 10).await;
     let browser = Browser::new().with_cookies(false);
     let (login_url, mut fields) = w.platform.login_form(&w.student("dana"));
-    fields.push(("lti_storage_target".into(), "post_message_forwarding".into()));
+    fields.push((
+        "lti_storage_target".into(),
+        "post_message_forwarding".into(),
+    ));
     let login = browser.post_form(&login_url, &fields).await.unwrap();
     assert_eq!(login.status, 200, "{}", login.body);
     assert!(login.body.contains("lti.put_data"));
@@ -460,9 +480,13 @@ async fn platform_storage_stands_in_for_a_blocked_cookie() {
         .expect("the next URL")
         .replace("\\u0026", "&");
     let authorize = browser.get(&next).await.unwrap();
-    let mut form = authorize.autosubmit_form().expect("the platform's form post");
-    form.fields
-        .push(("lti_storage_target".into(), "post_message_forwarding".into()));
+    let mut form = authorize
+        .autosubmit_form()
+        .expect("the platform's form post");
+    form.fields.push((
+        "lti_storage_target".into(),
+        "post_message_forwarding".into(),
+    ));
     // No cookie: the tool asks the platform's storage first.
     let check = post(&browser, &form).await;
     assert_eq!(check.status, 200, "{}", check.body);
@@ -503,7 +527,10 @@ async fn the_course_comes_from_the_link_or_the_lms_context_or_the_instructor_is_
     let student = Launch::new(CLIENT, DEPLOYMENT, "sam", "link-3").in_context("lms-course-9", "N");
     let page = w.launch(&student).await;
     assert_eq!(page.status, 404);
-    assert!(page.body.contains("Your instructor has not connected this link"));
+    assert!(
+        page.body
+            .contains("Your instructor has not connected this link")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -572,11 +599,20 @@ async fn dynamic_registration_registers_the_platform_that_then_launches() {
         .unwrap();
     assert_eq!(wrong.status, 404);
     let registered = lms
-        .register_dynamically(&browser, &format!("{}/lti/register/{REGISTRATION_SECRET}", w.base))
+        .register_dynamically(
+            &browser,
+            &format!("{}/lti/register/{REGISTRATION_SECRET}", w.base),
+        )
         .await
         .expect("registration completes");
-    assert_eq!(registered.registration.login_url, format!("{}/lti/login", w.base));
-    assert_eq!(registered.registration.jwks_url, format!("{}/lti/jwks", w.base));
+    assert_eq!(
+        registered.registration.login_url,
+        format!("{}/lti/login", w.base)
+    );
+    assert_eq!(
+        registered.registration.jwks_url,
+        format!("{}/lti/jwks", w.base)
+    );
     // The configuration was fetched with the registration token.
     assert!(!lms.configuration_requests().is_empty());
     // The store has the platform; a launch from it works.
@@ -664,7 +700,10 @@ async fn canvas_configuration_names_every_endpoint() {
         .json()
         .await
         .unwrap();
-    assert_eq!(config["oidc_initiation_url"], format!("{}/lti/login", w.base));
+    assert_eq!(
+        config["oidc_initiation_url"],
+        format!("{}/lti/login", w.base)
+    );
     assert_eq!(config["target_link_uri"], format!("{}/lti/launch", w.base));
     assert_eq!(config["public_jwk_url"], format!("{}/lti/jwks", w.base));
     let placements = &config["extensions"][0]["settings"]["placements"];
@@ -736,9 +775,14 @@ async fn launches_beyond_the_warm_pool_wait_then_get_vms(db: Db) {
     let page = browser.get(&waiting[0]).await.unwrap();
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Preparing your lab"));
-    let status: serde_json::Value =
-        serde_json::from_str(&browser.get(&format!("{}/status", waiting[0])).await.unwrap().body)
-            .unwrap();
+    let status: serde_json::Value = serde_json::from_str(
+        &browser
+            .get(&format!("{}/status", waiting[0]))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
     assert_eq!(status["state"], "waiting");
 
     // The reconciler builds one VM per waiting launch; each page moves on.
@@ -747,7 +791,11 @@ async fn launches_beyond_the_warm_pool_wait_then_get_vms(db: Db) {
     let mut ready = HashSet::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while ready.len() < waiting.len() {
-        assert!(std::time::Instant::now() < deadline, "waiting launches served: {}", ready.len());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting launches served: {}",
+            ready.len()
+        );
         for url in &waiting {
             if ready.contains(url) {
                 continue;

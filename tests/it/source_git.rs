@@ -378,11 +378,7 @@ mod webhook {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = labpool::http::App::new(r.clone()).await.unwrap();
-        tokio::spawn(labpool::http::serve(
-            listener,
-            app,
-            std::future::pending(),
-        ));
+        tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
 
         let pushed = commit(
             &remote,

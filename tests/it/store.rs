@@ -8,7 +8,10 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::ops::Deref;
 
-use labpool::store::{Backend, CourseRow, NewEvent, SessionKey, Store, StoreError, VmRow, VmState};
+use labpool::store::{
+    Backend, CourseRow, LaunchOutcome, LaunchRequest, LoginRow, NewEvent, SessionKey, Store,
+    StoreError, VmRow, VmState, WaitOutcome,
+};
 use sqlx::{Connection, Executor};
 
 /// Generates `store::sqlite::NAME` and `store::postgres::NAME` for each test.
@@ -45,6 +48,7 @@ on_both!(
     concurrent_claims_with_one_key_make_one_session,
     events_come_newest_first,
     one_lease_holder_at_a_time,
+    a_batch_of_launches_is_decided_in_one_go,
 );
 
 /// A store on a fresh database, and the URL it was opened with.
@@ -113,11 +117,13 @@ pub struct PostgresDb {
 
 impl PostgresDb {
     pub async fn create() -> PostgresDb {
-        let server = std::env::var("LABPOOL_TEST_POSTGRES")
-            .unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
+        let server =
+            std::env::var("LABPOOL_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned());
         let mut admin = sqlx::PgConnection::connect(&server)
             .await
-            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {server}: {e} (run scripts/setup)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot reach PostgreSQL at {server}: {e} (run scripts/setup)")
+            });
         let name = format!("labpool_test_{:016x}", rand::random::<u64>());
         admin
             .execute(format!("CREATE DATABASE {name}").as_str())
@@ -144,7 +150,9 @@ impl Drop for PostgresDb {
                 .block_on(async {
                     if let Ok(mut admin) = sqlx::PgConnection::connect(&server).await {
                         let _ = admin
-                            .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                            )
                             .await;
                     }
                 });
@@ -800,4 +808,134 @@ async fn sqlite_opened_by_many_at_once() {
     for open in opens {
         open.await.unwrap().expect("every opener succeeds");
     }
+}
+
+// ---- launches ------------------------------------------------------------------
+
+fn login_row(state: &str, deployment: Option<&str>, now: i64) -> LoginRow {
+    LoginRow {
+        state: state.into(),
+        nonce: format!("nonce-{state}"),
+        issuer: key("x").issuer,
+        client_id: "client".into(),
+        deployment_id: deployment.map(str::to_owned),
+        target_link_uri: "https://labs.example.edu/lti/launch".into(),
+        login_hint: "hint".into(),
+        message_hint: None,
+        storage_secret: None,
+        created_at: now,
+        expires_at: now + 60_000,
+        used_at: None,
+    }
+}
+
+fn launch_of(state: &str, user: &str, max: u32) -> LaunchRequest {
+    let key = key(user);
+    LaunchRequest {
+        state: state.into(),
+        nonce: format!("nonce-{state}"),
+        issuer: key.issuer.clone(),
+        client_id: "client".into(),
+        course: COURSE.into(),
+        spec_hash: SPEC.into(),
+        key,
+        max,
+        expiry_ms: 3_600_000,
+    }
+}
+
+fn claimed(o: &LaunchOutcome) -> &labpool::store::Claimed {
+    match o {
+        LaunchOutcome::Claimed(c) => c,
+        other => panic!("not claimed: {other:?}"),
+    }
+}
+
+async fn a_batch_of_launches_is_decided_in_one_go(db: Db) {
+    let now = 1_000;
+    warm_vms(&db, &["vm-a", "vm-b"]).await;
+    for s in ["s1", "s2", "s3", "s4", "s5"] {
+        db.insert_login(&login_row(s, Some("deploy-1"), now))
+            .await
+            .unwrap();
+    }
+    let mut wrong_nonce = launch_of("s4", "u8", 10);
+    wrong_nonce.nonce = "another".into();
+    let batch = vec![
+        launch_of("s1", "u1", 10),
+        launch_of("s2", "u2", 10),
+        launch_of("s3", "u1", 10),
+        launch_of("s1", "u9", 10),
+        wrong_nonce,
+        launch_of("s5", "u3", 10),
+    ];
+    let out = db.launch_batch(&batch, now).await.unwrap();
+    // The oldest-ready warm VM goes to the first launch in line.
+    let u1 = claimed(&out[0]);
+    assert_eq!((u1.vm.id.as_str(), u1.resumed), ("vm-a", false));
+    assert_eq!(u1.vm.state, VmState::Assigned);
+    assert_eq!(claimed(&out[1]).vm.id, "vm-b");
+    // The same key again in the batch: the same session.
+    let again = claimed(&out[2]);
+    assert_eq!((&again.session.id, again.resumed), (&u1.session.id, true));
+    // A state is used once; a nonce must be the login's.
+    assert_eq!(out[3], LaunchOutcome::LoginRejected);
+    assert_eq!(out[4], LaunchOutcome::LoginRejected);
+    assert!(db.login("s4").await.unwrap().unwrap().used_at.is_none());
+    // No warm VM left: the last waits.
+    let LaunchOutcome::Waiting(u3) = &out[5] else {
+        panic!("waits: {:?}", out[5]);
+    };
+    assert_eq!(
+        db.waiting_by_course(now).await.unwrap(),
+        vec![(COURSE.to_owned(), 1)]
+    );
+
+    // A later launch queues behind u3; a VM that turns warm is u3's first.
+    db.insert_login(&login_row("s6", None, now)).await.unwrap();
+    let out = db
+        .launch_batch(&[launch_of("s6", "u4", 10)], now + 10)
+        .await
+        .unwrap();
+    let LaunchOutcome::Waiting(u4) = &out[0] else {
+        panic!("waits: {:?}", out[0]);
+    };
+    db.insert_vm(&vm("vm-c", VmState::Warm, 500)).await.unwrap();
+    let poll = |id: String| {
+        let store = db.store.clone();
+        async move {
+            store
+                .poll_wait(&id, SPEC, now + 3_600_000, now + 20)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(poll(u4.id.clone()).await, WaitOutcome::Waiting { ahead: 1 });
+    let WaitOutcome::Claimed(c) = poll(u3.id.clone()).await else {
+        panic!("u3 is served first");
+    };
+    assert_eq!(c.vm.id, "vm-c");
+    assert_eq!(poll(u3.id.clone()).await, WaitOutcome::Gone);
+    assert_eq!(poll(u4.id.clone()).await, WaitOutcome::Waiting { ahead: 0 });
+
+    // At the max (3 live sessions), a new launch is told the lab is full.
+    db.insert_login(&login_row("s7", None, now)).await.unwrap();
+    let out = db
+        .launch_batch(&[launch_of("s7", "u5", 3)], now + 30)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out[0], LaunchOutcome::Full { in_use: 4 }),
+        "{:?}",
+        out[0]
+    );
+    // An expired login is refused.
+    let mut old = login_row("s8", None, now);
+    old.expires_at = now + 1;
+    db.insert_login(&old).await.unwrap();
+    let out = db
+        .launch_batch(&[launch_of("s8", "u6", 10)], now + 40)
+        .await
+        .unwrap();
+    assert_eq!(out[0], LaunchOutcome::LoginRejected);
 }

@@ -1,0 +1,551 @@
+//! Launches in batches: the first minute of a class brings hundreds of
+//! launches at once, and a transaction per launch would queue them behind
+//! one another (SQLite has one writer; every commit waits for the disk).
+//! So launches that arrive together are decided together, in one write
+//! transaction with a fixed number of set-based statements, whatever the
+//! batch size: group commit for claims.
+//!
+//! Per batch, in order:
+//! 1. PostgreSQL: the advisory lock of every key, in sorted order (another
+//!    labpool serving launches from the same store waits, never deadlocks).
+//! 2. Use the logins up: each state once, and only if its nonce, issuer,
+//!    client and deployment match the id_token's.
+//! 3. Keys with a live session get it back (`resumed`).
+//! 4. Per course, launches queue behind launches already waiting (first
+//!    come, first served); the first ones in the queue take the oldest-ready
+//!    warm VMs, locked (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
+//! 5. The rest wait (a ticket) or, when live sessions plus launches ahead
+//!    reach the course's max, are told the lab is full.
+//!
+//! A key launched several times in one batch is decided once; the others
+//! share its outcome.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use sqlx::{Any, Transaction};
+
+use super::launches::{LaunchOutcome, LaunchRequest, WAIT_STALE_MS, WaitTicket};
+use super::{Backend, Claimed, SessionKey, SessionRow, Store, StoreError, VmRow};
+
+/// A subquery yielding the rows of a JSON array of objects bound at
+/// `$param`, with the given columns (name, PostgreSQL type). Many rows in
+/// one bound value: binding thousands of separate values costs far more.
+fn json_rows(backend: Backend, param: usize, columns: &[(&str, &str)]) -> String {
+    match backend {
+        Backend::Sqlite => format!(
+            "(SELECT {} FROM json_each(${param}))",
+            columns
+                .iter()
+                .map(|(name, _)| format!("json_extract(value, '$.{name}') AS {name}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Backend::Postgres => format!(
+            "(SELECT * FROM json_to_recordset(${param}::json) AS x({}))",
+            columns
+                .iter()
+                .map(|(name, ty)| format!("{name} {ty}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Decides every launch of `batch` at `now`, in one transaction. The
+    /// outcomes are in the order of `batch`.
+    pub async fn launch_batch(
+        &self,
+        batch: &[LaunchRequest],
+        now: i64,
+    ) -> Result<Vec<LaunchOutcome>, StoreError> {
+        let mut outcomes: Vec<Option<LaunchOutcome>> = vec![None; batch.len()];
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+
+        if self.backend == Backend::Postgres {
+            let keys: BTreeSet<String> = batch.iter().map(|l| l.key.lock_name()).collect();
+            let sql = format!(
+                "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM
+                 (SELECT k FROM (VALUES {}) AS t(k) ORDER BY k) AS sorted",
+                (1..=keys.len())
+                    .map(|i| format!("(${i})"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for k in &keys {
+                q = q.bind(k);
+            }
+            q.execute(&mut *tx).await?;
+        }
+
+        // 2. Logins, each usable once, and only by the id_token they were
+        // made for. (VALUES columns are column1… on both databases.)
+        let logins = json_rows(
+            self.backend,
+            2,
+            &[
+                ("state", "text"),
+                ("nonce", "text"),
+                ("issuer", "text"),
+                ("client_id", "text"),
+                ("deployment_id", "text"),
+            ],
+        );
+        let sql = format!(
+            "UPDATE lti_logins SET used_at = $1
+             FROM {logins} AS v
+             WHERE lti_logins.state = v.state AND lti_logins.nonce = v.nonce
+               AND lti_logins.issuer = v.issuer AND lti_logins.client_id = v.client_id
+               AND (lti_logins.deployment_id IS NULL OR lti_logins.deployment_id = v.deployment_id)
+               AND lti_logins.used_at IS NULL AND lti_logins.expires_at > $1
+             RETURNING lti_logins.state"
+        );
+        let json: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|l| {
+                serde_json::json!({
+                    "state": l.state, "nonce": l.nonce, "issuer": l.issuer,
+                    "client_id": l.client_id, "deployment_id": l.key.deployment_id,
+                })
+            })
+            .collect();
+        let q = sqlx::query_as::<_, (String,)>(&sql)
+            .bind(now)
+            .bind(serde_json::Value::Array(json).to_string());
+        let used: HashSet<String> = q
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(|(s,)| s)
+            .collect();
+        let mut taken: HashSet<&str> = HashSet::new();
+        // Accepted launches, the first of each key leading the others.
+        let mut leaders: Vec<usize> = Vec::new();
+        let mut followers: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut leader_of: HashMap<&SessionKey, usize> = HashMap::new();
+        for (i, l) in batch.iter().enumerate() {
+            // A state posted twice in one batch: the first post uses it.
+            let ok = used.contains(&l.state) && taken.insert(l.state.as_str());
+            if !ok {
+                outcomes[i] = Some(LaunchOutcome::LoginRejected);
+                continue;
+            }
+            match leader_of.get(&l.key) {
+                Some(&lead) => followers.entry(lead).or_default().push(i),
+                None => {
+                    leader_of.insert(&l.key, i);
+                    leaders.push(i);
+                }
+            }
+        }
+
+        // 3. Live sessions come back.
+        let mut pending: Vec<usize> = Vec::new();
+        if !leaders.is_empty() {
+            let resumed = self.live_claims_in(&mut tx, batch, &leaders).await?;
+            for &i in &leaders {
+                match resumed.get(&batch[i].key) {
+                    Some(claimed) => {
+                        outcomes[i] = Some(LaunchOutcome::Claimed(Box::new(claimed.clone())))
+                    }
+                    None => pending.push(i),
+                }
+            }
+        }
+        // 4–5. Per course: the queue, warm VMs for its head, tickets or
+        // Full for the rest.
+        let mut by_course: Vec<(&str, &str, Vec<usize>)> = Vec::new();
+        for &i in &pending {
+            let l = &batch[i];
+            match by_course
+                .iter_mut()
+                .find(|(c, h, _)| *c == l.course && *h == l.spec_hash)
+            {
+                Some(group) => group.2.push(i),
+                None => by_course.push((&l.course, &l.spec_hash, vec![i])),
+            }
+        }
+        for (course, spec_hash, launches) in by_course {
+            self.decide_course_in(
+                &mut tx,
+                batch,
+                course,
+                spec_hash,
+                &launches,
+                now,
+                &mut outcomes,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+
+        // Repeated keys share their leader's outcome (as a resume).
+        for (lead, others) in followers {
+            let shared = match outcomes[lead].clone() {
+                Some(LaunchOutcome::Claimed(mut c)) => {
+                    c.resumed = true;
+                    LaunchOutcome::Claimed(c)
+                }
+                Some(other) => other,
+                None => LaunchOutcome::LoginRejected,
+            };
+            for i in others {
+                outcomes[i] = Some(shared.clone());
+            }
+        }
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(LaunchOutcome::LoginRejected))
+            .collect())
+    }
+
+    /// The live sessions (and their VMs) of the `leaders`' keys.
+    async fn live_claims_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        batch: &[LaunchRequest],
+        leaders: &[usize],
+    ) -> Result<HashMap<SessionKey, Claimed>, StoreError> {
+        let users: BTreeSet<&str> = leaders
+            .iter()
+            .map(|&i| batch[i].key.user_sub.as_str())
+            .collect();
+        let sql = format!(
+            "SELECT * FROM sessions WHERE ended_at IS NULL AND user_sub IN ({})",
+            placeholders(1, users.len())
+        );
+        let mut q = sqlx::query_as::<_, SessionRow>(&sql);
+        for u in &users {
+            q = q.bind(*u);
+        }
+        let wanted: HashSet<&SessionKey> = leaders.iter().map(|&i| &batch[i].key).collect();
+        let sessions: Vec<SessionRow> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .filter(|s| wanted.contains(&s.key))
+            .collect();
+        if sessions.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT * FROM vms WHERE id IN ({})",
+            placeholders(1, sessions.len())
+        );
+        let mut q = sqlx::query_as::<_, VmRow>(&sql);
+        for s in &sessions {
+            q = q.bind(&s.vm_id);
+        }
+        let vms: HashMap<String, VmRow> = q
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|v| (v.id.clone(), v))
+            .collect();
+        let mut out = HashMap::new();
+        for session in sessions {
+            // delete_vm ends a VM's session in the same transaction, so a
+            // live session without its VM means someone edited the tables.
+            let vm = vms
+                .get(&session.vm_id)
+                .cloned()
+                .ok_or_else(|| StoreError::VmNotFound(session.vm_id.clone()))?;
+            out.insert(
+                session.key.clone(),
+                Claimed {
+                    session,
+                    vm,
+                    resumed: true,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Steps 4–5 for the `launches` (indexes into `batch`) of one course.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_course_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        batch: &[LaunchRequest],
+        course: &str,
+        spec_hash: &str,
+        launches: &[usize],
+        now: i64,
+        outcomes: &mut [Option<LaunchOutcome>],
+    ) -> Result<(), StoreError> {
+        // The queue: live tickets oldest first, then this batch's new
+        // launches in arrival order.
+        let tickets: Vec<WaitTicket> = sqlx::query_as(
+            "SELECT * FROM launch_waits WHERE course = $1 AND seen_at > $2
+             ORDER BY created_at, id",
+        )
+        .bind(course)
+        .bind(now - WAIT_STALE_MS)
+        .fetch_all(&mut **tx)
+        .await?;
+        let ticket_of: HashMap<&SessionKey, &WaitTicket> =
+            tickets.iter().map(|t| (&t.key, t)).collect();
+        let in_batch: HashMap<&SessionKey, usize> =
+            launches.iter().map(|&i| (&batch[i].key, i)).collect();
+        let mut queue: Vec<(Option<usize>, Option<&WaitTicket>)> = tickets
+            .iter()
+            .map(|t| (in_batch.get(&t.key).copied(), Some(t)))
+            .collect();
+        queue.extend(
+            launches
+                .iter()
+                .filter(|&&i| !ticket_of.contains_key(&batch[i].key))
+                .map(|&i| (Some(i), None)),
+        );
+
+        // Warm VMs for the head of the queue, oldest-ready first, locked.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let warm: Vec<VmRow> = sqlx::query_as(&format!(
+            "SELECT * FROM vms WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
+             ORDER BY COALESCE(ready_at, state_changed_at), id LIMIT $3 {lock}"
+        ))
+        .bind(course)
+        .bind(spec_hash)
+        .bind(queue.len() as i64)
+        .fetch_all(&mut **tx)
+        .await?;
+        // Queue position p takes warm[p] if it is in this batch; tickets
+        // not in this batch keep theirs for their own next poll.
+        let mut winners: Vec<(usize, &VmRow)> = Vec::new();
+        let mut waiting: Vec<(usize, i64)> = Vec::new();
+        let mut still_waiting = 0i64;
+        for (p, (member, _)) in queue.iter().enumerate() {
+            match (member, warm.get(p)) {
+                (Some(i), Some(vm)) => winners.push((*i, vm)),
+                (None, Some(_)) => {}
+                (Some(i), None) => {
+                    waiting.push((*i, still_waiting));
+                    still_waiting += 1;
+                }
+                (None, None) => still_waiting += 1,
+            }
+        }
+
+        let mut finished_tickets: Vec<&str> = Vec::new();
+        if !winners.is_empty() {
+            // Locked (PostgreSQL) or under the write lock (SQLite): all
+            // of them are still warm.
+            let sql = format!(
+                "UPDATE vms SET state = 'assigned', state_changed_at = $1, reason = NULL
+                 WHERE state = 'warm' AND id IN ({})",
+                placeholders(2, winners.len())
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for (_, vm) in &winners {
+                q = q.bind(&vm.id);
+            }
+            let assigned = q.execute(&mut **tx).await?.rows_affected();
+            if assigned != winners.len() as u64 {
+                return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                    "{assigned} of {} warm VMs could be assigned",
+                    winners.len()
+                ))));
+            }
+            let mut sessions = Vec::new();
+            for (i, warm_vm) in &winners {
+                let l = &batch[*i];
+                let vm = VmRow {
+                    state: super::VmState::Assigned,
+                    state_changed_at: now,
+                    reason: None,
+                    ..(*warm_vm).clone()
+                };
+                let session = SessionRow {
+                    id: format!("{:032x}", rand::random::<u128>()),
+                    vm_id: vm.id.clone(),
+                    course: vm.course.clone(),
+                    key: l.key.clone(),
+                    created_at: now,
+                    expires_at: now + l.expiry_ms,
+                    last_activity_at: now,
+                    ended_at: None,
+                    end_reason: None,
+                };
+                if let Some(t) = ticket_of.get(&l.key) {
+                    finished_tickets.push(&t.id);
+                }
+                sessions.push(session.clone());
+                outcomes[*i] = Some(LaunchOutcome::Claimed(Box::new(Claimed {
+                    session,
+                    vm,
+                    resumed: false,
+                })));
+            }
+            insert_sessions_in(self.backend, tx, &sessions).await?;
+        }
+
+        // The rest: Full at the max, else a ticket.
+        if !waiting.is_empty() {
+            let (live,): (i64,) = sqlx::query_as(
+                "SELECT COUNT(*) FROM sessions WHERE course = $1 AND ended_at IS NULL",
+            )
+            .bind(course)
+            .fetch_one(&mut **tx)
+            .await?;
+            let mut new_tickets = Vec::new();
+            let mut touched: Vec<&str> = Vec::new();
+            for (i, ahead) in waiting {
+                let l = &batch[i];
+                let in_use = live + ahead;
+                let own = ticket_of.get(&l.key).copied();
+                if in_use >= i64::from(l.max) {
+                    if let Some(t) = own {
+                        finished_tickets.push(&t.id);
+                    }
+                    outcomes[i] = Some(LaunchOutcome::Full { in_use });
+                    continue;
+                }
+                let ticket = match own {
+                    Some(t) => {
+                        touched.push(&t.id);
+                        WaitTicket {
+                            seen_at: now,
+                            ..t.clone()
+                        }
+                    }
+                    None => {
+                        let t = WaitTicket {
+                            id: format!("{:032x}", rand::random::<u128>()),
+                            course: course.to_owned(),
+                            key: l.key.clone(),
+                            created_at: now,
+                            seen_at: now,
+                        };
+                        new_tickets.push(t.clone());
+                        t
+                    }
+                };
+                outcomes[i] = Some(LaunchOutcome::Waiting(ticket));
+            }
+            insert_tickets_in(tx, &new_tickets).await?;
+            if !touched.is_empty() {
+                let sql = format!(
+                    "UPDATE launch_waits SET seen_at = $1 WHERE id IN ({})",
+                    placeholders(2, touched.len())
+                );
+                let mut q = sqlx::query(&sql).bind(now);
+                for id in &touched {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut **tx).await?;
+            }
+        }
+        if !finished_tickets.is_empty() {
+            let sql = format!(
+                "DELETE FROM launch_waits WHERE id IN ({})",
+                placeholders(1, finished_tickets.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for id in &finished_tickets {
+                q = q.bind(*id);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn insert_sessions_in(
+    backend: Backend,
+    tx: &mut Transaction<'static, Any>,
+    sessions: &[SessionRow],
+) -> Result<(), StoreError> {
+    if sessions.is_empty() {
+        return Ok(());
+    }
+    let rows = json_rows(
+        backend,
+        1,
+        &[
+            ("id", "text"),
+            ("vm_id", "text"),
+            ("course", "text"),
+            ("issuer", "text"),
+            ("deployment_id", "text"),
+            ("user_sub", "text"),
+            ("context_id", "text"),
+            ("resource_link_id", "text"),
+            ("created_at", "bigint"),
+            ("expires_at", "bigint"),
+            ("last_activity_at", "bigint"),
+        ],
+    );
+    let sql = format!(
+        "INSERT INTO sessions (id, vm_id, course, issuer, deployment_id, user_sub, context_id,
+                               resource_link_id, created_at, expires_at, last_activity_at)
+         SELECT id, vm_id, course, issuer, deployment_id, user_sub, context_id,
+                resource_link_id, created_at, expires_at, last_activity_at FROM {rows} AS r"
+    );
+    let json: Vec<serde_json::Value> = sessions
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id, "vm_id": s.vm_id, "course": s.course,
+                "issuer": s.key.issuer, "deployment_id": s.key.deployment_id,
+                "user_sub": s.key.user_sub, "context_id": s.key.context_id,
+                "resource_link_id": s.key.resource_link_id,
+                "created_at": s.created_at, "expires_at": s.expires_at,
+                "last_activity_at": s.last_activity_at,
+            })
+        })
+        .collect();
+    sqlx::query(&sql)
+        .bind(serde_json::Value::Array(json).to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_tickets_in(
+    tx: &mut Transaction<'static, Any>,
+    tickets: &[WaitTicket],
+) -> Result<(), StoreError> {
+    if tickets.is_empty() {
+        return Ok(());
+    }
+    let rows = (0..tickets.len())
+        .map(|r| format!("({})", placeholders(r * 9 + 1, 9)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO launch_waits (id, course, issuer, deployment_id, user_sub, context_id,
+                                   resource_link_id, created_at, seen_at)
+         VALUES {rows}"
+    );
+    let mut q = sqlx::query(&sql);
+    for t in tickets {
+        q = q
+            .bind(&t.id)
+            .bind(&t.course)
+            .bind(&t.key.issuer)
+            .bind(&t.key.deployment_id)
+            .bind(&t.key.user_sub)
+            .bind(&t.key.context_id)
+            .bind(&t.key.resource_link_id)
+            .bind(t.created_at)
+            .bind(t.seen_at);
+    }
+    q.execute(&mut **tx).await?;
+    Ok(())
+}
