@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
@@ -237,7 +237,6 @@ pub async fn session_page(
     State(lti): State<Arc<Lti>>,
     Path(id): Path<String>,
     Query(q): Query<TokenQuery>,
-    _headers: HeaderMap,
 ) -> Response {
     let now = now_ms();
     if let Err(e) = lti.tokens().verify(q.token.as_deref(), &id, now / 1000) {

@@ -5,7 +5,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{LaunchOutcome, LaunchRequest, Store};
+use crate::store::{LaunchConnection, LaunchOutcome, LaunchRequest, Store};
 
 /// Most launches decided in one transaction.
 const MAX_BATCH: usize = 256;
@@ -29,11 +29,28 @@ impl LaunchQueue {
             .expect("launch queue runtime");
         let worker = async move {
             let mut batch = Vec::with_capacity(MAX_BATCH);
+            let mut kept: Option<LaunchConnection> = None;
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let (requests, replies): (Vec<LaunchRequest>, Vec<Reply>) =
                     std::mem::take(&mut batch).into_iter().unzip();
-                let now = crate::reconcile::now_ms();
-                match store.launch_batch(&requests, now).await {
+                let result = match kept.take() {
+                    Some(conn) => Ok(conn),
+                    None => store.launch_connection().await,
+                };
+                let result = match result {
+                    Ok(mut conn) => {
+                        let now = crate::reconcile::now_ms();
+                        let decided = store.launch_batch_on(&mut conn, &requests, now).await;
+                        // A failed batch may have left the connection
+                        // broken: the next batch takes a fresh one.
+                        if decided.is_ok() && store.can_keep_launch_connection() {
+                            kept = Some(conn);
+                        }
+                        decided
+                    }
+                    Err(e) => Err(e),
+                };
+                match result {
                     Ok(outcomes) => {
                         for (reply, outcome) in replies.into_iter().zip(outcomes) {
                             let _ = reply.send(Ok(outcome));

@@ -22,7 +22,8 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use sqlx::{Any, Transaction};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, Connection, Transaction};
 
 use super::launches::{LaunchOutcome, LaunchRequest, WAIT_STALE_MS, WaitTicket};
 use super::{Backend, Claimed, SessionKey, SessionRow, Store, StoreError, VmRow};
@@ -51,15 +52,44 @@ fn json_rows(backend: Backend, param: usize, columns: &[(&str, &str)]) -> String
     }
 }
 
-/// `$first, $first+1, …` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `IN` the strings of a JSON array bound at `$param`: a membership test
+/// over many values with one bound value. (On PostgreSQL an array built
+/// once, so `= ANY` can use the index.)
+fn in_json_list(backend: Backend, param: usize) -> String {
+    match backend {
+        Backend::Sqlite => format!("IN (SELECT value FROM json_each(${param}))"),
+        Backend::Postgres => {
+            format!("= ANY(ARRAY(SELECT json_array_elements_text(${param}::json)))")
+        }
+    }
 }
 
+/// `items` as one JSON array, to bind where [`in_json_list`] reads it.
+fn json_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    serde_json::Value::Array(
+        items
+            .into_iter()
+            .map(|s| serde_json::Value::String(s.to_owned()))
+            .collect(),
+    )
+    .to_string()
+}
+
+/// A connection kept for deciding launches: its prepared statements stay
+/// warm, and a burst never waits for a pooled connection.
+pub struct LaunchConnection(PoolConnection<Any>);
+
 impl Store {
+    /// Whether a connection may be kept for launches: not when the pool has
+    /// only one (an in-memory SQLite store), which everything else needs.
+    pub fn can_keep_launch_connection(&self) -> bool {
+        self.pool.options().get_max_connections() > 1
+    }
+
+    pub async fn launch_connection(&self) -> Result<LaunchConnection, StoreError> {
+        Ok(LaunchConnection(self.pool.acquire().await?))
+    }
+
     /// Decides every launch of `batch` at `now`, in one transaction. The
     /// outcomes are in the order of `batch`.
     pub async fn launch_batch(
@@ -67,27 +97,36 @@ impl Store {
         batch: &[LaunchRequest],
         now: i64,
     ) -> Result<Vec<LaunchOutcome>, StoreError> {
+        let mut conn = self.launch_connection().await?;
+        self.launch_batch_on(&mut conn, batch, now).await
+    }
+
+    /// [`Store::launch_batch`] on a kept connection.
+    pub async fn launch_batch_on(
+        &self,
+        conn: &mut LaunchConnection,
+        batch: &[LaunchRequest],
+        now: i64,
+    ) -> Result<Vec<LaunchOutcome>, StoreError> {
         let mut outcomes: Vec<Option<LaunchOutcome>> = vec![None; batch.len()];
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin_write().await?;
+        // SQLite: take the write lock up front (see `Store::begin_write`).
+        let mut tx = match self.backend {
+            Backend::Sqlite => Connection::begin_with(&mut *conn.0, "BEGIN IMMEDIATE").await?,
+            Backend::Postgres => Connection::begin(&mut *conn.0).await?,
+        };
 
         if self.backend == Backend::Postgres {
             let keys: BTreeSet<String> = batch.iter().map(|l| l.key.lock_name()).collect();
-            let sql = format!(
+            sqlx::query(
                 "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM
-                 (SELECT k FROM (VALUES {}) AS t(k) ORDER BY k) AS sorted",
-                (1..=keys.len())
-                    .map(|i| format!("(${i})"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let mut q = sqlx::query(&sql);
-            for k in &keys {
-                q = q.bind(k);
-            }
-            q.execute(&mut *tx).await?;
+                 (SELECT json_array_elements_text($1::json) AS k ORDER BY k) AS sorted",
+            )
+            .bind(json_array(keys.iter().map(String::as_str)))
+            .execute(&mut *tx)
+            .await?;
         }
 
         // 2. Logins, each usable once, and only by the id_token they were
@@ -214,7 +253,7 @@ impl Store {
     /// The live sessions (and their VMs) of the `leaders`' keys.
     async fn live_claims_in(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         batch: &[LaunchRequest],
         leaders: &[usize],
     ) -> Result<HashMap<SessionKey, Claimed>, StoreError> {
@@ -223,13 +262,10 @@ impl Store {
             .map(|&i| batch[i].key.user_sub.as_str())
             .collect();
         let sql = format!(
-            "SELECT * FROM sessions WHERE ended_at IS NULL AND user_sub IN ({})",
-            placeholders(1, users.len())
+            "SELECT * FROM sessions WHERE ended_at IS NULL AND user_sub {}",
+            in_json_list(self.backend, 1)
         );
-        let mut q = sqlx::query_as::<_, SessionRow>(&sql);
-        for u in &users {
-            q = q.bind(*u);
-        }
+        let q = sqlx::query_as::<_, SessionRow>(&sql).bind(json_array(users.iter().copied()));
         let wanted: HashSet<&SessionKey> = leaders.iter().map(|&i| &batch[i].key).collect();
         let sessions: Vec<SessionRow> = q
             .fetch_all(&mut **tx)
@@ -241,13 +277,11 @@ impl Store {
             return Ok(HashMap::new());
         }
         let sql = format!(
-            "SELECT * FROM vms WHERE id IN ({})",
-            placeholders(1, sessions.len())
+            "SELECT * FROM vms WHERE id {}",
+            in_json_list(self.backend, 1)
         );
-        let mut q = sqlx::query_as::<_, VmRow>(&sql);
-        for s in &sessions {
-            q = q.bind(&s.vm_id);
-        }
+        let q = sqlx::query_as::<_, VmRow>(&sql)
+            .bind(json_array(sessions.iter().map(|s| s.vm_id.as_str())));
         let vms: HashMap<String, VmRow> = q
             .fetch_all(&mut **tx)
             .await?
@@ -278,7 +312,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     async fn decide_course_in(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         batch: &[LaunchRequest],
         course: &str,
         spec_hash: &str,
@@ -348,14 +382,15 @@ impl Store {
             // of them are still warm.
             let sql = format!(
                 "UPDATE vms SET state = 'assigned', state_changed_at = $1, reason = NULL
-                 WHERE state = 'warm' AND id IN ({})",
-                placeholders(2, winners.len())
+                 WHERE state = 'warm' AND id {}",
+                in_json_list(self.backend, 2)
             );
-            let mut q = sqlx::query(&sql).bind(now);
-            for (_, vm) in &winners {
-                q = q.bind(&vm.id);
-            }
-            let assigned = q.execute(&mut **tx).await?.rows_affected();
+            let assigned = sqlx::query(&sql)
+                .bind(now)
+                .bind(json_array(winners.iter().map(|(_, vm)| vm.id.as_str())))
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
             if assigned != winners.len() as u64 {
                 return Err(StoreError::Database(sqlx::Error::Protocol(format!(
                     "{assigned} of {} warm VMs could be assigned",
@@ -438,29 +473,28 @@ impl Store {
                 };
                 outcomes[i] = Some(LaunchOutcome::Waiting(ticket));
             }
-            insert_tickets_in(tx, &new_tickets).await?;
+            insert_tickets_in(self.backend, tx, &new_tickets).await?;
             if !touched.is_empty() {
                 let sql = format!(
-                    "UPDATE launch_waits SET seen_at = $1 WHERE id IN ({})",
-                    placeholders(2, touched.len())
+                    "UPDATE launch_waits SET seen_at = $1 WHERE id {}",
+                    in_json_list(self.backend, 2)
                 );
-                let mut q = sqlx::query(&sql).bind(now);
-                for id in &touched {
-                    q = q.bind(*id);
-                }
-                q.execute(&mut **tx).await?;
+                sqlx::query(&sql)
+                    .bind(now)
+                    .bind(json_array(touched.iter().copied()))
+                    .execute(&mut **tx)
+                    .await?;
             }
         }
         if !finished_tickets.is_empty() {
             let sql = format!(
-                "DELETE FROM launch_waits WHERE id IN ({})",
-                placeholders(1, finished_tickets.len())
+                "DELETE FROM launch_waits WHERE id {}",
+                in_json_list(self.backend, 1)
             );
-            let mut q = sqlx::query(&sql);
-            for id in &finished_tickets {
-                q = q.bind(*id);
-            }
-            q.execute(&mut **tx).await?;
+            sqlx::query(&sql)
+                .bind(json_array(finished_tickets.iter().copied()))
+                .execute(&mut **tx)
+                .await?;
         }
         Ok(())
     }
@@ -468,7 +502,7 @@ impl Store {
 
 async fn insert_sessions_in(
     backend: Backend,
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     sessions: &[SessionRow],
 ) -> Result<(), StoreError> {
     if sessions.is_empty() {
@@ -518,34 +552,48 @@ async fn insert_sessions_in(
 }
 
 async fn insert_tickets_in(
-    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    tx: &mut Transaction<'_, Any>,
     tickets: &[WaitTicket],
 ) -> Result<(), StoreError> {
     if tickets.is_empty() {
         return Ok(());
     }
-    let rows = (0..tickets.len())
-        .map(|r| format!("({})", placeholders(r * 9 + 1, 9)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let rows = json_rows(
+        backend,
+        1,
+        &[
+            ("id", "text"),
+            ("course", "text"),
+            ("issuer", "text"),
+            ("deployment_id", "text"),
+            ("user_sub", "text"),
+            ("context_id", "text"),
+            ("resource_link_id", "text"),
+            ("created_at", "bigint"),
+            ("seen_at", "bigint"),
+        ],
+    );
     let sql = format!(
         "INSERT INTO launch_waits (id, course, issuer, deployment_id, user_sub, context_id,
                                    resource_link_id, created_at, seen_at)
-         VALUES {rows}"
+         SELECT id, course, issuer, deployment_id, user_sub, context_id, resource_link_id,
+                created_at, seen_at FROM {rows} AS r"
     );
-    let mut q = sqlx::query(&sql);
-    for t in tickets {
-        q = q
-            .bind(&t.id)
-            .bind(&t.course)
-            .bind(&t.key.issuer)
-            .bind(&t.key.deployment_id)
-            .bind(&t.key.user_sub)
-            .bind(&t.key.context_id)
-            .bind(&t.key.resource_link_id)
-            .bind(t.created_at)
-            .bind(t.seen_at);
-    }
-    q.execute(&mut **tx).await?;
+    let json: Vec<serde_json::Value> = tickets
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": t.id, "course": t.course, "issuer": t.key.issuer,
+                "deployment_id": t.key.deployment_id, "user_sub": t.key.user_sub,
+                "context_id": t.key.context_id, "resource_link_id": t.key.resource_link_id,
+                "created_at": t.created_at, "seen_at": t.seen_at,
+            })
+        })
+        .collect();
+    sqlx::query(&sql)
+        .bind(serde_json::Value::Array(json).to_string())
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

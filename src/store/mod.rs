@@ -31,6 +31,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Executor, Transaction};
 
+pub use launch_batch::LaunchConnection;
 pub use launches::{
     LaunchOutcome, LaunchRequest, LoginMatch, LoginRow, WAIT_STALE_MS, WaitOutcome, WaitTicket,
 };
