@@ -44,9 +44,13 @@ impl Store {
     /// All tool keys, newest first.
     pub async fn tool_keys(&self) -> Result<Vec<ToolKeyRow>, StoreError> {
         Ok(
-            sqlx::query_as("SELECT * FROM tool_keys ORDER BY created_at DESC, kid DESC")
-                .fetch_all(&self.pool)
-                .await?,
+            // Newest first; at equal times the signing key (not retired) first.
+            sqlx::query_as(
+                "SELECT * FROM tool_keys
+                 ORDER BY created_at DESC, COALESCE(retired_at, 9223372036854775807) DESC, kid",
+            )
+            .fetch_all(&self.pool)
+            .await?,
         )
     }
 

@@ -164,3 +164,32 @@ fn config_adds_the_image_and_size_checks() {
     // Without the config the same file is valid: the catalog is not guessed.
     assert_eq!(labpool(&["validate", course.to_str().unwrap()]).status, 0);
 }
+
+#[test]
+fn keys_rotate_keeps_the_old_key_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("k.db").display());
+    let run = labpool(&["keys", "--database", &db]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(run.stdout.contains("no keys yet"), "{}", run.stdout);
+    for _ in 0..2 {
+        let run = labpool(&["keys", "rotate", "--database", &db]);
+        assert_eq!(run.status, 0, "{run:?}");
+    }
+    let run = labpool(&["keys", "--database", &db]);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    // The first key (created by the first rotate) and two rotations.
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    assert!(
+        lines[0].ends_with("signing"),
+        "newest first: {}",
+        run.stdout
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.contains("retired, published until"))
+            .count(),
+        2
+    );
+}
