@@ -108,21 +108,9 @@ pub fn parse_forms(html: &str) -> Vec<Form> {
     forms
 }
 
-/// Escapes text for an HTML attribute value or element content.
-pub fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Escapes text for an HTML attribute value or element content: the same
+/// escaping the tool's pages use.
+pub use crate::lti::pages::escape as escape_html;
 
 /// Replaces the character references HTML writers commonly emit: the named
 /// `&amp; &quot; &apos; &lt; &gt;` and numeric `&#NN;` / `&#xHH;`. Anything

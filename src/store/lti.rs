@@ -62,14 +62,7 @@ impl Store {
             .bind(key.created_at)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO tool_keys (kid, private_pem, created_at, retired_at) VALUES ($1, $2, $3, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(&key.private_pem)
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_tool_key_in(&mut tx, key).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -86,14 +79,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO tool_keys (kid, private_pem, created_at, retired_at) VALUES ($1, $2, $3, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(&key.private_pem)
-        .bind(key.created_at)
-        .execute(&mut *tx)
-        .await?;
+        insert_tool_key_in(&mut tx, key).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -184,4 +170,20 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// Inserts `key` as a live (not retired) key.
+async fn insert_tool_key_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    key: &ToolKeyRow,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO tool_keys (kid, private_pem, created_at, retired_at) VALUES ($1, $2, $3, NULL)",
+    )
+    .bind(&key.kid)
+    .bind(&key.private_pem)
+    .bind(key.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
