@@ -45,6 +45,37 @@ pub struct Config {
     /// it trusts.
     #[serde(default)]
     pub lti: LtiConfig,
+    /// The browser terminal's gateway.
+    #[serde(default)]
+    pub terminal: TerminalConfig,
+}
+
+/// The browser terminal's gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalConfig {
+    /// The private key (OpenSSH format, no passphrase) labpool logs in with
+    /// on `console: ssh` courses; their images authorize its public half for
+    /// the course's `ssh.user`. Needed only when such a course exists.
+    #[serde(default)]
+    pub ssh_key: Option<PathBuf>,
+    /// Console output kept per session, replayed to a page that reconnects
+    /// or reloads. Default 256KiB.
+    #[serde(default = "default_scrollback")]
+    pub scrollback: ByteSize,
+}
+
+fn default_scrollback() -> ByteSize {
+    ByteSize::bytes(256 << 10)
+}
+
+impl Default for TerminalConfig {
+    fn default() -> Self {
+        TerminalConfig {
+            ssh_key: None,
+            scrollback: default_scrollback(),
+        }
+    }
 }
 
 /// The LTI side: how LMSs reach labpool and which ones may launch.
@@ -484,6 +515,7 @@ impl Default for Config {
             reconcile: ReconcileConfig::default(),
             http: HttpConfig::default(),
             lti: LtiConfig::default(),
+            terminal: TerminalConfig::default(),
             hosts: Vec::new(),
             images: BTreeMap::new(),
         }

@@ -16,4 +16,5 @@ pub mod reconcile;
 pub mod session_token;
 pub mod source;
 pub mod store;
+pub mod terminal;
 pub mod yaml;

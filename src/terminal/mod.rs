@@ -1,0 +1,4 @@
+//! The browser terminal: one gateway inside labpool between each session's
+//! page (xterm.js over a WebSocket) and its VM's console.
+
+pub mod console;
