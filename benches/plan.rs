@@ -59,6 +59,7 @@ fn course(i: usize, warm: u32) -> DesiredCourse {
         image: IMAGES[i % IMAGES.len()].to_string(),
         in_class: i % 10 == 3,
         ready_timeout_ms: 300_000,
+        idle_ms: 1_800_000,
         backoff_until: i.is_multiple_of(97).then_some(NOW + 60_000),
     }
 }
@@ -74,6 +75,7 @@ fn vm(id: usize, c: &DesiredCourse, host: usize, state: VmState) -> ObservedVm {
         vcpus: c.vcpus,
         memory: c.memory,
         session_expires: (state == VmState::Assigned).then_some(NOW + 3_600_000),
+        session_active: None,
         domain: if state == VmState::Creating {
             DomainSeen::Unknown
         } else {

@@ -1,9 +1,11 @@
 //! labpool's HTTP side: the LTI tool (login, launch, JWKS, Deep Linking,
-//! Dynamic Registration), the waiting and session pages, the Git webhook
+//! Dynamic Registration), the waiting page, the session page and its
+//! terminal socket, the Git webhook
 //! and a health check. Handlers never call libvirt: they work on the store
 //! and ask the reconciler to act (wake, fetch now).
 
 pub mod lti;
+pub mod terminal;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -14,12 +16,14 @@ use axum::routing::{get, post};
 
 use crate::lti::Lti;
 use crate::reconcile::Reconciler;
+use crate::terminal::gateway::Gateway;
 
 /// What the handlers share.
 #[derive(Clone)]
 pub struct App {
     pub reconciler: Reconciler,
     pub lti: Arc<Lti>,
+    pub gateway: Gateway,
 }
 
 impl FromRef<App> for Reconciler {
@@ -45,7 +49,11 @@ impl App {
             Box::new(move || waker.wake()),
         )
         .await?;
-        Ok(App { reconciler, lti })
+        Ok(App {
+            gateway: Gateway::new(&reconciler),
+            reconciler,
+            lti,
+        })
     }
 }
 
@@ -60,7 +68,9 @@ pub fn router(app: App) -> Router {
         .route("/lti/deep-link", post(lti::deep_link))
         .route("/launch/wait/{ticket}", get(lti::wait_page))
         .route("/launch/wait/{ticket}/status", get(lti::wait_status))
-        .route("/session/{id}", get(lti::session_page))
+        .route("/session/{id}", get(terminal::session_page))
+        .route("/session/{id}/terminal", get(terminal::socket))
+        .route("/assets/{name}", get(terminal::asset))
         .route("/hooks/git", post(webhook::receive))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(app)
@@ -73,6 +83,13 @@ pub async fn serve(
     app: App,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Open terminals are upgraded connections the graceful shutdown does not
+    // wait for: the gateway tells their pages to reconnect first.
+    let gateway = app.gateway.clone();
+    let shutdown = async move {
+        shutdown.await;
+        gateway.shutdown();
+    };
     axum::serve(listener, router(app))
         .with_graceful_shutdown(shutdown)
         .await

@@ -24,6 +24,10 @@ pub struct LaunchableCourse {
     /// Hard session expiry, from the claim.
     pub expiry_ms: i64,
     pub idle_ms: i64,
+    /// How the terminal reaches the VM.
+    pub console: crate::course::spec::Console,
+    /// The account an SSH console logs in as.
+    pub ssh_user: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +98,8 @@ impl Catalogs {
                 max: course.pool.max,
                 expiry_ms: course.session.expiry.get().as_millis() as i64,
                 idle_ms: course.session.idle.get().as_millis() as i64,
+                console: course.session.console,
+                ssh_user: course.session.ssh.as_ref().map(|s| s.user.clone()),
             });
             for context in &course.lti.contexts {
                 catalog.by_context.insert(context.clone(), entry.clone());

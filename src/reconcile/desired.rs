@@ -33,6 +33,8 @@ pub struct DesiredCourse {
     pub in_class: bool,
     /// How long a VM may take to become ready (ms).
     pub ready_timeout_ms: i64,
+    /// A session without terminal activity for this long ends (ms).
+    pub idle_ms: i64,
     /// No new VMs before this time (ms): the course's boots keep failing.
     pub backoff_until: Option<i64>,
 }

@@ -517,6 +517,7 @@ impl Reconciler {
                     image: c.image.to_string(),
                     in_class,
                     ready_timeout_ms: c.readiness.timeout.get().as_millis() as i64,
+                    idle_ms: c.session.idle.get().as_millis() as i64,
                     backoff_until: state.backoff.until(c.name.as_str()),
                 }
             })

@@ -132,6 +132,7 @@ pub async fn observe(
             vcpus: u32::try_from(r.vcpus).unwrap_or(u32::MAX),
             memory: u64::try_from(r.memory).unwrap_or(0),
             session_expires: sessions_by_vm.get(&r.id).map(|s| s.expires_at),
+            session_active: sessions_by_vm.get(&r.id).map(|s| s.last_activity_at),
             domain: if !up.contains(r.host.as_str()) {
                 DomainSeen::Unknown
             } else {

@@ -71,6 +71,8 @@ pub struct ObservedVm {
     pub memory: u64,
     /// The live session on the VM: its hard expiry (unix ms).
     pub session_expires: Option<i64>,
+    /// The live session's last terminal activity (unix ms).
+    pub session_active: Option<i64>,
     pub domain: DomainSeen,
 }
 
@@ -149,6 +151,8 @@ pub enum DestroyReason {
     Vanished,
     /// The session reached its hard expiry.
     Expired,
+    /// Nobody typed in the session's terminal for the course's idle timeout.
+    Idle,
     /// The VM is marked assigned but no live session holds it.
     SessionEnded,
     /// The course is gone from the source.
@@ -166,6 +170,7 @@ impl DestroyReason {
             DestroyReason::BootTimeout => "boot-timeout",
             DestroyReason::Vanished => "vanished",
             DestroyReason::Expired => "expired",
+            DestroyReason::Idle => "idle",
             DestroyReason::SessionEnded => "session-ended",
             DestroyReason::CourseRemoved => "course-removed",
             DestroyReason::Unfinished => "unfinished",
@@ -377,6 +382,13 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
             }
             VmState::Assigned => match vm.session_expires {
                 Some(expires) if expires <= now => Some(DestroyReason::Expired),
+                Some(_)
+                    if course.zip(vm.session_active).is_some_and(|(c, active)| {
+                        c.idle_ms > 0 && active.saturating_add(c.idle_ms) <= now
+                    }) =>
+                {
+                    Some(DestroyReason::Idle)
+                }
                 Some(_) => None,
                 None => Some(DestroyReason::SessionEnded),
             },

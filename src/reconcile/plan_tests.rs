@@ -56,6 +56,7 @@ fn course(name: &str, warm: u32, max: u32) -> DesiredCourse {
         image: "busybox".into(),
         in_class: false,
         ready_timeout_ms: 120_000,
+        idle_ms: 1_800_000,
         backoff_until: None,
     }
 }
@@ -81,6 +82,7 @@ fn vm(id: &str, c: &DesiredCourse, host: &str, state: VmState) -> ObservedVm {
         vcpus: c.vcpus,
         memory: c.memory,
         session_expires: (state == VmState::Assigned).then_some(NOW + HOUR),
+        session_active: None,
         domain: if state == VmState::Creating {
             DomainSeen::Unknown
         } else {
@@ -692,6 +694,7 @@ fn broken_vms_are_destroyed_and_replaced() {
     };
     let assigned = |expires: Option<i64>| ObservedVm {
         session_expires: expires,
+        session_active: None,
         ..vm("v", &c, "h0", VmState::Assigned)
     };
     let recent = NOW - 1_000;
@@ -797,6 +800,30 @@ fn broken_vms_are_destroyed_and_replaced() {
             assigned(None),
             Some(R::SessionEnded),
         ),
+        (
+            "assigned, typed a moment ago",
+            ObservedVm {
+                session_active: Some(NOW - c.idle_ms + 1),
+                ..assigned(Some(NOW + HOUR))
+            },
+            None,
+        ),
+        (
+            "assigned, idle for the course's timeout",
+            ObservedVm {
+                session_active: Some(NOW - c.idle_ms),
+                ..assigned(Some(NOW + HOUR))
+            },
+            Some(R::Idle),
+        ),
+        (
+            "assigned, expired and idle",
+            ObservedVm {
+                session_active: Some(NOW - 2 * c.idle_ms),
+                ..assigned(Some(NOW - 1))
+            },
+            Some(R::Expired),
+        ),
     ];
     for (case, v, want) in table {
         let p = plan(
@@ -860,6 +887,7 @@ fn removed_course_drains() {
         vm("w", &gone_course, "h0", VmState::Warm),
         ObservedVm {
             session_expires: Some(NOW - 1),
+            session_active: None,
             ..vm("a", &gone_course, "h0", VmState::Assigned)
         },
     ];
@@ -904,6 +932,7 @@ fn down_host_is_left_alone_and_replaced_elsewhere() {
     vms.push(vm("d", &c, "h0", VmState::Deleting));
     vms.push(ObservedVm {
         session_expires: Some(NOW - HOUR),
+        session_active: None,
         ..vm("a", &c, "h0", VmState::Assigned)
     });
     for v in &mut vms {
@@ -1103,6 +1132,7 @@ fn random_world(seed: u64) -> World {
                 image: pick(rng, &IMAGES).to_string(),
                 in_class: rng.random_bool(0.2),
                 ready_timeout_ms: 120_000,
+                idle_ms: 1_800_000,
                 backoff_until: match rng.random_range(0..10) {
                     0 => Some(NOW + 30_000),
                     1 => Some(NOW - 30_000),
@@ -1167,6 +1197,7 @@ fn random_world(seed: u64) -> World {
                 vcpus: c.map_or_else(|| rng.random_range(1..5), |c| c.vcpus),
                 memory: c.map_or_else(|| rng.random_range(1..5) * GIB, |c| c.memory),
                 session_expires,
+                session_active: None,
                 domain,
             });
         }
@@ -1224,6 +1255,7 @@ fn simulate(desired: &[DesiredCourse], observed: &Observed, plan: &Plan) -> Obse
                     vcpus: c.vcpus,
                     memory: c.memory,
                     session_expires: None,
+                    session_active: None,
                     domain: if i % 2 == 0 {
                         DomainSeen::Unknown
                     } else {
@@ -1325,6 +1357,7 @@ fn check_plan(desired: &[DesiredCourse], observed: &Observed, p: &Plan) -> Resul
                     && !matches!(
                         reason,
                         DestroyReason::Expired
+                            | DestroyReason::Idle
                             | DestroyReason::SessionEnded
                             | DestroyReason::Vanished
                     )

@@ -2,3 +2,7 @@
 //! page (xterm.js over a WebSocket) and its VM's console.
 
 pub mod console;
+pub mod gateway;
+pub mod page;
+pub mod serial;
+pub mod ssh;

@@ -95,7 +95,6 @@ pub async fn converge(
     done: impl Fn(&[VmRow]) -> bool,
 ) -> Vec<VmRow> {
     let start = Instant::now();
-    let limit = limit.min(Duration::from_secs(20));
     loop {
         r.pass().await.expect("pass");
         r.settle().await;

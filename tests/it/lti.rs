@@ -35,6 +35,7 @@ pub enum Db {
 pub struct World {
     /// Holds the temporary folder (course files, SQLite file) open.
     _lab: Lab,
+    pub gateway: labpool::terminal::gateway::Gateway,
     pub platform: Platform,
     pub base: String,
     pub reconciler: Reconciler,
@@ -45,9 +46,6 @@ pub struct World {
 impl World {
     pub async fn new(db: Db, warm: u32, max: u32) -> World {
         let lab = Lab::new();
-        let platform = Platform::start().await.expect("platform starts");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let mut hosts = String::new();
         for name in ["h1", "h2"] {
             hosts.push_str(&format!(
@@ -65,6 +63,29 @@ impl World {
             "python",
             "name: python\ntitle: Python lab\nimage: tiny\nvm: { vcpus: 1, memory: 64MiB }\npool: { warm: 1, max: 5 }\n",
         );
+        let head = format!(
+            "reconcile: {{ boots_per_host: 100, orphan_grace: 1h, backoff: 1s }}\nhosts:\n{hosts}images:\n  tiny: {{ volume: base.qcow2 }}\n"
+        );
+        World::start(lab, db, &head, "pools warm", |vms| {
+            count(vms, COURSE, VmState::Warm) == warm as usize
+                && count(vms, "python", VmState::Warm) == 1
+        })
+        .await
+    }
+
+    /// A world of `lab`'s courses on the hosts and images of `head` (YAML
+    /// before the `lti` section), with the platform registered, serving
+    /// once the pools satisfy `ready`.
+    pub async fn start(
+        lab: Lab,
+        db: Db,
+        head: &str,
+        what: &str,
+        ready: impl Fn(&[labpool::store::VmRow]) -> bool,
+    ) -> World {
+        let platform = Platform::start().await.expect("platform starts");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let postgres = match db {
             Db::Postgres => Some(PostgresDb::create().await),
             Db::Sqlite => None,
@@ -76,8 +97,7 @@ impl World {
         let config = lab.config_on(
             &database,
             &format!(
-                "reconcile: {{ boots_per_host: 100, orphan_grace: 1h, backoff: 1s }}\nhosts:\n{hosts}images:\n  tiny: {{ volume: base.qcow2 }}\n\
-                 lti:\n  base_url: \"{base}\"\n  registration_secret: {REGISTRATION_SECRET}\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+                "{head}lti:\n  base_url: \"{base}\"\n  registration_secret: {REGISTRATION_SECRET}\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
                 iss = platform.issuer(),
                 auth = platform.auth_url(),
                 token = platform.token_url(),
@@ -86,12 +106,9 @@ impl World {
         );
         let reconciler = lab.reconciler(config).await;
         let store = reconciler.store().clone();
-        converge(&reconciler, Duration::from_secs(20), "pools warm", |vms| {
-            count(vms, COURSE, VmState::Warm) == warm as usize
-                && count(vms, "python", VmState::Warm) == 1
-        })
-        .await;
+        converge(&reconciler, Duration::from_secs(60), what, ready).await;
         let app = App::new(reconciler.clone()).await.expect("app");
+        let gateway = app.gateway.clone();
         tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
         platform.register_tool(ToolRegistration {
             client_id: CLIENT.into(),
@@ -107,11 +124,11 @@ impl World {
             base,
             reconciler,
             store,
+            gateway,
             _postgres: postgres,
         }
     }
 
-    /// A student's launch of the course's link.
     pub fn student(&self, user: &str) -> Launch {
         Launch::new(CLIENT, DEPLOYMENT, user, "link-1").in_context(CONTEXT, "Linux 101")
     }
@@ -126,7 +143,7 @@ impl World {
 }
 
 /// The session id and token of a redirect to the session page.
-fn session_of(page: &Page) -> (String, String) {
+pub fn session_of(page: &Page) -> (String, String) {
     assert_eq!(page.status, 303, "a redirect to the session: {}", page.body);
     let location = page.location.as_deref().expect("location");
     let url = url::Url::parse(location).expect("absolute URL");

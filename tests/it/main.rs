@@ -4,6 +4,7 @@
 //!
 //! One test binary (faster to link than one per file); modules by subject.
 
+mod browser;
 mod cli;
 mod corpus;
 mod diff;
@@ -17,3 +18,5 @@ mod schema;
 mod source_git;
 mod store;
 mod support;
+mod terminal;
+mod terminal_ssh;

@@ -18,7 +18,7 @@ const IMAGES: &str = "/var/lib/labpool/images";
 
 /// Host and image catalog for the local libvirtd. Orphan grace is long:
 /// other tests share this libvirtd, and their VMs are not ours to collect.
-fn qemu_config(pool: &str) -> String {
+pub(crate) fn qemu_config(pool: &str) -> String {
     format!(
         "reconcile: {{ boots_per_host: 2, orphan_grace: 1h, backoff: 1s, resync: 1s }}\nhosts:\n  - name: local\n    uri: qemu:///system\n    storage_pool: {pool}\n    domain_type: qemu\n    capacity: {{ vms: 8, memory: 4GiB, vcpus: 2, cpu_overcommit: 4 }}\nimages:\n  busybox:\n    volume: busybox-base.qcow2\n    kernel: {IMAGES}/vmlinux\n    initrd: {IMAGES}/busybox.cpio.gz\n    cmdline: console=ttyS0 quiet panic=-1\n"
     )
@@ -35,10 +35,10 @@ fn virsh(args: &[&str]) -> String {
 
 /// A storage pool of this test's own (transient, in the lab folder) with
 /// the base volume, so the volumes in it are this test's alone.
-struct OwnPool(String, String); // (pool, course)
+pub(crate) struct OwnPool(pub String, pub String); // (pool, course)
 
 impl OwnPool {
-    fn create(lab: &Lab, name: &str, course: &str) -> OwnPool {
+    pub(crate) fn create(lab: &Lab, name: &str, course: &str) -> OwnPool {
         let dir = lab.path().join("pool");
         std::fs::create_dir(&dir).unwrap();
         // qemu runs as libvirt-qemu: it must be able to reach the overlays.

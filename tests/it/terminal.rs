@@ -1,0 +1,389 @@
+//! The browser terminal's gateway over its WebSocket: a real TCG guest's
+//! serial console (typing, resize, two tabs, scrollback while away, a
+//! console taken away and back, the session ending), token refusals, and
+//! idle and hard-expiry ends on libvirt test hosts.
+
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use labpool::session_token::SessionTokens;
+use labpool::store::VmState;
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::lab::{Lab, converge, count};
+use crate::lti::{CONTEXT, Db, World, session_of};
+use crate::qemu::{OwnPool, qemu_config};
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One page's side of the terminal socket.
+pub struct Term {
+    ws: Socket,
+    /// Output bytes seen, from `offset`.
+    pub out: Vec<u8>,
+    /// Where the replay started.
+    pub offset: u64,
+    pub statuses: Vec<String>,
+    pub tokens: Vec<String>,
+}
+
+impl Term {
+    pub fn url(base: &str, session: &str, token: &str, from: u64) -> String {
+        format!(
+            "{}/session/{session}/terminal?token={token}&from={from}",
+            base.replacen("http", "ws", 1)
+        )
+    }
+
+    /// Connects and reads up to the `attached` message.
+    pub async fn connect(base: &str, session: &str, token: &str, from: u64) -> Term {
+        let (ws, _) = tokio_tungstenite::connect_async(Term::url(base, session, token, from))
+            .await
+            .expect("socket upgrade");
+        let mut term = Term {
+            ws,
+            out: Vec::new(),
+            offset: 0,
+            statuses: Vec::new(),
+            tokens: Vec::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match term.next(deadline).await {
+                Some(Message::Text(t)) => {
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "attached" {
+                        term.offset = v["offset"].as_u64().unwrap();
+                        return term;
+                    }
+                }
+                other => panic!("expected `attached`, got {other:?}"),
+            }
+        }
+    }
+
+    async fn next(&mut self, deadline: Instant) -> Option<Message> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, self.ws.next()).await {
+            Ok(Some(Ok(msg))) => {
+                self.note(&msg);
+                Some(msg)
+            }
+            Ok(_) => None,
+            Err(_) => panic!(
+                "socket quiet until the deadline; output so far: {:?}",
+                self.text()
+            ),
+        }
+    }
+
+    fn note(&mut self, msg: &Message) {
+        match msg {
+            Message::Binary(b) => self.out.extend_from_slice(b),
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str() {
+                    Some("status") => self.statuses.push(v["state"].as_str().unwrap().into()),
+                    Some("token") => self.tokens.push(v["token"].as_str().unwrap().into()),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out).into_owned()
+    }
+
+    /// Output bytes this page holds in all (what it would send as `from`).
+    pub fn end(&self) -> u64 {
+        self.offset + self.out.len() as u64
+    }
+
+    pub async fn send(&mut self, keys: &str) {
+        self.ws
+            .send(Message::Binary(keys.as_bytes().to_vec().into()))
+            .await
+            .expect("send keys");
+    }
+
+    pub async fn resize(&mut self, cols: u16, rows: u16) {
+        let msg = json!({"type": "resize", "cols": cols, "rows": rows}).to_string();
+        self.ws.send(Message::Text(msg.into())).await.unwrap();
+    }
+
+    /// Reads until the output (from byte `after` of what this page saw)
+    /// contains `needle`.
+    pub async fn read_until(&mut self, after: usize, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !String::from_utf8_lossy(&self.out[after.min(self.out.len())..]).contains(needle) {
+            match self.next(deadline).await {
+                Some(Message::Close(c)) => panic!("closed ({c:?}) before {needle:?}: {:?}", self.text()),
+                None => panic!("socket ended before {needle:?}: {:?}", self.text()),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Reads to the close frame: its code and reason.
+    pub async fn closed(&mut self, limit: Duration) -> (u16, String) {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.next(deadline).await {
+                Some(Message::Close(Some(frame))) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Message::Close(None)) | None => return (0, String::new()),
+                Some(_) => {}
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Types a command whose output differs from its echo (`hel''lo` prints
+/// `hello`) and waits for the output line.
+async fn run(term: &mut Term, command: &str, expect: &str) {
+    let at = term.out.len();
+    term.send(&format!("{command}\r")).await;
+    term.read_until(at, &format!("\n{expect}"), Duration::from_secs(20))
+        .await;
+}
+
+const SERIAL: &str = "term-serial";
+
+/// A world with one real TCG guest kept warm for a serial course.
+async fn serial_world(pool_name: &str) -> (World, OwnPool) {
+    let lab = Lab::new();
+    let pool = OwnPool::create(&lab, pool_name, SERIAL);
+    lab.course_text(
+        SERIAL,
+        &format!(
+            "name: {SERIAL}\ntitle: Shell on a serial line\nimage: busybox\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 1, max: 2 }}\nsession: {{ expiry: 1h, idle: 30m }}\nlti: {{ contexts: [{CONTEXT}] }}\nreadiness: {{ console_marker: GUEST-READY }}\n"
+        ),
+    );
+    let head = qemu_config(&pool.0);
+    let world = World::start(lab, Db::Sqlite, &head, "1 warm guest", |vms| {
+        count(vms, SERIAL, VmState::Warm) == 1
+    })
+    .await;
+    (world, pool)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_student_works_in_the_terminal_of_a_real_vm() {
+    let (w, _pool) = serial_world("labpool-test-terminal").await;
+    let (session, token) = session_of(&w.launch(&w.student("alice")).await);
+
+    // The page: the course, the scripts, no CDN.
+    let page = reqwest::get(format!("{}/session/{session}?token={token}", w.base))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Shell on a serial line"), "{html}");
+    assert!(html.contains("/assets/xterm.js"), "{html}");
+    let js = reqwest::get(format!("{}/assets/xterm.js", w.base)).await.unwrap();
+    assert_eq!(js.status(), 200);
+
+    // Typing: the command's output comes back; the prompt came unasked.
+    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    assert_eq!(tab.offset, 0);
+    tab.read_until(0, "# ", Duration::from_secs(20)).await;
+    let before = w.store.session(&session).await.unwrap().unwrap();
+    run(&mut tab, "echo hel''lo", "hello").await;
+    assert!(tab.statuses.contains(&"connected".to_string()), "{:?}", tab.statuses);
+
+    // Resize: the serial guest's shell learns the size, without the page
+    // seeing the line that told it.
+    tab.resize(123, 45).await;
+    run(&mut tab, "stty size", "45 123").await;
+    assert!(!tab.text().contains("stty rows"), "{:?}", tab.text());
+
+    // Typing counts as activity.
+    let touched = w.store.session(&session).await.unwrap().unwrap();
+    assert!(touched.last_activity_at >= before.last_activity_at);
+
+    // A second tab takes over from the first, and carries on from its byte.
+    let mut tab2 = Term::connect(&w.base, &session, &token, tab.end()).await;
+    assert_eq!(tab2.offset, tab.end());
+    assert_eq!(tab.closed(Duration::from_secs(5)).await.0, 4001);
+    run(&mut tab2, "echo tw''o", "two").await;
+
+    // Output while nobody watches is kept and replayed, and only that.
+    let away_from = tab2.end();
+    let away = "sleep 1; echo lat''er";
+    tab2.send(&format!("{away}\r")).await;
+    tab2.close().await;
+    // The command's echo, then `later` on a line of its own.
+    let later = away_from + (away.len() + "\r\nlater\r\n".len()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while w.gateway.output_end(&session).unwrap_or(0) < later {
+        assert!(Instant::now() < deadline, "no output while away");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut tab3 = Term::connect(&w.base, &session, &token, away_from).await;
+    tab3.read_until(0, "\nlater", Duration::from_secs(20)).await;
+    assert!(!tab3.text().contains("two"), "replayed too much: {:?}", tab3.text());
+
+    // The console taken away (as by a dropped host connection): the page is
+    // told, and the gateway gets it back.
+    let host = w.reconciler.host("local").unwrap().clone();
+    let vm = w
+        .store
+        .vm(&touched.vm_id)
+        .await
+        .unwrap()
+        .expect("the session's VM");
+    let domain = vm.domain.clone();
+    let thief = host.run(move |h| h.open_console(&domain)).await.unwrap();
+    let at = tab3.out.len();
+    tab3.read_until(at, "reconnecting", Duration::from_secs(20)).await;
+    drop(thief);
+    run(&mut tab3, "echo ba''ck", "back").await;
+
+    // The session ends: the page is told why and the VM goes.
+    assert!(w.store.end_session(&session, "ended by a test", labpool::reconcile::now_ms()).await.unwrap());
+    let (code, reason) = tab3.closed(Duration::from_secs(30)).await;
+    assert_eq!((code, reason.as_str()), (4000, "ended by a test"));
+    converge(&w.reconciler, Duration::from_secs(60), "the VM gone, the pool warm", |vms| {
+        vms.iter().all(|v| v.id != vm.id) && count(vms, SERIAL, VmState::Warm) == 1
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_terminal_refuses_bad_tokens_and_ended_sessions() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let (alice, _) = session_of(&w.launch(&w.student("alice")).await);
+    let (bob, bob_token) = session_of(&w.launch(&w.student("bob")).await);
+    let now = labpool::reconcile::now_ms() / 1000;
+    let tokens = w.reconciler.store().clone();
+    let real = SessionTokens::load_or_create(&tokens, now * 1000).await.unwrap();
+    let expired = real.issue(&alice, now - 3600);
+    let forged = SessionTokens::from_secret(b"not labpool's key").issue(&alice, now);
+    let cases = [
+        ("no token", String::new(), "no token"),
+        ("expired", expired, "expired"),
+        ("forged", forged, "not one labpool signed"),
+        ("bob's", bob_token.clone(), "another session"),
+    ];
+    for (what, token, reason) in &cases {
+        let page = reqwest::get(format!("{}/session/{alice}?token={token}", w.base))
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 401, "page with {what} token");
+        assert!(page.text().await.unwrap().contains(reason), "{what}");
+        let (mut ws, _) = tokio_tungstenite::connect_async(Term::url(&w.base, &alice, token, 0))
+            .await
+            .unwrap();
+        let mut frames = Vec::new();
+        while let Some(Ok(msg)) = ws.next().await {
+            frames.push(msg);
+        }
+        match frames.as_slice() {
+            [Message::Close(Some(frame))] => {
+                assert_eq!(frame.code, CloseCode::Library(4401), "{what}");
+                assert!(frame.reason.contains(reason), "{what}: {}", frame.reason);
+            }
+            other => panic!("{what}: expected only a 4401 close, got {other:?}"),
+        }
+    }
+    // A token for a session that does not exist; an ended session.
+    let ghost = real.issue("no-such-session", now);
+    let mut t = Term::url(&w.base, "no-such-session", &ghost, 0);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&t).await.unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 4404),
+        other => panic!("{other:?}"),
+    }
+    w.store
+        .end_session(&bob, "expired", labpool::reconcile::now_ms())
+        .await
+        .unwrap();
+    t = Term::url(&w.base, &bob, &bob_token, 0);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&t).await.unwrap();
+    match ws.next().await {
+        Some(Ok(Message::Close(Some(f)))) => {
+            assert_eq!((u16::from(f.code), f.reason.as_str()), (4000, "expired"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let page = reqwest::get(format!("{}/session/{bob}?token={bob_token}", w.base))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 410);
+    // A relaunch (once the pool refilled) gives a new session with a fresh
+    // token, which works.
+    converge(&w.reconciler, Duration::from_secs(20), "refilled", |vms| {
+        count(vms, crate::lti::COURSE, VmState::Warm) == 2
+    })
+    .await;
+    let (bob2, token2) = session_of(&w.launch(&w.student("bob")).await);
+    assert_ne!(bob2, bob);
+    let page = reqwest::get(format!("{}/session/{bob2}?token={token2}", w.base))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+}
+
+/// A world of test hosts with one course whose sessions last `session`.
+async fn short_sessions(session: &str) -> World {
+    let lab = Lab::new();
+    lab.course_text(
+        "short",
+        &format!(
+            "name: short\ntitle: Short lab\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 3 }}\nsession: {session}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+        ),
+    );
+    let head = format!(
+        "reconcile: {{ boots_per_host: 10, orphan_grace: 1h, backoff: 1s }}\nhosts:\n  - name: h1\n    uri: \"{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 10, memory: 8GiB, vcpus: 8 }}\nimages:\n  tiny: {{ volume: base.qcow2 }}\n",
+        lab.test_host("h1")
+    );
+    World::start(lab, Db::Sqlite, &head, "1 warm", |vms| {
+        count(vms, "short", VmState::Warm) == 1
+    })
+    .await
+}
+
+/// Launches, attaches a page, and waits for the reconciler to end the
+/// session; returns the reason the page was given.
+async fn session_ends(w: &World, reason: &str) {
+    let (session, token) = session_of(&w.launch(&w.student("carol")).await);
+    let row = w.store.session(&session).await.unwrap().unwrap();
+    // Test hosts have no consoles: the page attaches and is told the VM
+    // cannot be reached, but the session is just as live.
+    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let vms = converge(&w.reconciler, Duration::from_secs(30), "the session ended and the pool refilled", |vms| {
+        vms.iter().all(|v| v.id != row.vm_id) && count(vms, "short", VmState::Warm) == 1
+    })
+    .await;
+    assert_eq!(count(&vms, "short", VmState::Assigned), 0);
+    let ended = w.store.session(&session).await.unwrap().unwrap();
+    assert_eq!(ended.end_reason.as_deref(), Some(reason));
+    assert!(ended.ended_at.is_some());
+    let (code, said) = tab.closed(Duration::from_secs(20)).await;
+    assert_eq!((code, said.as_str()), (4000, reason), "what the page heard");
+    assert!(tab.text().contains(&format!("has ended ({reason})")), "{:?}", tab.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_ends_and_the_pool_refills() {
+    let w = short_sessions("{ expiry: 1h, idle: 1s }").await;
+    session_ends(&w, "idle").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_ends_and_the_pool_refills() {
+    let w = short_sessions("{ expiry: 2s, idle: 2s }").await;
+    session_ends(&w, "expired").await;
+}
