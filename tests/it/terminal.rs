@@ -387,3 +387,67 @@ async fn an_expired_session_ends_and_the_pool_refills() {
     let w = short_sessions("{ expiry: 2s, idle: 2s }").await;
     session_ends(&w, "expired").await;
 }
+
+/// The whole student path in a real browser: the LMS's launch, labpool's
+/// login and launch, the session page with xterm.js, a typed command and
+/// its output on the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_in_chromium_ends_in_a_working_terminal() {
+    let (w, _pool) = serial_world("labpool-test-chromium").await;
+    let chrome = crate::browser::Chrome::start().await;
+    let launch = w.student("dana");
+    chrome.goto(&w.platform.launch_url(&launch)).await;
+    chrome
+        .wait_js(
+            "return document.body.dataset.state || null",
+            json!("connected"),
+            Duration::from_secs(30),
+        )
+        .await;
+    let url = chrome.client().current_url().await.unwrap();
+    assert!(url.path().starts_with("/session/"), "{url}");
+    assert!(url.query().unwrap_or("").contains("token="), "{url}");
+    chrome
+        .wait_text("#title", "Shell on a serial line", Duration::from_secs(5))
+        .await;
+    // The prompt, asked for by the gateway, is on the screen before anyone types.
+    chrome
+        .wait_text(".xterm-rows", "#", Duration::from_secs(20))
+        .await;
+    chrome
+        .type_keys(".xterm-helper-textarea", "echo hel''lo-from-chromium\n")
+        .await;
+    chrome
+        .wait_text(".xterm-rows", "hello-from-chromium", Duration::from_secs(20))
+        .await;
+    // xterm.js's size reached the serial guest.
+    chrome.type_keys(".xterm-helper-textarea", "stty size\n").await;
+    let (cols, rows) = {
+        let v = chrome
+            .client()
+            .execute("return [labpool.term.cols, labpool.term.rows]", vec![])
+            .await
+            .unwrap();
+        (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())
+    };
+    chrome
+        .wait_text(".xterm-rows", &format!("{rows} {cols}"), Duration::from_secs(20))
+        .await;
+    // The session ends: the page says so.
+    let session = url.path().trim_start_matches("/session/").to_string();
+    w.store
+        .end_session(&session, "expired", labpool::reconcile::now_ms())
+        .await
+        .unwrap();
+    chrome
+        .wait_js(
+            "return document.body.dataset.state",
+            json!("ended"),
+            Duration::from_secs(30),
+        )
+        .await;
+    chrome
+        .wait_text("#notice-text", "has ended", Duration::from_secs(5))
+        .await;
+    chrome.close().await;
+}
