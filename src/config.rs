@@ -620,6 +620,11 @@ impl Config {
         if config.source.folder.is_relative() {
             config.source.folder = base.join(&config.source.folder);
         }
+        if let Some(key) = &mut config.terminal.ssh_key
+            && key.is_relative()
+        {
+            *key = base.join(&*key);
+        }
         if let Some(git) = &mut config.source.git {
             for path in [
                 Some(&mut git.cache),
@@ -839,8 +844,9 @@ mod tests {
     fn defaults_resolve_against_the_file_and_hide_passwords() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("labpool.yaml");
-        std::fs::write(&file, "hosts: []\n").unwrap();
+        std::fs::write(&file, "hosts: []\nterminal: { ssh_key: keys/id }\n").unwrap();
         let config = Config::load(&file).unwrap();
+        assert_eq!(config.terminal.ssh_key, Some(dir.path().join("keys/id")));
         assert_eq!(
             config.database.expose(),
             format!("sqlite:{}", dir.path().join("labpool.db").display())

@@ -76,6 +76,8 @@ pub enum Code {
     UnknownImage,
     /// No configured host can hold one VM of this course.
     NoHostFits,
+    /// `console: ssh` while labpool's configuration has no `terminal.ssh_key`.
+    SshKeyMissing,
 }
 
 impl Code {
@@ -110,6 +112,7 @@ impl Code {
         Code::ReadinessConflict,
         Code::UnknownImage,
         Code::NoHostFits,
+        Code::SshKeyMissing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -143,6 +146,7 @@ impl Code {
             Code::ReadinessConflict => "readiness-conflict",
             Code::UnknownImage => "unknown-image",
             Code::NoHostFits => "no-host-fits",
+            Code::SshKeyMissing => "ssh-key-missing",
         }
     }
 

@@ -234,6 +234,16 @@ fn readiness(view: &View<'_>, out: &mut Vec<Diagnostic>) {
 }
 
 fn hosts(view: &View<'_>, config: &Config, out: &mut Vec<Diagnostic>) {
+    if view.get_or("/session/console", Console::default) == Some(Console::Ssh)
+        && config.terminal.ssh_key.is_none()
+    {
+        view.report(
+            out,
+            "/session/console",
+            Code::SshKeyMissing,
+            "`console: ssh` needs `terminal.ssh_key` in labpool's configuration: the key the terminal logs in with".to_string(),
+        );
+    }
     let Some(image) = view.get::<ImageName>("/image") else {
         return;
     };

@@ -122,7 +122,9 @@ impl Term {
         let deadline = Instant::now() + limit;
         while !String::from_utf8_lossy(&self.out[after.min(self.out.len())..]).contains(needle) {
             match self.next(deadline).await {
-                Some(Message::Close(c)) => panic!("closed ({c:?}) before {needle:?}: {:?}", self.text()),
+                Some(Message::Close(c)) => {
+                    panic!("closed ({c:?}) before {needle:?}: {:?}", self.text())
+                }
                 None => panic!("socket ended before {needle:?}: {:?}", self.text()),
                 Some(_) => {}
             }
@@ -187,12 +189,17 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     let html = page.text().await.unwrap();
     assert!(html.contains("Shell on a serial line"), "{html}");
     assert!(html.contains("/assets/xterm.js"), "{html}");
-    let js = reqwest::get(format!("{}/assets/xterm.js", w.base)).await.unwrap();
+    let js = reqwest::get(format!("{}/assets/xterm.js", w.base))
+        .await
+        .unwrap();
     assert_eq!(js.status(), 200);
 
     // Typing: the command's output comes back; the prompt came unasked.
@@ -201,7 +208,11 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
     tab.read_until(0, "# ", Duration::from_secs(20)).await;
     let before = w.store.session(&session).await.unwrap().unwrap();
     run(&mut tab, "echo hel''lo", "hello").await;
-    assert!(tab.statuses.contains(&"connected".to_string()), "{:?}", tab.statuses);
+    assert!(
+        tab.statuses.contains(&"connected".to_string()),
+        "{:?}",
+        tab.statuses
+    );
 
     // Resize: the serial guest's shell learns the size, without the page
     // seeing the line that told it.
@@ -233,7 +244,11 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
     }
     let mut tab3 = Term::connect(&w.base, &session, &token, away_from).await;
     tab3.read_until(0, "\nlater", Duration::from_secs(20)).await;
-    assert!(!tab3.text().contains("two"), "replayed too much: {:?}", tab3.text());
+    assert!(
+        !tab3.text().contains("two"),
+        "replayed too much: {:?}",
+        tab3.text()
+    );
 
     // The console taken away (as by a dropped host connection): the page is
     // told, and the gateway gets it back.
@@ -247,17 +262,26 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
     let domain = vm.domain.clone();
     let thief = host.run(move |h| h.open_console(&domain)).await.unwrap();
     let at = tab3.out.len();
-    tab3.read_until(at, "reconnecting", Duration::from_secs(20)).await;
+    tab3.read_until(at, "reconnecting", Duration::from_secs(20))
+        .await;
     drop(thief);
     run(&mut tab3, "echo ba''ck", "back").await;
 
     // The session ends: the page is told why and the VM goes.
-    assert!(w.store.end_session(&session, "ended by a test", labpool::reconcile::now_ms()).await.unwrap());
+    assert!(
+        w.store
+            .end_session(&session, "ended by a test", labpool::reconcile::now_ms())
+            .await
+            .unwrap()
+    );
     let (code, reason) = tab3.closed(Duration::from_secs(30)).await;
     assert_eq!((code, reason.as_str()), (4000, "ended by a test"));
-    converge(&w.reconciler, Duration::from_secs(60), "the VM gone, the pool warm", |vms| {
-        vms.iter().all(|v| v.id != vm.id) && count(vms, SERIAL, VmState::Warm) == 1
-    })
+    converge(
+        &w.reconciler,
+        Duration::from_secs(60),
+        "the VM gone, the pool warm",
+        |vms| vms.iter().all(|v| v.id != vm.id) && count(vms, SERIAL, VmState::Warm) == 1,
+    )
     .await;
 }
 
@@ -268,7 +292,9 @@ async fn the_terminal_refuses_bad_tokens_and_ended_sessions() {
     let (bob, bob_token) = session_of(&w.launch(&w.student("bob")).await);
     let now = labpool::reconcile::now_ms() / 1000;
     let tokens = w.reconciler.store().clone();
-    let real = SessionTokens::load_or_create(&tokens, now * 1000).await.unwrap();
+    let real = SessionTokens::load_or_create(&tokens, now * 1000)
+        .await
+        .unwrap();
     let expired = real.issue(&alice, now - 3600);
     let forged = SessionTokens::from_secret(b"not labpool's key").issue(&alice, now);
     let cases = [
@@ -363,9 +389,12 @@ async fn session_ends(w: &World, reason: &str) {
     // Test hosts have no consoles: the page attaches and is told the VM
     // cannot be reached, but the session is just as live.
     let mut tab = Term::connect(&w.base, &session, &token, 0).await;
-    let vms = converge(&w.reconciler, Duration::from_secs(30), "the session ended and the pool refilled", |vms| {
-        vms.iter().all(|v| v.id != row.vm_id) && count(vms, "short", VmState::Warm) == 1
-    })
+    let vms = converge(
+        &w.reconciler,
+        Duration::from_secs(30),
+        "the session ended and the pool refilled",
+        |vms| vms.iter().all(|v| v.id != row.vm_id) && count(vms, "short", VmState::Warm) == 1,
+    )
     .await;
     assert_eq!(count(&vms, "short", VmState::Assigned), 0);
     let ended = w.store.session(&session).await.unwrap().unwrap();
@@ -373,7 +402,11 @@ async fn session_ends(w: &World, reason: &str) {
     assert!(ended.ended_at.is_some());
     let (code, said) = tab.closed(Duration::from_secs(20)).await;
     assert_eq!((code, said.as_str()), (4000, reason), "what the page heard");
-    assert!(tab.text().contains(&format!("has ended ({reason})")), "{:?}", tab.text());
+    assert!(
+        tab.text().contains(&format!("has ended ({reason})")),
+        "{:?}",
+        tab.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,10 +451,16 @@ async fn a_launch_in_chromium_ends_in_a_working_terminal() {
         .type_keys(".xterm-helper-textarea", "echo hel''lo-from-chromium\n")
         .await;
     chrome
-        .wait_text(".xterm-rows", "hello-from-chromium", Duration::from_secs(20))
+        .wait_text(
+            ".xterm-rows",
+            "hello-from-chromium",
+            Duration::from_secs(20),
+        )
         .await;
     // xterm.js's size reached the serial guest.
-    chrome.type_keys(".xterm-helper-textarea", "stty size\n").await;
+    chrome
+        .type_keys(".xterm-helper-textarea", "stty size\n")
+        .await;
     let (cols, rows) = {
         let v = chrome
             .client()
@@ -431,7 +470,11 @@ async fn a_launch_in_chromium_ends_in_a_working_terminal() {
         (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())
     };
     chrome
-        .wait_text(".xterm-rows", &format!("{rows} {cols}"), Duration::from_secs(20))
+        .wait_text(
+            ".xterm-rows",
+            &format!("{rows} {cols}"),
+            Duration::from_secs(20),
+        )
         .await;
     // The session ends: the page says so.
     let session = url.path().trim_start_matches("/session/").to_string();
@@ -450,4 +493,40 @@ async fn a_launch_in_chromium_ends_in_a_working_terminal() {
         .wait_text("#notice-text", "has ended", Duration::from_secs(5))
         .await;
     chrome.close().await;
+}
+
+/// A `console: ssh` course through the same socket: the gateway logs in as
+/// the course's user with `terminal.ssh_key`, and the page's size is the
+/// PTY's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssh_course_terminal_works_through_the_socket() {
+    let lab = Lab::new();
+    let pool = OwnPool::create(&lab, "labpool-test-terminal-ssh", "term-ssh");
+    lab.course_text(
+        "term-ssh",
+        &format!(
+            "name: term-ssh\ntitle: Shell over SSH\nimage: busybox-ssh\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 1, max: 2 }}\nsession: {{ console: ssh, ssh: {{ user: student }} }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+        ),
+    );
+    let head = format!(
+        "{}terminal: {{ ssh_key: /var/lib/labpool/images/id_ed25519 }}\n",
+        crate::terminal_ssh::config_text(&pool.0)
+    );
+    let w = World::start(lab, Db::Sqlite, &head, "1 warm SSH guest", |vms| {
+        count(vms, "term-ssh", VmState::Warm) == 1
+    })
+    .await;
+    let (session, token) = session_of(&w.launch(&w.student("erin")).await);
+    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    tab.resize(97, 31).await;
+    tab.read_until(0, "$ ", Duration::from_secs(20)).await;
+    run(&mut tab, "id -un", "student").await;
+    run(&mut tab, "stty size", "31 97").await;
+    // A reload carries on where the page was: the hub kept the login.
+    let end = tab.end();
+    tab.close().await;
+    let mut again = Term::connect(&w.base, &session, &token, end).await;
+    assert_eq!(again.offset, end);
+    run(&mut again, "echo ag''ain", "again").await;
+    drop(pool);
 }
