@@ -220,7 +220,9 @@ async fn memory(bed: &Bed) {
         };
         bed.store.insert_vm(&fake).await.unwrap();
     }
-    let tokens = SessionTokens::load_or_create(&bed.store, now).await.unwrap();
+    let tokens = SessionTokens::load_or_create(&bed.store, now)
+        .await
+        .unwrap();
     let mut urls = Vec::new();
     for i in 0..TERMINALS {
         let key = SessionKey {
@@ -259,7 +261,11 @@ async fn memory(bed: &Bed) {
         .unwrap()
         .expect("the pages report")
         .unwrap();
-    assert_eq!(ready, format!("ready {TERMINALS}"), "every page got its shell");
+    assert_eq!(
+        ready,
+        format!("ready {TERMINALS}"),
+        "every page got its shell"
+    );
     let open = start.elapsed();
     assert_eq!(bed.app.gateway.open_terminals(), TERMINALS);
     let after = rss_kib();
@@ -273,7 +279,10 @@ async fn memory(bed: &Bed) {
     drop(child.stdin.take());
     let _ = child.wait();
     for s in bed.store.live_sessions().await.unwrap() {
-        bed.store.end_session(&s.id, "bench", now_ms()).await.unwrap();
+        bed.store
+            .end_session(&s.id, "bench", now_ms())
+            .await
+            .unwrap();
     }
     for i in 1..TERMINALS {
         bed.store

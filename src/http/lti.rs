@@ -225,4 +225,3 @@ pub async fn wait_status(State(lti): State<Arc<Lti>>, Path(ticket): Path<String>
         }
     }
 }
-

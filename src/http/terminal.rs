@@ -200,9 +200,8 @@ async fn bridge(
         Ok(a) => a,
         Err(reason) => return close(socket, CLOSE_ENDED, &reason).await,
     };
-    let session_info = |now: i64| {
-        text(json!({"type": "session", "expires_at": session.expires_at, "now": now}))
-    };
+    let session_info =
+        |now: i64| text(json!({"type": "session", "expires_at": session.expires_at, "now": now}));
     let mut hello = vec![
         text(json!({"type": "attached", "offset": attachment.offset})),
         status(&attachment.status),

@@ -346,7 +346,10 @@ async fn run_hub(inner: Arc<Inner>, hub: Arc<Hub>, mut input: mpsc::Receiver<Con
         retry = RETRY_FIRST;
         hub.set_status(Status::Connected);
         if let Some((cols, rows)) = size {
-            let _ = console.input.send(ConsoleInput::Resize { cols, rows }).await;
+            let _ = console
+                .input
+                .send(ConsoleInput::Resize { cols, rows })
+                .await;
         }
         if serial && !opened_before {
             // The shell printed its prompt before anyone listened: ask for
@@ -465,7 +468,10 @@ impl Inner {
             return Err(Unavailable::Ended("the course was removed".into()));
         };
         let Some(host) = self.reconciler.host(&vm.host).cloned() else {
-            return Err(unreachable(&format!("host `{}` is not configured", vm.host)));
+            return Err(unreachable(&format!(
+                "host `{}` is not configured",
+                vm.host
+            )));
         };
         let console = match course.console {
             ConsoleKind::Serial => serial::open(host, vm.domain.clone())
@@ -533,6 +539,10 @@ mod tests {
         // 11 bytes seen, 8 kept: a page with nothing starts at byte 3.
         assert_eq!(s.since(0), (3, b"lo world".to_vec()));
         assert_eq!(s.since(11), (11, Vec::new()));
-        assert_eq!(s.since(99), (11, Vec::new()), "a page from before a restart");
+        assert_eq!(
+            s.since(99),
+            (11, Vec::new()),
+            "a page from before a restart"
+        );
     }
 }

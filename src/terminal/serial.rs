@@ -246,7 +246,10 @@ fn strip_queries(line: &[u8]) -> Vec<u8> {
 }
 
 fn is_cursor_report(bytes: &[u8]) -> bool {
-    let Some(body) = bytes.strip_prefix(b"\x1b[").and_then(|b| b.strip_suffix(b"R")) else {
+    let Some(body) = bytes
+        .strip_prefix(b"\x1b[")
+        .and_then(|b| b.strip_suffix(b"R"))
+    else {
         return false;
     };
     body.iter().all(|b| b.is_ascii_digit() || *b == b';')
