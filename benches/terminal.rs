@@ -52,12 +52,12 @@ async fn bed() -> Bed {
     let courses = dir.path().join("courses");
     std::fs::create_dir(&courses).unwrap();
     std::fs::write(
-        courses.join("serial.yaml"),
+        courses.join(format!("{SERIAL}.yaml")),
         format!("name: {SERIAL}\ntitle: Serial\nimage: busybox\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 2, max: 8 }}\nlti: {{ contexts: [bench-class] }}\nreadiness: {{ console_marker: GUEST-READY }}\n"),
     )
     .unwrap();
     std::fs::write(
-        courses.join("ssh.yaml"),
+        courses.join(format!("{SSH}.yaml")),
         format!("name: {SSH}\ntitle: SSH\nimage: busybox-ssh\nvm: {{ vcpus: 1, memory: 768MiB }}\npool: {{ warm: 1, max: {} }}\nsession: {{ console: ssh, ssh: {{ user: student }} }}\n", TERMINALS + 1),
     )
     .unwrap();
@@ -115,7 +115,10 @@ async fn converge(bed: &Bed, what: &str, done: impl Fn(&[VmRow]) -> bool) -> Vec
         if done(&vms) {
             return vms;
         }
-        assert!(Instant::now() < deadline, "{what}: not reached");
+        if Instant::now() > deadline {
+            let events = bed.store.events(20).await.unwrap_or_default();
+            panic!("{what}: not reached; VMs: {vms:#?}\nevents: {events:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
