@@ -143,13 +143,20 @@ fn socket_url(base: &str, location: &str, from: u64) -> String {
     )
 }
 
-/// Reads frames until the first console byte.
-async fn first_output(url: &str) -> Duration {
+/// Reads frames until the first console byte; also says when the gateway
+/// reported the console open.
+async fn first_output(url: &str) -> (Duration, Option<Duration>) {
     let start = Instant::now();
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket");
+    let mut connected = None;
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => return start.elapsed(),
+            Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => {
+                return (start.elapsed(), connected);
+            }
+            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"connected\"") => {
+                connected.get_or_insert(start.elapsed());
+            }
             Ok(Some(Ok(Message::Close(c)))) => panic!("closed: {c:?}"),
             Ok(Some(Ok(_))) => {}
             other => panic!("no console output: {other:?}"),
@@ -171,12 +178,21 @@ async fn first_byte(bed: &Bed) {
         let html = reqwest::get(&location).await.unwrap();
         assert_eq!(html.status(), 200);
         html.text().await.unwrap();
-        let socket = first_output(&socket_url(&bed.base, &location, 0)).await;
+        let (socket, opened) = first_output(&socket_url(&bed.base, &location, 0)).await;
         let total = start.elapsed();
+        let booting = bed
+            .store
+            .vms()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v.state, VmState::Creating | VmState::Booting))
+            .count();
         println!(
-            "  round {}: redirect -> first console byte {:.0} ms (socket open -> byte {:.0} ms)",
+            "  round {}: redirect -> first console byte {:.0} ms (socket -> console open {:.0} ms, -> first byte {:.0} ms; {booting} VMs booting meanwhile)",
             round + 1,
             total.as_secs_f64() * 1000.0,
+            opened.unwrap_or_default().as_secs_f64() * 1000.0,
             socket.as_secs_f64() * 1000.0
         );
         ms.push(total.as_secs_f64() * 1000.0);
@@ -340,7 +356,8 @@ fn main() {
         // `cargo test` runs benches without --bench: they need real VMs.
         return;
     }
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The runtime (and allocator settings) of `labpool serve`.
+    let rt = labpool::ops::runtime().unwrap();
     rt.block_on(async {
         let bed = bed().await;
         std::env::set_current_dir(bed.dir.path()).unwrap();

@@ -111,6 +111,17 @@ const DEFAULT_BLANK_DISK: u64 = 1 << 30;
 pub struct Host {
     pub config: HostConfig,
     conn: Mutex<Option<(Connect, Driver)>>,
+    /// Consoles of warm VMs, held open by their readiness watch until the
+    /// terminal takes one over (by domain name).
+    held: Mutex<std::collections::HashMap<String, HeldConsole>>,
+}
+
+/// A console a readiness watch keeps reading after the VM is ready. Its
+/// output is discarded until someone sets `output`; from then on the watch
+/// thread is that reader's.
+pub struct HeldConsole {
+    pub stream: Stream,
+    pub output: Arc<Mutex<Option<tokio::sync::mpsc::Sender<Vec<u8>>>>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -128,6 +139,7 @@ impl Host {
         Arc::new(Host {
             config,
             conn: Mutex::new(None),
+            held: Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -426,6 +438,24 @@ impl Host {
         };
         vol.delete(0)
             .map_err(|e| self.error(conn, "delete volume", e))
+    }
+
+    /// Records `domain`'s console as held open (by its readiness watch).
+    pub fn hold_console(&self, domain: &str, console: HeldConsole) {
+        self.held
+            .lock()
+            .expect("held consoles")
+            .insert(domain.to_string(), console);
+    }
+
+    /// Forgets `domain`'s held console (its watch ended).
+    pub fn release_console(&self, domain: &str) {
+        self.held.lock().expect("held consoles").remove(domain);
+    }
+
+    /// Takes over `domain`'s held console, if its watch still holds it.
+    pub fn take_console(&self, domain: &str) -> Option<HeldConsole> {
+        self.held.lock().expect("held consoles").remove(domain)
     }
 
     /// Opens a VM's serial console (for the terminal gateway and tests).

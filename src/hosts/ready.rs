@@ -4,8 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
 use tokio::io::AsyncReadExt;
+
 use virt::stream::Stream;
+
+use super::{HeldConsole, Host};
 
 /// Why a VM was not proven ready.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,16 +20,28 @@ pub enum NotReady {
     Console(String),
 }
 
-/// Reads the serial console until `marker` appears. Blocks: run it on the
-/// blocking pool. It returns when the marker is seen or the stream ends
-/// (the domain was destroyed); a caller that gives up earlier destroys the
-/// domain, which ends this read too.
-pub fn watch_console(stream: Stream, marker: &str) -> Result<(), NotReady> {
+/// Reads the serial console until `marker` appears, and tells `on_ready`.
+/// Blocks: run it on a thread of its own. A caller that gives up earlier
+/// destroys the domain, which ends the read (EOF).
+///
+/// Once the marker is seen the console stays open on `host` (see
+/// [`Host::take_console`]), read and discarded until the terminal gateway
+/// takes it over or the domain goes. QEMU polls a pty nobody holds only once
+/// a second to notice a new reader (and may notice a reader that changes
+/// hands as a hang-up), so a console closed and opened again would make the
+/// student's first keystroke wait up to a second; handed over, it answers in
+/// milliseconds.
+pub fn watch_console(
+    stream: Stream,
+    marker: &str,
+    keep: Option<(&Host, &str)>,
+    on_ready: impl FnOnce(Result<(), NotReady>),
+) {
     let needle = marker.as_bytes();
     // Only the last `needle.len() - 1` bytes can start a match that
     // continues in the next chunk; a little more is kept for error messages.
-    let keep = needle.len().max(256);
-    let mut window: Vec<u8> = Vec::with_capacity(keep * 2 + 4096);
+    let tail = needle.len().max(256);
+    let mut window: Vec<u8> = Vec::with_capacity(tail * 2 + 4096);
     let mut buf = [0u8; 4096];
     let result = loop {
         match stream.recv(&mut buf) {
@@ -40,16 +56,38 @@ pub fn watch_console(stream: Stream, marker: &str) -> Result<(), NotReady> {
                 if window.windows(needle.len()).any(|w| w == needle) {
                     break Ok(());
                 }
-                if window.len() > keep {
-                    window.drain(..window.len() - keep);
+                if window.len() > tail {
+                    window.drain(..window.len() - tail);
                 }
             }
             Err(e) => break Err(NotReady::Console(e.message().to_string())),
         }
     };
+    let ready = result.is_ok();
+    if let (true, Some((host, domain))) = (ready, keep) {
+        let output = Arc::new(Mutex::new(None));
+        host.hold_console(
+            domain,
+            HeldConsole {
+                stream: stream.clone(),
+                output: output.clone(),
+            },
+        );
+        on_ready(result);
+        while let Ok(n @ 1..) = stream.recv(&mut buf) {
+            let reader = output.lock().expect("console tap").clone();
+            if let Some(reader) = reader
+                && reader.blocking_send(buf[..n as usize].to_vec()).is_err()
+            {
+                break;
+            }
+        }
+        host.release_console(domain);
+    } else {
+        on_ready(result);
+    }
     // A stream must not be freed mid-transfer; abort tells libvirt we are done.
     let _ = stream.abort();
-    result
 }
 
 /// Waits until a TCP port answers like a service: for SSH the peer must send

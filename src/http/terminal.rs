@@ -32,6 +32,9 @@ use crate::terminal::page;
 const TOKEN_REFRESH: Duration = Duration::from_secs(60);
 /// The largest frame a page may send (a big paste).
 const MAX_FRAME: usize = 64 << 10;
+/// A socket's read and write buffers. Terminal traffic is small frames; the
+/// library's 128 KiB defaults would be most of an open terminal's memory.
+const SOCKET_BUFFER: usize = 8 << 10;
 
 pub const CLOSE_ENDED: u16 = 4000;
 pub const CLOSE_REPLACED: u16 = 4001;
@@ -148,6 +151,8 @@ pub async fn socket(
         .verify(q.token.as_deref(), &id, now_ms() / 1000)
         .map(|_| ());
     ws.max_message_size(MAX_FRAME)
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
         .on_upgrade(move |socket| bridge(app, id, verdict, q.from.unwrap_or(0), socket))
 }
 

@@ -331,13 +331,19 @@ async fn boot_steps(
     let wait = async {
         match (probe, started.console) {
             (Probe::ConsoleMarker(marker), Some(stream)) => {
-                // A thread of its own: the watch lasts the whole boot, and
-                // must not hold one of the blocking pool's few threads.
+                // A thread of its own: the watch lasts the whole boot (and
+                // then holds the console while the VM is warm), and must not
+                // hold one of the blocking pool's few threads.
                 let (tx, rx) = tokio::sync::oneshot::channel();
+                let (keeper, domain) = (Arc::clone(host), row.domain.clone());
                 std::thread::Builder::new()
                     .name("console-watch".into())
+                    .stack_size(256 << 10)
                     .spawn(move || {
-                        let _ = tx.send(ready::watch_console(stream, &marker));
+                        let keep = Some((&*keeper, domain.as_str()));
+                        ready::watch_console(stream, &marker, keep, |result| {
+                            let _ = tx.send(result);
+                        });
                     })
                     .map_err(|e| e.to_string())?;
                 rx.await

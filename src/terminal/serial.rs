@@ -2,7 +2,9 @@
 //! nothing in the guest but a shell on ttyS0.
 //!
 //! libvirt streams block, so each open console has one reader thread (small
-//! stack; it sleeps in `recv`) and writes go through tokio's blocking pool.
+//! stack; it sleeps in `recv`): the readiness watch's, taken over while the
+//! VM is fresh from the pool, else one of its own. Writes go through tokio's
+//! blocking pool.
 //! A serial line carries no terminal size: [`Sizer`] tells the guest's shell
 //! with `stty` when it sits at a prompt, and hides that line from the page.
 
@@ -22,14 +24,27 @@ const READER_STACK: usize = 256 << 10;
 /// Opens `domain`'s serial console on `host`, taking it over from any other
 /// holder (a readiness watcher, a stale gateway).
 pub async fn open(host: Arc<Host>, domain: String) -> Result<Console, ConsoleError> {
-    let stream = host.run(move |h| h.open_console(&domain)).await?;
     let (raw_tx, raw_rx) = mpsc::channel::<Vec<u8>>(OUTPUT_BUFFER);
-    let reader = stream.clone();
-    std::thread::Builder::new()
-        .name("serial-console".into())
-        .stack_size(READER_STACK)
-        .spawn(move || read_loop(reader, raw_tx))
-        .map_err(|e| ConsoleError::Other(format!("cannot start the console reader: {e}")))?;
+    // A warm VM's console is still held by its readiness watch: taken over,
+    // that thread reads for us and QEMU never sees the console change hands.
+    let stream = match host.take_console(&domain) {
+        Some(held) => {
+            *held.output.lock().expect("console tap") = Some(raw_tx);
+            held.stream
+        }
+        None => {
+            let stream = host.run(move |h| h.open_console(&domain)).await?;
+            let reader = stream.clone();
+            std::thread::Builder::new()
+                .name("serial-console".into())
+                .stack_size(READER_STACK)
+                .spawn(move || read_loop(reader, raw_tx))
+                .map_err(|e| {
+                    ConsoleError::Other(format!("cannot start the console reader: {e}"))
+                })?;
+            stream
+        }
+    };
     let (in_tx, in_rx) = mpsc::channel(OUTPUT_BUFFER);
     let (out_tx, out_rx) = mpsc::channel(OUTPUT_BUFFER);
     tokio::spawn(pump(stream, raw_rx, in_rx, out_tx));

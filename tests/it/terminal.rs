@@ -508,10 +508,7 @@ async fn an_ssh_course_terminal_works_through_the_socket() {
             "name: term-ssh\ntitle: Shell over SSH\nimage: busybox-ssh\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 1, max: 2 }}\nsession: {{ console: ssh, ssh: {{ user: student }} }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
         ),
     );
-    let head = format!(
-        "{}terminal: {{ ssh_key: /var/lib/labpool/images/id_ed25519 }}\n",
-        crate::terminal_ssh::config_text(&pool.0)
-    );
+    let head = crate::terminal_ssh::config_text(&pool.0);
     let w = World::start(lab, Db::Sqlite, &head, "1 warm SSH guest", |vms| {
         count(vms, "term-ssh", VmState::Warm) == 1
     })

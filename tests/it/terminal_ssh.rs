@@ -19,10 +19,11 @@ use crate::qemu::{OwnPool, qemu_config};
 const IMAGES: &str = "/var/lib/labpool/images";
 const COURSE: &str = "ssh-shell";
 
-/// [`qemu_config`] plus the ssh image in the catalog.
+/// [`qemu_config`] plus the ssh image in the catalog and the key that logs
+/// in to it.
 pub(crate) fn config_text(pool: &str) -> String {
     format!(
-        "{}  busybox-ssh:\n    volume: busybox-base.qcow2\n    kernel: {IMAGES}/vmlinux\n    initrd: {IMAGES}/busybox-ssh.cpio.gz\n    cmdline: console=ttyS0 quiet panic=-1\n",
+        "{}  busybox-ssh:\n    volume: busybox-base.qcow2\n    kernel: {IMAGES}/vmlinux\n    initrd: {IMAGES}/busybox-ssh.cpio.gz\n    cmdline: console=ttyS0 quiet panic=-1\nterminal: {{ ssh_key: {IMAGES}/id_ed25519 }}\n",
         qemu_config(pool)
     )
 }
