@@ -173,10 +173,12 @@ impl Sizer {
     /// returned, to show before the echo of what the student typed).
     pub fn on_input(&mut self, bytes: &[u8]) -> Vec<u8> {
         // xterm.js answers the shell's cursor-position query (ESC[6n) with
-        // ESC[row;colR: that is the terminal talking, not the student.
-        if !is_cursor_report(bytes) {
-            self.typed = true;
+        // ESC[row;colR: that is the terminal talking, not the student, and
+        // it arrives just as a `stty` line is typed.
+        if is_cursor_report(bytes) {
+            return Vec::new();
         }
+        self.typed = true;
         self.release()
     }
 
@@ -284,6 +286,8 @@ mod tests {
         assert!(s.on_input(b"\x1b[24;5R").is_empty());
         let line = s.on_resize(100, 30, t).expect("at a prompt");
         assert_eq!(line, b"stty rows 30 cols 100\r");
+        // The terminal's answer to the prompt's query comes while held.
+        assert!(s.on_input(b"\x1b[2;5R").is_empty());
         // The echo and the prompt again: nothing reaches the page.
         assert_eq!(s.on_output(b"stty rows 30 cols 100\r\n", t).0, b"");
         assert_eq!(s.on_output(b"/ # \x1b[6n", t).0, b"");

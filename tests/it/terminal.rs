@@ -469,13 +469,17 @@ async fn a_launch_in_chromium_ends_in_a_working_terminal() {
             .unwrap();
         (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())
     };
-    chrome
+    let screen = chrome
         .wait_text(
             ".xterm-rows",
             &format!("{rows} {cols}"),
             Duration::from_secs(20),
         )
         .await;
+    assert!(
+        !screen.contains("stty rows"),
+        "the sizer's line shows: {screen}"
+    );
     // The session ends: the page says so.
     let session = url.path().trim_start_matches("/session/").to_string();
     w.store
