@@ -463,9 +463,15 @@ impl Inner {
             Ok(None) => return Err(Unavailable::Ended("its VM is gone".into())),
             Err(e) => return Err(unreachable(&e)),
         };
-        let catalog = self.catalog.get().await.map_err(|e| unreachable(&e))?;
-        let Some(course) = catalog.course(&row.course) else {
-            return Err(Unavailable::Ended("the course was removed".into()));
+        let (kind, ssh_user) = self
+            .console_of(&row.course)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        // A VM built before its course moved to `console: ssh` has no SSH
+        // port; its serial console still works.
+        let kind = match (kind, vm.ssh_port) {
+            (ConsoleKind::Ssh, None) => ConsoleKind::Serial,
+            (kind, _) => kind,
         };
         let Some(host) = self.reconciler.host(&vm.host).cloned() else {
             return Err(unreachable(&format!(
@@ -473,7 +479,7 @@ impl Inner {
                 vm.host
             )));
         };
-        let console = match course.console {
+        let console = match kind {
             ConsoleKind::Serial => serial::open(host, vm.domain.clone())
                 .await
                 .map(|c| (c, true)),
@@ -484,16 +490,14 @@ impl Inner {
                     .await
                     .clone()
                     .map_err(|e| unreachable(&e))?;
-                let Some(port) = vm.ssh_port else {
-                    return Err(unreachable(&"the VM has no SSH port"));
-                };
+                let port = vm.ssh_port.unwrap_or_default();
                 let expect = pinned
                     .as_ref()
                     .filter(|(vm_id, _)| *vm_id == vm.id)
                     .map(|(_, fp)| fp.clone());
                 let target = ssh::SshTarget {
                     addr: format!("{}:{port}", host.config.ssh_forward.address),
-                    user: course.ssh_user.clone().unwrap_or_else(|| "root".into()),
+                    user: ssh_user.unwrap_or_else(|| "root".into()),
                     key,
                     expect_host_key: expect,
                 };
@@ -511,6 +515,29 @@ impl Inner {
             }
             e => unreachable(&e),
         })
+    }
+
+    /// How `course`'s terminal reaches its VMs, and the SSH user. A course
+    /// removed from the source is no longer launchable, but its students
+    /// keep their sessions: its last stored file answers.
+    async fn console_of(
+        &self,
+        course: &str,
+    ) -> Result<(ConsoleKind, Option<String>), crate::store::StoreError> {
+        if let Some(c) = self.catalog.get().await?.course(course) {
+            return Ok((c.console, c.ssh_user.clone()));
+        }
+        let stored = self
+            .store
+            .courses()
+            .await?
+            .into_iter()
+            .find(|r| r.name == course);
+        let spec =
+            stored.and_then(|r| serde_json::from_str::<crate::course::Course>(&r.spec_json).ok());
+        Ok(spec.map_or((ConsoleKind::Serial, None), |c| {
+            (c.session.console, c.session.ssh.map(|s| s.user))
+        }))
     }
 
     fn load_ssh_key(&self) -> Result<Arc<russh::keys::PrivateKey>, String> {

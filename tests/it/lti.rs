@@ -34,7 +34,7 @@ pub enum Db {
 /// that knows it (and that it knows).
 pub struct World {
     /// Holds the temporary folder (course files, SQLite file) open.
-    _lab: Lab,
+    pub lab: Lab,
     pub gateway: labpool::terminal::gateway::Gateway,
     pub platform: Platform,
     pub base: String,
@@ -119,7 +119,7 @@ impl World {
             target_link_uri: format!("{base}/lti/launch"),
         });
         World {
-            _lab: lab,
+            lab,
             platform,
             base,
             reconciler,
