@@ -44,6 +44,7 @@ fn hosts(down: usize) -> Vec<ObservedHost> {
             // Every fifth host lacks the Windows image.
             images: (i % 5 == 0).then(|| IMAGES[..3].iter().map(|s| s.to_string()).collect()),
             boots_per_host: 8,
+            draining: false,
         })
         .collect()
 }

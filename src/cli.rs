@@ -91,6 +91,14 @@ pub enum Command {
     /// rebuilt, course by course. BASE and HEAD are folders or Git revisions.
     /// Exit status: 0 no changes, 2 changes, 1 error or invalid HEAD.
     Diff(crate::source::diff::DiffArgs),
+    /// Admin API and dashboard tokens: create (printed once, stored as a
+    /// hash), list, revoke.
+    Token {
+        #[command(flatten)]
+        common: ops::Common,
+        #[command(subcommand)]
+        action: ops::TokenAction,
+    },
     /// The LTI tool's signing keys: list them, or rotate (a new key signs;
     /// the old one stays published for `lti.key_grace`).
     Keys {
@@ -134,6 +142,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Status { common, format } => ops::run(ops::status(common, format)),
         Command::Diff(args) => crate::source::diff::command(&args),
         Command::Keys { common, action } => ops::run(ops::keys(common, action)),
+        Command::Token { common, action } => ops::run(ops::token(common, action)),
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! See ARCHITECTURE.md for the map of this crate and its invariants.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod course;

@@ -3,28 +3,36 @@
 //! the store, does its work, and renders the outcome for people (text) or
 //! programs (JSON).
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use serde::Serialize;
 
 use crate::cli::exit;
 use crate::config::{Config, DatabaseUrl};
 use crate::reconcile::Reconciler;
 use crate::reconcile::plan::{Action, Plan};
-use crate::store::{Store, VmState};
+use crate::store::Store;
 
 /// Options every operating command takes.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Common {
     /// labpool's configuration file.
-    #[arg(long, env = "LABPOOL_CONFIG", default_value = "labpool.yaml")]
+    #[arg(
+        long,
+        env = "LABPOOL_CONFIG",
+        default_value = "labpool.yaml",
+        global = true
+    )]
     pub config: PathBuf,
     /// The state store, overriding the configuration's `database`.
-    #[arg(long, env = "LABPOOL_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "LABPOOL_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
     pub database: Option<String>,
 }
 
@@ -265,6 +273,90 @@ pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// What `labpool token` does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum TokenAction {
+    /// Make a token and print it (once: only its hash is stored).
+    Create {
+        /// A name that says whose or what it is (`grafana`, `alice`).
+        #[arg(long)]
+        name: String,
+        /// `read`: look only; `admin`: also end and reset sessions, drain
+        /// hosts, resync.
+        #[arg(long, value_enum, default_value_t = crate::admin::Scope::Read)]
+        scope: crate::admin::Scope,
+    },
+    /// List tokens (never the tokens themselves).
+    List,
+    /// Revoke the token named NAME: it stops working at once.
+    Revoke { name: String },
+}
+
+/// `labpool token create|list|revoke`.
+pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
+    let (_, store) = open(&common).await?;
+    let now = crate::reconcile::now_ms();
+    let time = |ms: Option<i64>| {
+        ms.and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+            .unwrap_or_else(|| "-".into())
+    };
+    match action {
+        TokenAction::Create { name, scope } => {
+            if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+                eprintln!("labpool: a token name is 1 to 64 printable characters");
+                return Ok(exit::ERROR);
+            }
+            match crate::admin::tokens::create(&store, &name, scope, now).await {
+                Ok((_, secret)) => {
+                    eprintln!(
+                        "token `{name}` ({} scope) created; it is shown only now:",
+                        scope.as_str()
+                    );
+                    println!("{secret}");
+                    Ok(exit::OK)
+                }
+                Err(crate::store::StoreError::TokenNameTaken(_)) => {
+                    eprintln!(
+                        "labpool: a token named `{name}` exists; `labpool token revoke {name}` first, or choose another name"
+                    );
+                    Ok(exit::ERROR)
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
+        TokenAction::List => {
+            let tokens = store.api_tokens().await?;
+            if tokens.is_empty() {
+                println!("no tokens: `labpool token create --name NAME` makes one");
+            }
+            for t in tokens {
+                let state = match t.revoked_at {
+                    Some(at) => format!("revoked {}", time(Some(at))),
+                    None => "active".into(),
+                };
+                println!(
+                    "{:<20} {:<6} created {}  last used {}  {state}",
+                    t.name,
+                    t.scope,
+                    time(Some(t.created_at)),
+                    time(t.last_used_at)
+                );
+            }
+            Ok(exit::OK)
+        }
+        TokenAction::Revoke { name } => {
+            if store.revoke_api_token(&name, now).await? {
+                println!("token `{name}` revoked");
+                Ok(exit::OK)
+            } else {
+                eprintln!("labpool: no active token named `{name}`");
+                Ok(exit::ERROR)
+            }
+        }
+    }
+}
+
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
 pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
     init_logs(log_json);
@@ -307,139 +399,12 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-#[derive(Debug, Serialize)]
-struct CourseStatus {
-    name: String,
-    title: String,
-    revision: String,
-    target: u64,
-    warm: u32,
-    booting: u32,
-    assigned: u32,
-    failed: u32,
-    deleting: u32,
-    condition: String,
-    reason: String,
-}
-
-#[derive(Debug, Serialize)]
-struct HostStatus {
-    name: String,
-    uri: String,
-    up: bool,
-    error: Option<String>,
-    vms: u32,
-    max_vms: u32,
-    memory_used: u64,
-    memory: u64,
-    vcpus_used: u64,
-    vcpu_slots: u64,
-}
-
-#[derive(Debug, Serialize)]
-struct StatusReport {
-    /// The course source: applied revision, last fetch, last rejection.
-    source: serde_json::Value,
-    courses: Vec<CourseStatus>,
-    hosts: Vec<HostStatus>,
-    /// The most recent events, newest first.
-    events: Vec<crate::store::EventRow>,
-}
-
 /// `labpool status`: read from the store only, so it answers even while a
 /// host hangs.
 pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
     let (config, store) = open(&common).await?;
-    let vms = store.vms().await?;
-    let mut per_course: BTreeMap<&str, [u32; 6]> = BTreeMap::new();
-    for vm in &vms {
-        let slot = VmState::ALL
-            .iter()
-            .position(|s| *s == vm.state)
-            .unwrap_or(0);
-        per_course.entry(vm.course.as_str()).or_default()[slot] += 1;
-    }
-    let count = |course: &str, state: VmState| {
-        let slot = VmState::ALL.iter().position(|s| *s == state).unwrap_or(0);
-        per_course.get(course).map_or(0, |c| c[slot])
-    };
-    let courses = store
-        .courses()
-        .await?
-        .into_iter()
-        .map(|row| {
-            let conditions: serde_json::Value =
-                serde_json::from_str(&row.conditions_json).unwrap_or_default();
-            let name = row.name.as_str();
-            let target = conditions["counts"]["target"].as_u64().unwrap_or(0);
-            let warm = count(name, VmState::Warm);
-            let booting = count(name, VmState::Creating) + count(name, VmState::Booting);
-            // Counts are live; the condition is the last pass's, brought up
-            // to date where the counts alone decide it.
-            let (condition, reason) = match conditions["condition"]["status"].as_str() {
-                None => ("Unknown".to_string(), "not reconciled yet".to_string()),
-                Some("Degraded") => (
-                    "Degraded".to_string(),
-                    conditions["condition"]["reason"]
-                        .as_str()
-                        .unwrap_or("")
-                        .to_string(),
-                ),
-                Some(_) if u64::from(warm) >= target => {
-                    ("Ready".to_string(), format!("{warm} of {target} warm"))
-                }
-                Some(_) => (
-                    "Progressing".to_string(),
-                    format!("{warm} of {target} warm, {booting} booting"),
-                ),
-            };
-            CourseStatus {
-                target,
-                warm,
-                booting,
-                assigned: count(name, VmState::Assigned),
-                failed: count(name, VmState::Failed),
-                deleting: count(name, VmState::Deleting),
-                condition,
-                reason,
-                name: row.name,
-                title: row.title,
-                revision: row.revision,
-            }
-        })
-        .collect();
-    let rows = store.hosts().await?;
-    let hosts = config
-        .hosts
-        .iter()
-        .map(|h| {
-            let row = rows.iter().find(|r| r.name == h.name);
-            let on_host = vms.iter().filter(|v| v.host == h.name);
-            HostStatus {
-                name: h.name.clone(),
-                uri: h.uri.clone(),
-                up: row.is_some_and(|r| r.up),
-                error: row.and_then(|r| r.last_error.clone()),
-                vms: on_host.clone().count() as u32,
-                max_vms: h.capacity.vms,
-                memory_used: on_host.clone().map(|v| v.memory as u64).sum(),
-                memory: h.capacity.memory.as_bytes(),
-                vcpus_used: on_host.map(|v| v.vcpus as u64).sum(),
-                vcpu_slots: u64::from(h.capacity.vcpu_slots()),
-            }
-        })
-        .collect();
-    let events = store.events(10).await?;
-    let source = match store.source_status().await? {
-        Some(text) => serde_json::from_str(&text).unwrap_or_default(),
-        None => serde_json::Value::Null,
-    };
-    let report = StatusReport {
-        source,
-        courses,
-        hosts,
-        events,
-    };
+    let report =
+        crate::admin::overview::overview(&config, &store, crate::reconcile::now_ms(), 10).await?;
     let mut out = std::io::stdout().lock();
     match format {
         Output::Json => {
@@ -469,16 +434,20 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             }
             writeln!(
                 out,
-                "\n{:<12} {:>5} {:>5} {:>17} {:>9}  URI",
+                "\n{:<12} {:>8} {:>5} {:>17} {:>9}  URI",
                 "HOST", "STATE", "VMS", "MEMORY", "VCPUS"
             )?;
             for h in &report.hosts {
                 let mib = |b: u64| b / (1024 * 1024);
                 writeln!(
                     out,
-                    "{:<12} {:>5} {:>5} {:>17} {:>9}  {}{}",
+                    "{:<12} {:>8} {:>5} {:>17} {:>9}  {}{}",
                     h.name,
-                    if h.up { "up" } else { "down" },
+                    match (h.up, h.draining) {
+                        (true, false) => "up",
+                        (true, true) => "draining",
+                        (false, _) => "down",
+                    },
                     format!("{}/{}", h.vms, h.max_vms),
                     format!("{}/{} MiB", mib(h.memory_used), mib(h.memory)),
                     format!("{}/{}", h.vcpus_used, h.vcpu_slots),

@@ -4,7 +4,10 @@
 //! and a health check. Handlers never call libvirt: they work on the store
 //! and ask the reconciler to act (wake, fetch now).
 
+pub mod admin;
+pub mod dashboard;
 pub mod lti;
+pub mod openapi;
 pub mod terminal;
 pub mod webhook;
 
@@ -24,6 +27,8 @@ pub struct App {
     pub reconciler: Reconciler,
     pub lti: Arc<Lti>,
     pub gateway: Gateway,
+    /// The admin actions (API and dashboard).
+    pub admin: crate::admin::Admin,
 }
 
 impl FromRef<App> for Reconciler {
@@ -49,8 +54,10 @@ impl App {
             Box::new(move || waker.wake()),
         )
         .await?;
+        let gateway = Gateway::new(&reconciler);
         Ok(App {
-            gateway: Gateway::new(&reconciler),
+            admin: crate::admin::Admin::new(reconciler.clone(), gateway.clone()),
+            gateway,
             reconciler,
             lti,
         })
@@ -73,6 +80,12 @@ pub fn router(app: App) -> Router {
         .route("/assets/{name}", get(terminal::asset))
         .route("/hooks/git", post(webhook::receive))
         .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api/v1", admin::router())
+        .nest("/admin", dashboard::router())
+        .route(
+            "/admin/",
+            get(|| async { axum::response::Redirect::to("/admin") }),
+        )
         .with_state(app)
 }
 

@@ -95,6 +95,47 @@ pub fn warm_target(
     }
 }
 
+/// A schedule window's next (or current) occurrence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct WindowTimes {
+    /// Opens (unix ms).
+    pub from: i64,
+    /// Closes (unix ms).
+    pub to: i64,
+    /// Warm VMs during the window.
+    pub warm: u32,
+    /// Open now.
+    pub open: bool,
+}
+
+/// The window of `course`'s schedule that is open at `now`, else the next to
+/// open within a week; None for a course without a schedule.
+pub fn next_window(course: &Course, now: DateTime<Utc>) -> Option<WindowTimes> {
+    course
+        .pool
+        .schedule
+        .iter()
+        .flat_map(|w| {
+            let tz = w.tz.tz();
+            let today = now.with_timezone(&tz).date_naive();
+            (-1..=8)
+                .filter_map(move |d| today.checked_add_signed(chrono::Duration::days(d)))
+                .filter(|day| w.days.iter().any(|d| weekday(*d) == day.weekday()))
+                .filter_map(move |day| {
+                    let from = local_instant(&tz, day, w.from.minutes())?;
+                    let to = local_instant(&tz, day, w.to.minutes())?;
+                    (to > now).then_some(WindowTimes {
+                        from: from.timestamp_millis(),
+                        to: to.timestamp_millis(),
+                        warm: w.warm,
+                        open: from <= now,
+                    })
+                })
+        })
+        // An open window first (the largest if several), else the earliest.
+        .min_by_key(|t| (!t.open, t.from, std::cmp::Reverse(t.warm)))
+}
+
 /// Is `now` within [from - lead, to) of one of the window's days? Days are
 /// local to the window's zone; yesterday and tomorrow are looked at too so a
 /// lead time or a zone offset that crosses midnight is still caught.
@@ -217,6 +258,28 @@ mod tests {
         ]));
         assert_eq!(warm_target(&c, at("2026-11-23T10:30:00Z"), LEAD), (9, true));
         assert_eq!(warm_target(&c, at("2026-11-23T11:30:00Z"), LEAD), (5, true));
+    }
+
+    #[test]
+    fn next_window_is_the_open_one_else_the_next_to_open() {
+        let c = course(serde_json::json!([
+            { "days": ["mon", "wed"], "from": "09:45", "to": "11:30", "tz": "America/Chicago", "warm": 4 }
+        ]));
+        // Monday 2026-11-30 10:00 Chicago (16:00 UTC): open.
+        let open = next_window(&c, at("2026-11-30T16:00:00Z")).expect("window");
+        assert!(open.open);
+        assert_eq!(open.from, at("2026-11-30T15:45:00Z").timestamp_millis());
+        assert_eq!(open.to, at("2026-11-30T17:30:00Z").timestamp_millis());
+        assert_eq!(open.warm, 4);
+        // Just after it closes: Wednesday's.
+        let next = next_window(&c, at("2026-11-30T17:30:00Z")).expect("window");
+        assert!(!next.open);
+        assert_eq!(next.from, at("2026-12-02T15:45:00Z").timestamp_millis());
+        // No schedule, no window.
+        assert_eq!(
+            next_window(&course(serde_json::json!([])), at("2026-11-30T16:00:00Z")),
+            None
+        );
     }
 
     #[test]

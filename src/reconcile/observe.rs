@@ -65,6 +65,13 @@ pub async fn observe(
         sessions.into_iter().map(|s| (s.vm_id.clone(), s)).collect();
     let known_ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
 
+    let drained: HashSet<String> = store
+        .hosts()
+        .await?
+        .into_iter()
+        .filter(|h| h.draining)
+        .map(|h| h.name)
+        .collect();
     let mut observed_hosts = Vec::new();
     let mut host_errors = Vec::new();
     let mut domains: HashMap<(&str, &str), bool> = HashMap::new();
@@ -83,6 +90,7 @@ pub async fn observe(
                 .as_ref()
                 .map(|list| list.iter().map(|i| i.as_str().to_string()).collect()),
             boots_per_host,
+            draining: drained.contains(c.name.as_str()),
         });
         host_errors.push((c.name.clone(), result.as_ref().err().map(|e| e.to_string())));
         let Ok(inventory) = result else { continue };

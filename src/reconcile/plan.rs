@@ -12,7 +12,8 @@
 //! - `assigned` past its hard expiry, or with no live session: destroyed;
 //! - course removed: `creating`/`booting`/`warm` destroyed at once,
 //!   `assigned` left to its student (drain);
-//! - otherwise counted as *fresh* (spec hash matches) or *outdated*.
+//! - otherwise counted as *fresh* (spec hash matches, host not drained) or
+//!   *outdated* (an older spec, or a drained host: replaced the same way).
 //!
 //! Per course: the target is the schedule-adjusted warm count, capped so warm
 //! plus assigned never exceeds `max`. Missing fresh VMs are created; outdated
@@ -56,6 +57,9 @@ pub struct ObservedHost {
     /// Images on the host; `None`: the whole catalog.
     pub images: Option<Vec<String>>,
     pub boots_per_host: u32,
+    /// An admin drained it: nothing new is placed here, and its unassigned
+    /// VMs are replaced elsewhere like outdated ones.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -159,6 +163,8 @@ pub enum DestroyReason {
     CourseRemoved,
     /// An earlier destroy did not finish.
     Unfinished,
+    /// Its host is drained; a VM elsewhere took its place.
+    Drained,
 }
 
 impl DestroyReason {
@@ -174,6 +180,7 @@ impl DestroyReason {
             DestroyReason::SessionEnded => "session-ended",
             DestroyReason::CourseRemoved => "course-removed",
             DestroyReason::Unfinished => "unfinished",
+            DestroyReason::Drained => "drained",
         }
     }
 }
@@ -244,6 +251,7 @@ impl HostLoad<'_> {
     /// Could the VM ever run here, on an empty host?
     fn could_hold(&self, c: &DesiredCourse) -> bool {
         self.host.up
+            && !self.host.draining
             && self.carries(&c.image)
             && self.host.max_vms >= 1
             && c.memory <= self.host.memory
@@ -330,6 +338,20 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
         .map(|h| h.name.as_str())
         .collect();
     let host_up = |name: &str| up.contains(name);
+    let drained: std::collections::HashSet<&str> = observed
+        .hosts
+        .iter()
+        .filter(|h| h.draining)
+        .map(|h| h.name.as_str())
+        .collect();
+    // Why an outdated VM goes: its build, or its host's drain.
+    let replaced = |vm: &ObservedVm| {
+        if drained.contains(vm.host.as_str()) {
+            DestroyReason::Drained
+        } else {
+            DestroyReason::Outdated
+        }
+    };
 
     let mut actions = Vec::new();
     let mut counts: BTreeMap<&str, CourseCounts> = BTreeMap::new();
@@ -407,10 +429,10 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
         }
         let Some(course) = course else { continue };
         let pool = pools.entry(&vm.course).or_default();
-        let fresh = vm.spec_hash == course.spec_hash;
-        if !fresh && vm.state != VmState::Assigned {
+        if vm.spec_hash != course.spec_hash && vm.state != VmState::Assigned {
             entry.outdated += 1;
         }
+        let fresh = vm.spec_hash == course.spec_hash && !drained.contains(vm.host.as_str());
         match (vm.state, fresh) {
             (VmState::Assigned, _) => pool.assigned += 1,
             (VmState::Warm, true) => pool.fresh_warm.push(vm),
@@ -460,17 +482,13 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
                 surplus -= 1;
             }
             // Outdated VMs still booting serve nobody: they go at once.
-            gone.extend(
-                stale_booting
-                    .drain(..)
-                    .map(|vm| (vm, DestroyReason::Outdated)),
-            );
+            gone.extend(stale_booting.drain(..).map(|vm| (vm, replaced(vm))));
             // Outdated warm VMs stay while fresh warm ones cannot cover the target.
             let fresh_warm_n = fresh_warm.len() as u32;
             let excess = (fresh_warm_n + stale_warm.len() as u32).saturating_sub(target);
             for _ in 0..excess.min(stale_warm.len() as u32) {
                 let vm = stale_warm.pop().expect("counted");
-                gone.push((vm, DestroyReason::Outdated));
+                gone.push((vm, replaced(vm)));
             }
         }
         let fresh = (fresh_warm.len() + fresh_booting.len()) as u32;
@@ -486,7 +504,7 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
             // No room to surge: give up outdated warm VMs to make some.
             while alive + need > c.max {
                 let Some(vm) = stale_warm.pop() else { break };
-                gone.push((vm, DestroyReason::Outdated));
+                gone.push((vm, replaced(vm)));
                 alive -= 1;
             }
         }

@@ -35,6 +35,7 @@ fn host(name: &str) -> ObservedHost {
         vcpu_slots: 64,
         images: None,
         boots_per_host: 2,
+        draining: false,
     }
 }
 
@@ -1018,6 +1019,54 @@ fn orphans_are_collected_after_the_grace_on_up_hosts() {
 }
 
 #[test]
+fn a_drained_host_gets_nothing_new_and_its_warm_vms_move_away() {
+    let c = course("c", 2, 6);
+    let drained = ObservedHost {
+        draining: true,
+        ..host("h0")
+    };
+    let mut vms = many("w", 2, &c, "h0", VmState::Warm);
+    vms.push(vm("a", &c, "h0", VmState::Assigned));
+    vms.push(vm("b", &c, "h0", VmState::Booting));
+    let p = plan(
+        std::slice::from_ref(&c),
+        &world(vec![drained.clone(), host("h1")], vms.clone()),
+        &POLICY,
+    );
+    // Replacements go elsewhere; the warm VMs keep serving until they are
+    // warm, the booting one goes at once, the student's VM stays.
+    assert_eq!(create_hosts(&p), vec!["h1", "h1"], "{:?}", p.actions);
+    assert_eq!(destroys(&p), vec![("b", DestroyReason::Drained)]);
+
+    // Replacements warm: the drained host's warm VMs go, the assigned one stays.
+    let mut vms: Vec<ObservedVm> = vms.into_iter().filter(|v| v.id != "b").collect();
+    vms.extend(many("n", 2, &c, "h1", VmState::Warm));
+    let p = plan(
+        std::slice::from_ref(&c),
+        &world(vec![drained.clone(), host("h1")], vms.clone()),
+        &POLICY,
+    );
+    assert!(creates(&p).is_empty(), "{:?}", p.actions);
+    let mut gone = destroys(&p);
+    gone.sort_by_key(|(vm, _)| *vm);
+    assert_eq!(
+        gone,
+        vec![
+            ("w0", DestroyReason::Drained),
+            ("w1", DestroyReason::Drained)
+        ]
+    );
+
+    // Nowhere else to go: the drained host's warm VMs stay and keep serving.
+    let p = plan(
+        std::slice::from_ref(&c),
+        &world(vec![drained], many("w", 2, &c, "h0", VmState::Warm)),
+        &POLICY,
+    );
+    assert!(p.actions.is_empty(), "{:?}", p.actions);
+}
+
+#[test]
 fn many_boot_slots_on_one_host() {
     // A large host that may boot many VMs at once (a valid configuration):
     // the planner places them all in one plan.
@@ -1117,6 +1166,7 @@ fn random_world(seed: u64) -> World {
                 )
             },
             boots_per_host: rng.random_range(1..5),
+            draining: rng.random_bool(0.15),
         })
         .collect();
     let desired: Vec<DesiredCourse> = (0..rng.random_range(0..6))
@@ -1329,6 +1379,9 @@ fn check_plan(desired: &[DesiredCourse], observed: &Observed, p: &Plan) -> Resul
                 }
                 if h.images.as_ref().is_some_and(|l| !l.contains(&c.image)) {
                     return Err(format!("(c) create on a host without the image: {a:?}"));
+                }
+                if h.draining {
+                    return Err(format!("(c) create on a drained host: {a:?}"));
                 }
                 creates_on.entry(host).or_default().push(c);
                 *creates_of.entry(course).or_default() += 1;
@@ -1669,6 +1722,7 @@ fn property_g_ample_capacity_reaches_every_target() {
             vcpu_slots: 1_000,
             images: None,
             boots_per_host: 4,
+            draining: false,
         });
         let (last, observed, rounds) = converge(seed, &w.desired, w.observed, 30);
         check_targets(seed, &w.desired, &observed, &last, true);

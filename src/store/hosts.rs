@@ -62,4 +62,21 @@ impl Store {
             .fetch_all(&self.pool)
             .await?)
     }
+
+    /// Drains (or undrains) host `name`; returns whether the flag changed.
+    /// [`StoreError::HostNotFound`] for a host the store does not know.
+    pub async fn set_host_draining(&self, name: &str, draining: bool) -> Result<bool, StoreError> {
+        let changed =
+            sqlx::query("UPDATE hosts SET draining = $2 WHERE name = $1 AND draining <> $2")
+                .bind(name)
+                .bind(i64::from(draining))
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1;
+        if !changed && !self.hosts().await?.iter().any(|h| h.name == name) {
+            return Err(StoreError::HostNotFound(name.to_owned()));
+        }
+        Ok(changed)
+    }
 }

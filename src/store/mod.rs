@@ -23,6 +23,7 @@ mod lti;
 mod rows;
 mod sessions;
 mod source_status;
+mod tokens;
 mod vms;
 
 use std::time::Duration;
@@ -41,6 +42,7 @@ pub use rows::{
     Claimed, CourseRow, EventRow, HostRow, NewEvent, SessionKey, SessionRow, UnknownVmState, VmRow,
     VmState,
 };
+pub use tokens::ApiTokenRow;
 
 /// Which database a [`Store`] talks to, chosen by the URL's scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +65,10 @@ pub enum StoreError {
     HostNotFound(String),
     #[error("course `{0}` not found")]
     CourseNotFound(String),
+    #[error("session `{0}` not found or already ended")]
+    SessionNotLive(String),
+    #[error("a token named `{0}` exists; revoke it first or choose another name")]
+    TokenNameTaken(String),
     #[error("cannot lock the SQLite file for migrations")]
     Lock(#[source] std::io::Error),
 }

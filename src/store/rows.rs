@@ -5,12 +5,15 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{FromRow, Row};
 
 /// Where a VM is in its life. Stored as the lowercase name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
     /// Domain and volume being created on the host.
@@ -87,9 +90,11 @@ pub struct HostRow {
     pub last_error: Option<String>,
     /// When `up` last flipped, or the host was first added.
     pub changed_at: i64,
+    /// An admin drained it: no new VMs, warm ones move elsewhere.
+    pub draining: bool,
 }
 
-// By hand: `up` is stored as 0/1 (see the migrations), which sqlx's derive
+// By hand: `up` and `draining` are stored as 0/1 (see the migrations), which sqlx's derive
 // cannot turn into a bool.
 impl FromRow<'_, AnyRow> for HostRow {
     fn from_row(row: &AnyRow) -> sqlx::Result<Self> {
@@ -99,6 +104,7 @@ impl FromRow<'_, AnyRow> for HostRow {
             up: row.try_get::<i64, _>("up")? != 0,
             last_error: row.try_get("last_error")?,
             changed_at: row.try_get("changed_at")?,
+            draining: row.try_get::<i64, _>("draining")? != 0,
         })
     }
 }
@@ -119,7 +125,7 @@ pub struct CourseRow {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, JsonSchema)]
 pub struct VmRow {
     pub id: String,
     pub course: String,
@@ -202,7 +208,7 @@ pub struct NewEvent {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow, JsonSchema)]
 pub struct EventRow {
     pub id: i64,
     pub at: i64,

@@ -207,4 +207,91 @@ impl Store {
         .await?;
         Ok(())
     }
+
+    /// Sessions, newest first: the live ones, or (`live_only` false) ended
+    /// ones too, at most `limit`.
+    pub async fn sessions(
+        &self,
+        live_only: bool,
+        limit: i64,
+    ) -> Result<Vec<SessionRow>, StoreError> {
+        let filter = if live_only {
+            "WHERE ended_at IS NULL"
+        } else {
+            ""
+        };
+        Ok(sqlx::query_as(&format!(
+            "SELECT * FROM sessions {filter} ORDER BY created_at DESC, id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Gives live session `id` a fresh VM: the oldest-ready warm VM of its
+    /// course built from `spec_hash` becomes the session's, with the same
+    /// id, key and expiry. The old VM keeps no session, so the reconciler
+    /// destroys it (and the pool refills). Returns (session, old VM, new
+    /// VM), or None when no warm VM is there to take (nothing changes).
+    /// [`StoreError::SessionNotLive`] when the session is unknown or ended.
+    pub async fn reset_session(
+        &self,
+        id: &str,
+        spec_hash: &str,
+        now: i64,
+    ) -> Result<Option<(SessionRow, VmRow, VmRow)>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE",
+        };
+        let session: Option<SessionRow> = sqlx::query_as(&format!(
+            "SELECT * FROM sessions WHERE id = $1 AND ended_at IS NULL {lock}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(mut session) = session else {
+            return Err(StoreError::SessionNotLive(id.to_owned()));
+        };
+        let skip_locked = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let fresh: Option<VmRow> = sqlx::query_as(&format!(
+            "UPDATE vms SET state = 'assigned', state_changed_at = $3, reason = NULL
+             WHERE state = 'warm' AND id = (
+                 SELECT id FROM vms
+                 WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
+                 ORDER BY COALESCE(ready_at, state_changed_at), id
+                 LIMIT 1 {skip_locked})
+             RETURNING *"
+        ))
+        .bind(&session.course)
+        .bind(spec_hash)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(fresh) = fresh else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let old: VmRow = sqlx::query_as(
+            "UPDATE vms SET reason = 'reset: its session moved to a fresh VM' WHERE id = $1 RETURNING *",
+        )
+        .bind(&session.vm_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::VmNotFound(session.vm_id.clone()))?;
+        sqlx::query("UPDATE sessions SET vm_id = $2, last_activity_at = $3 WHERE id = $1")
+            .bind(id)
+            .bind(&fresh.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        session.vm_id = fresh.id.clone();
+        session.last_activity_at = now;
+        Ok(Some((session, old, fresh)))
+    }
 }

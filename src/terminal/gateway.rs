@@ -130,6 +130,9 @@ impl Drop for Attachment {
 struct Hub {
     session: String,
     input: mpsc::Sender<ConsoleInput>,
+    /// The session was moved to another VM (an admin reset it): drop the
+    /// console and open the new VM's.
+    moved: tokio::sync::Notify,
     shared: Mutex<Shared>,
 }
 
@@ -244,6 +247,7 @@ impl Gateway {
                     let hub = Arc::new(Hub {
                         session: session.to_string(),
                         input: tx,
+                        moved: tokio::sync::Notify::new(),
                         shared: Mutex::new(Shared {
                             scrollback: Scrollback {
                                 buf: VecDeque::new(),
@@ -296,6 +300,15 @@ impl Gateway {
         let hub = self.inner.hubs.lock().expect("hubs").get(session)?.clone();
         let shared = hub.shared.lock().expect("hub");
         Some(shared.scrollback.start + shared.scrollback.buf.len() as u64)
+    }
+
+    /// `session` now runs on another VM (reset): its open terminal, if any,
+    /// switches to the new VM's console at once rather than when the old
+    /// VM's console drops.
+    pub fn session_moved(&self, session: &str) {
+        if let Some(hub) = self.inner.hubs.lock().expect("hubs").get(session) {
+            hub.moved.notify_one();
+        }
     }
 
     /// Hubs open now (sessions with a live console or trying to get one).
@@ -359,6 +372,7 @@ async fn run_hub(inner: Arc<Inner>, hub: Arc<Hub>, mut input: mpsc::Receiver<Con
         opened_before = true;
         let mut check = tokio::time::interval(SESSION_CHECK);
         check.tick().await;
+        let mut moved = false;
         loop {
             tokio::select! {
                 out = console.output.recv() => match out {
@@ -386,12 +400,22 @@ async fn run_hub(inner: Arc<Inner>, hub: Arc<Hub>, mut input: mpsc::Receiver<Con
                 _ = check.tick() => if let Some(reason) = inner.ended(&hub.session).await {
                     break 'hub Some(reason);
                 },
+                _ = hub.moved.notified() => {
+                    moved = true;
+                    break;
+                }
                 _ = stopping(&mut shutdown) => break 'hub None,
             }
         }
         // The console ended: the session too, or only the connection?
         if let Some(reason) = inner.ended(&hub.session).await {
             break Some(reason);
+        }
+        if moved {
+            hub.say("Your VM was reset: connecting to a fresh one…");
+            // The fresh VM's shell prompted before anyone listened.
+            opened_before = false;
+            continue;
         }
         hub.say("The connection to your VM dropped; reconnecting…");
         hub.set_status(Status::Reconnecting(

@@ -77,35 +77,24 @@ async fn pump(
     let mut sizer = Sizer::default();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
-        let (forward, inject) = tokio::select! {
+        let step = tokio::select! {
             chunk = raw.recv() => match chunk {
                 Some(chunk) => sizer.on_output(&chunk, Instant::now()),
                 None => break,
             },
             msg = input.recv() => match msg {
-                Some(ConsoleInput::Data(bytes)) => {
-                    let flushed = sizer.on_input(&bytes);
-                    if !flushed.is_empty() && output.send(flushed).await.is_err() {
-                        break;
-                    }
-                    if !send(&stream, bytes).await {
-                        break;
-                    }
-                    continue;
-                }
+                Some(ConsoleInput::Data(bytes)) => sizer.on_input(bytes),
                 Some(ConsoleInput::Resize { cols, rows }) => {
-                    (Vec::new(), sizer.on_resize(cols, rows, Instant::now()))
+                    sizer.on_resize(cols, rows, Instant::now())
                 }
                 None => break,
             },
-            _ = tick.tick() => (sizer.on_tick(Instant::now()), None),
+            _ = tick.tick() => sizer.on_tick(Instant::now()),
         };
-        if !forward.is_empty() && output.send(forward).await.is_err() {
+        if !step.show.is_empty() && output.send(step.show).await.is_err() {
             break;
         }
-        if let Some(line) = inject
-            && !send(&stream, line).await
-        {
+        if !step.send.is_empty() && !send(&stream, step.send).await {
             break;
         }
     }
@@ -129,14 +118,33 @@ async fn send(stream: &Stream, bytes: Vec<u8>) -> bool {
 }
 
 /// How long a `stty` line's echo and the prompt after it may take before
-/// the held output is shown after all.
-const SWALLOW_TIMEOUT: Duration = Duration::from_secs(2);
+/// the held output is shown (and held keystrokes sent) after all. Normally
+/// it takes milliseconds; a guest starved of CPU can take seconds.
+const SWALLOW_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the sizer wants done: bytes for the page, bytes for the guest.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    pub show: Vec<u8>,
+    pub send: Vec<u8>,
+}
+
+impl Step {
+    fn send(send: Vec<u8>) -> Step {
+        Step {
+            show: Vec::new(),
+            send,
+        }
+    }
+}
 
 /// Tells a serial guest the page's terminal size. A serial line has no
 /// window-size signal, so the only way in is the shell itself: when the
 /// console sits at a prompt with nothing typed since, the sizer types
 /// `stty rows R cols C` and holds the output back until the same prompt
-/// comes again, so the page never sees the line. A size wanted while a
+/// comes again, so the page never sees the line. Keystrokes that arrive
+/// meanwhile wait too (typed after the stty line, they would have shown it)
+/// and go to the guest once the prompt is back. A size wanted while a
 /// program runs waits for the next prompt.
 #[derive(Debug, Default)]
 pub struct Sizer {
@@ -151,57 +159,66 @@ pub struct Sizer {
     /// Output held back while a `stty` line runs: the prompt it waits for,
     /// when it gives up, and what came so far.
     held: Option<(Vec<u8>, Instant, Vec<u8>)>,
+    /// Keystrokes that arrived while output was held.
+    queued: Vec<u8>,
 }
 
 impl Sizer {
-    /// Output from the guest: what to forward now, and a line to type.
-    pub fn on_output(&mut self, chunk: &[u8], now: Instant) -> (Vec<u8>, Option<Vec<u8>>) {
+    /// Output from the guest: what to forward now, and what to type (a
+    /// `stty` line, or keystrokes held while one ran).
+    pub fn on_output(&mut self, chunk: &[u8], now: Instant) -> Step {
         if let Some((prompt, _, held)) = &mut self.held {
             held.extend_from_slice(chunk);
             if strip_queries(held).ends_with(prompt) {
                 // The stty line ran and the same prompt is back: the page
                 // already shows that prompt, so all of it is dropped.
                 self.held = None;
+                return Step::send(std::mem::take(&mut self.queued));
             }
-            return (Vec::new(), None);
+            return Step::default();
         }
         self.note_line(chunk);
-        (chunk.to_vec(), self.maybe_inject(now))
+        Step {
+            show: chunk.to_vec(),
+            send: self.maybe_inject(now).unwrap_or_default(),
+        }
     }
 
-    /// Keystrokes from the page: they end any holding (what was held is
-    /// returned, to show before the echo of what the student typed).
-    pub fn on_input(&mut self, bytes: &[u8]) -> Vec<u8> {
+    /// Keystrokes from the page: to the guest now, or once a running
+    /// `stty` line is done.
+    pub fn on_input(&mut self, bytes: Vec<u8>) -> Step {
         // xterm.js answers the shell's cursor-position query (ESC[6n) with
-        // ESC[row;colR: that is the terminal talking, not the student, and
-        // it arrives just as a `stty` line is typed.
-        if is_cursor_report(bytes) {
-            return Vec::new();
+        // ESC[row;colR: that is the terminal talking, not the student; the
+        // shell waits for it, so it goes through at once.
+        if is_cursor_report(&bytes) {
+            return Step::send(bytes);
         }
         self.typed = true;
-        self.release()
-    }
-
-    pub fn on_resize(&mut self, cols: u16, rows: u16, now: Instant) -> Option<Vec<u8>> {
-        self.wanted = Some((cols, rows));
-        self.maybe_inject(now)
-    }
-
-    /// A timer: held output whose prompt never came back is shown.
-    pub fn on_tick(&mut self, now: Instant) -> Vec<u8> {
-        match &self.held {
-            Some((_, until, _)) if now >= *until => self.release(),
-            _ => Vec::new(),
+        if self.held.is_some() {
+            self.queued.extend_from_slice(&bytes);
+            return Step::default();
         }
+        Step::send(bytes)
     }
 
-    fn release(&mut self) -> Vec<u8> {
-        match self.held.take() {
-            Some((_, _, held)) => {
+    pub fn on_resize(&mut self, cols: u16, rows: u16, now: Instant) -> Step {
+        self.wanted = Some((cols, rows));
+        Step::send(self.maybe_inject(now).unwrap_or_default())
+    }
+
+    /// A timer: held output whose prompt never came back is shown, and the
+    /// keystrokes held with it are sent.
+    pub fn on_tick(&mut self, now: Instant) -> Step {
+        match &self.held {
+            Some((_, until, _)) if now >= *until => {
+                let (_, _, held) = self.held.take().expect("held");
                 self.note_line(&held);
-                held
+                Step {
+                    show: held,
+                    send: std::mem::take(&mut self.queued),
+                }
             }
-            None => Vec::new(),
+            _ => Step::default(),
         }
     }
 
@@ -280,21 +297,27 @@ mod tests {
     fn resize_at_a_prompt_types_stty_and_hides_it() {
         let mut s = Sizer::default();
         let t = Instant::now();
-        let (fwd, inject) = s.on_output(b"GUEST-READY\r\n/ # \x1b[6n", t);
-        assert_eq!(fwd, b"GUEST-READY\r\n/ # \x1b[6n");
-        assert_eq!(inject, None, "no size wanted yet");
-        assert!(s.on_input(b"\x1b[24;5R").is_empty());
-        let line = s.on_resize(100, 30, t).expect("at a prompt");
-        assert_eq!(line, b"stty rows 30 cols 100\r");
-        // The terminal's answer to the prompt's query comes while held.
-        assert!(s.on_input(b"\x1b[2;5R").is_empty());
+        let step = s.on_output(b"GUEST-READY\r\n/ # \x1b[6n", t);
+        assert_eq!(step.show, b"GUEST-READY\r\n/ # \x1b[6n");
+        assert!(step.send.is_empty(), "no size wanted yet");
+        // The terminal's answer to the prompt's query is not typing.
+        assert_eq!(
+            s.on_input(b"\x1b[24;5R".to_vec()),
+            Step::send(b"\x1b[24;5R".to_vec())
+        );
+        let line = s.on_resize(100, 30, t).send;
+        assert_eq!(line, b"stty rows 30 cols 100\r", "at a prompt");
+        // The terminal's answer to the prompt's query goes through while held.
+        assert_eq!(s.on_input(b"\x1b[2;5R".to_vec()).send, b"\x1b[2;5R");
         // The echo and the prompt again: nothing reaches the page.
-        assert_eq!(s.on_output(b"stty rows 30 cols 100\r\n", t).0, b"");
-        assert_eq!(s.on_output(b"/ # \x1b[6n", t).0, b"");
+        assert_eq!(
+            s.on_output(b"stty rows 30 cols 100\r\n", t),
+            Step::default()
+        );
+        assert_eq!(s.on_output(b"/ # \x1b[6n", t), Step::default());
         // Output flows again afterwards; the same size is not told twice.
-        assert_eq!(s.on_resize(100, 30, t), None);
-        let (fwd, _) = s.on_output(b"x", t);
-        assert_eq!(fwd, b"x");
+        assert_eq!(s.on_resize(100, 30, t), Step::default());
+        assert_eq!(s.on_output(b"x", t).show, b"x");
     }
 
     #[test]
@@ -302,14 +325,17 @@ mod tests {
         let mut s = Sizer::default();
         let t = Instant::now();
         s.on_output(b"top - 10:00\r\n  PID USER", t);
-        assert_eq!(s.on_resize(120, 40, t), None, "a program runs");
+        assert_eq!(s.on_resize(120, 40, t), Step::default(), "a program runs");
+        let step = s.on_output(b"\r\n~ $ ", t);
+        assert_eq!(
+            step.send, b"stty rows 40 cols 120\r",
+            "the prompt came back: told now"
+        );
         // The student typed at the prompt: never type over them.
-        let (_, inject) = s.on_output(b"\r\n~ $ ", t);
-        assert!(inject.is_some(), "the prompt came back: told now");
         let mut s = Sizer::default();
         s.on_output(b"\r\n~ $ ", t);
-        s.on_input(b"ls -");
-        assert_eq!(s.on_resize(120, 40, t), None);
+        assert_eq!(s.on_input(b"ls -".to_vec()).send, b"ls -");
+        assert_eq!(s.on_resize(120, 40, t), Step::default());
     }
 
     #[test]
@@ -317,17 +343,39 @@ mod tests {
         let mut s = Sizer::default();
         let t = Instant::now();
         s.on_output(b"/ # ", t);
-        s.on_resize(80, 24, t).unwrap();
-        assert_eq!(s.on_output(b"stty: not found\r\n", t).0, b"");
-        assert!(s.on_tick(t).is_empty());
-        assert_eq!(s.on_tick(t + SWALLOW_TIMEOUT), b"stty: not found\r\n");
-        // Typing also releases what is held, before its own echo.
-        s.on_resize(81, 24, t);
-        let mut s2 = Sizer::default();
-        s2.on_output(b"# ", t);
-        s2.on_resize(90, 20, t).unwrap();
-        s2.on_output(b"stty", t);
-        assert_eq!(s2.on_input(b"l"), b"stty");
+        assert!(!s.on_resize(80, 24, t).send.is_empty());
+        assert_eq!(s.on_output(b"stty: not found\r\n", t), Step::default());
+        // Typed meanwhile: held too, sent with the release.
+        assert_eq!(s.on_input(b"ls\r".to_vec()), Step::default());
+        assert_eq!(s.on_tick(t), Step::default());
+        assert_eq!(
+            s.on_tick(t + SWALLOW_TIMEOUT),
+            Step {
+                show: b"stty: not found\r\n".to_vec(),
+                send: b"ls\r".to_vec()
+            }
+        );
+    }
+
+    #[test]
+    fn keys_typed_while_stty_runs_wait_for_the_prompt() {
+        // A student typing the moment the prompt shows must not reveal the
+        // stty line: their keys reach the guest after it is done.
+        let mut s = Sizer::default();
+        let t = Instant::now();
+        s.on_output(b"/ # ", t);
+        assert!(!s.on_resize(90, 20, t).send.is_empty());
+        s.on_output(b"stty ro", t);
+        assert_eq!(s.on_input(b"e".to_vec()), Step::default());
+        assert_eq!(s.on_input(b"cho hi\r".to_vec()), Step::default());
+        assert_eq!(
+            s.on_output(b"ws 20 cols 90\r\n/ # ", t),
+            Step::send(b"echo hi\r".to_vec())
+        );
+        assert_eq!(
+            s.on_output(b"echo hi\r\nhi\r\n", t).show,
+            b"echo hi\r\nhi\r\n"
+        );
     }
 
     #[test]

@@ -48,3 +48,24 @@ fn readme_documents_every_course_field() {
         "README.md does not document: {missing:?}"
     );
 }
+
+#[test]
+fn readme_documents_every_admin_api_route() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let missing: Vec<String> = labpool::http::admin::ROUTES
+        .iter()
+        .map(|r| {
+            // Routes that share a row are written as `/a`, `/a/{x}`.
+            let last = r.path.rsplit('/').next().unwrap_or_default();
+            (r.path, format!("/{last}`"))
+        })
+        .filter(|(path, tail)| {
+            !readme.contains(&format!("/api/v1{path}`")) && !readme.contains(tail.as_str())
+        })
+        .map(|(path, _)| path.to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "README.md does not document: {missing:?}"
+    );
+}

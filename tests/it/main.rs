@@ -4,6 +4,7 @@
 //!
 //! One test binary (faster to link than one per file); modules by subject.
 
+mod admin;
 mod browser;
 mod cli;
 mod corpus;

@@ -305,6 +305,47 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
+    let (w, _pool) = serial_world("labpool-test-reset").await;
+    let (session, token) = session_of(&w.launch(&w.student("rae")).await);
+    let first = w.store.session(&session).await.unwrap().unwrap().vm_id;
+    // The pool refills, so there is a warm VM to reset onto.
+    converge(
+        &w.reconciler,
+        Duration::from_secs(60),
+        "a warm guest again",
+        |vms| count(vms, SERIAL, VmState::Warm) == 1,
+    )
+    .await;
+    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    tab.read_until(0, "# ", Duration::from_secs(20)).await;
+    run(&mut tab, "touch /tmp/mine; ls /tmp/mi''ne", "/tmp/mine").await;
+
+    let admin = labpool::admin::Admin::new(w.reconciler.clone(), w.gateway.clone());
+    let by = labpool::admin::Principal {
+        token_id: "t".into(),
+        name: "instructor".into(),
+        scope: labpool::admin::Scope::Admin,
+    };
+    let at = tab.out.len();
+    let done = admin.reset_session(&session, &by).await.expect("reset");
+    assert_eq!(done.old_vm, first);
+    // The same page, without reconnecting, is now on the fresh VM.
+    tab.read_until(at, "Your VM was reset", Duration::from_secs(10))
+        .await;
+    tab.read_until(at, "# ", Duration::from_secs(20)).await;
+    run(&mut tab, "test -e /tmp/mine || echo fre''sh", "fresh").await;
+    converge(
+        &w.reconciler,
+        Duration::from_secs(60),
+        "the old VM gone",
+        |vms| vms.iter().all(|v| v.id != first),
+    )
+    .await;
+    run(&mut tab, "echo sti''ll", "still").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_terminal_refuses_bad_tokens_and_ended_sessions() {
     let w = World::new(Db::Sqlite, 2, 10).await;
     let (alice, _) = session_of(&w.launch(&w.student("alice")).await);

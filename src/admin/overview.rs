@@ -1,0 +1,247 @@
+//! What labpool is doing, read from the store only (so it answers even while
+//! a host hangs): per course, per host, live sessions, recent events and the
+//! course source. `labpool status`, the admin API and the dashboard all show
+//! this one view.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::course::Course;
+use crate::reconcile::desired::{WindowTimes, next_window};
+use crate::store::{EventRow, SessionRow, Store, StoreError, VmRow, VmState};
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CourseStatus {
+    pub name: String,
+    pub title: String,
+    /// The course repository's revision it was applied from.
+    pub revision: String,
+    /// Warm VMs wanted now (schedule-adjusted, capped by `max`).
+    pub target: u64,
+    pub max: u32,
+    pub warm: u32,
+    /// Being created or booting.
+    pub booting: u32,
+    pub assigned: u32,
+    pub failed: u32,
+    pub deleting: u32,
+    /// `Ready`, `Progressing`, `Degraded` or `Unknown`.
+    pub condition: String,
+    pub reason: String,
+    /// The schedule window open now, else the next one (none: no schedule).
+    pub next_window: Option<WindowTimes>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HostStatus {
+    pub name: String,
+    pub uri: String,
+    pub up: bool,
+    /// Drained by an admin: no new VMs.
+    pub draining: bool,
+    /// Why it is down, or the last error.
+    pub error: Option<String>,
+    pub vms: u32,
+    pub max_vms: u32,
+    /// Bytes.
+    pub memory_used: u64,
+    pub memory: u64,
+    pub vcpus_used: u64,
+    pub vcpu_slots: u64,
+    /// The busiest of VMs, memory and vCPUs, as a fraction of the host (0–1).
+    pub load: f64,
+}
+
+/// A session as operators see it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub course: String,
+    /// The student: the LMS's user id (`sub`).
+    pub student: String,
+    /// The LMS course (context) and link launched from.
+    pub context_id: String,
+    pub resource_link_id: String,
+    pub issuer: String,
+    pub vm: String,
+    pub host: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub last_activity_at: i64,
+    /// Until the hard expiry (ms; 0 once past).
+    pub time_left_ms: i64,
+    pub ended_at: Option<i64>,
+    pub end_reason: Option<String>,
+}
+
+impl SessionView {
+    pub fn new(s: SessionRow, vms: &[VmRow], now: i64) -> SessionView {
+        SessionView {
+            host: vms.iter().find(|v| v.id == s.vm_id).map(|v| v.host.clone()),
+            time_left_ms: (s.expires_at - now).max(0),
+            id: s.id,
+            course: s.course,
+            student: s.key.user_sub,
+            context_id: s.key.context_id,
+            resource_link_id: s.key.resource_link_id,
+            issuer: s.key.issuer,
+            vm: s.vm_id,
+            created_at: s.created_at,
+            expires_at: s.expires_at,
+            last_activity_at: s.last_activity_at,
+            ended_at: s.ended_at,
+            end_reason: s.end_reason,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Overview {
+    /// When this was read (unix ms).
+    pub now: i64,
+    /// The course source: applied revision, last fetch, last rejection.
+    pub source: serde_json::Value,
+    pub courses: Vec<CourseStatus>,
+    pub hosts: Vec<HostStatus>,
+    /// Live sessions, newest first.
+    pub sessions: Vec<SessionView>,
+    /// The most recent events, newest first.
+    pub events: Vec<EventRow>,
+}
+
+/// Reads the overview at `now`, with the latest `events` events.
+pub async fn overview(
+    config: &Config,
+    store: &Store,
+    now: i64,
+    events: i64,
+) -> Result<Overview, StoreError> {
+    let vms = store.vms().await?;
+    Ok(Overview {
+        now,
+        source: match store.source_status().await? {
+            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+            None => serde_json::Value::Null,
+        },
+        courses: courses(store, &vms, now).await?,
+        hosts: hosts(config, store, &vms).await?,
+        sessions: store
+            .sessions(true, 1_000)
+            .await?
+            .into_iter()
+            .map(|s| SessionView::new(s, &vms, now))
+            .collect(),
+        events: store.events(events).await?,
+    })
+}
+
+/// Every course the store knows, with live counts.
+pub async fn courses(
+    store: &Store,
+    vms: &[VmRow],
+    now: i64,
+) -> Result<Vec<CourseStatus>, StoreError> {
+    let mut per_course: BTreeMap<&str, [u32; 6]> = BTreeMap::new();
+    for vm in vms {
+        let slot = VmState::ALL
+            .iter()
+            .position(|s| *s == vm.state)
+            .unwrap_or(0);
+        per_course.entry(vm.course.as_str()).or_default()[slot] += 1;
+    }
+    let count = |course: &str, state: VmState| {
+        let slot = VmState::ALL.iter().position(|s| *s == state).unwrap_or(0);
+        per_course.get(course).map_or(0, |c| c[slot])
+    };
+    let at = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+    Ok(store
+        .courses()
+        .await?
+        .into_iter()
+        .map(|row| {
+            let conditions: serde_json::Value =
+                serde_json::from_str(&row.conditions_json).unwrap_or_default();
+            let course: Option<Course> = serde_json::from_str(&row.spec_json).ok();
+            let name = row.name.as_str();
+            let target = conditions["counts"]["target"].as_u64().unwrap_or(0);
+            let warm = count(name, VmState::Warm);
+            let booting = count(name, VmState::Creating) + count(name, VmState::Booting);
+            // Counts are live; the condition is the last pass's, brought up
+            // to date where the counts alone decide it.
+            let (condition, reason) = match conditions["condition"]["status"].as_str() {
+                None => ("Unknown".to_string(), "not reconciled yet".to_string()),
+                Some("Degraded") => (
+                    "Degraded".to_string(),
+                    conditions["condition"]["reason"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                ),
+                Some(_) if u64::from(warm) >= target => {
+                    ("Ready".to_string(), format!("{warm} of {target} warm"))
+                }
+                Some(_) => (
+                    "Progressing".to_string(),
+                    format!("{warm} of {target} warm, {booting} booting"),
+                ),
+            };
+            CourseStatus {
+                target,
+                max: course.as_ref().map_or(0, |c| c.pool.max),
+                warm,
+                booting,
+                assigned: count(name, VmState::Assigned),
+                failed: count(name, VmState::Failed),
+                deleting: count(name, VmState::Deleting),
+                condition,
+                reason,
+                next_window: course.as_ref().and_then(|c| next_window(c, at)),
+                name: row.name,
+                title: row.title,
+                revision: row.revision,
+            }
+        })
+        .collect())
+}
+
+/// Every configured host, with what is on it.
+pub async fn hosts(
+    config: &Config,
+    store: &Store,
+    vms: &[VmRow],
+) -> Result<Vec<HostStatus>, StoreError> {
+    let rows = store.hosts().await?;
+    Ok(config
+        .hosts
+        .iter()
+        .map(|h| {
+            let row = rows.iter().find(|r| r.name == h.name);
+            let on_host = vms.iter().filter(|v| v.host == h.name);
+            let vms = on_host.clone().count() as u32;
+            let memory_used: u64 = on_host.clone().map(|v| v.memory as u64).sum();
+            let vcpus_used: u64 = on_host.map(|v| v.vcpus as u64).sum();
+            let memory = h.capacity.memory.as_bytes();
+            let vcpu_slots = u64::from(h.capacity.vcpu_slots());
+            let frac = |used: f64, cap: f64| if cap > 0.0 { used / cap } else { 1.0 };
+            HostStatus {
+                name: h.name.clone(),
+                uri: h.uri.clone(),
+                up: row.is_some_and(|r| r.up),
+                draining: row.is_some_and(|r| r.draining),
+                error: row.and_then(|r| r.last_error.clone()),
+                vms,
+                max_vms: h.capacity.vms,
+                memory_used,
+                memory,
+                vcpus_used,
+                vcpu_slots,
+                load: frac(f64::from(vms), f64::from(h.capacity.vms))
+                    .max(frac(memory_used as f64, memory as f64))
+                    .max(frac(vcpus_used as f64, vcpu_slots as f64)),
+            }
+        })
+        .collect())
+}
