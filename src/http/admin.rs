@@ -312,7 +312,6 @@ pub struct CourseInfo {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct CourseDetail {
-    #[serde(flatten)]
     pub course: CourseInfo,
     pub pool: Option<CourseStatus>,
     pub vms: Vec<VmRow>,
@@ -321,7 +320,6 @@ pub struct CourseDetail {
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct HostDetail {
-    #[serde(flatten)]
     pub host: HostStatus,
     pub vms: Vec<VmRow>,
 }

@@ -163,7 +163,7 @@ async fn every_route_wants_a_valid_token_and_acting_wants_admin() {
     assert_eq!(sessions[0]["student"], "ana");
     assert!(sessions[0]["time_left_ms"].as_i64().unwrap() > 0);
     let course = get(&format!("/courses/{COURSE}")).await;
-    assert_eq!(course["spec"]["pool"]["max"], 5);
+    assert_eq!(course["course"]["spec"]["pool"]["max"], 5);
     assert_eq!(course["sessions"][0]["id"], session.as_str());
     let warm = get(&format!("/vms?course={COURSE}&state=warm")).await;
     assert!(
@@ -502,4 +502,28 @@ async fn the_dashboard_in_chromium_shows_pools_and_ends_a_session() {
         )
         .await;
     chrome.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_description_is_valid_openapi_3_1() {
+    let w = World::new(Db::Sqlite, 1, 2).await;
+    let (status, doc) = call("get", &format!("{}/api/v1/openapi.json", w.base), None).await;
+    assert_eq!(status, 200);
+    let file = w.lab.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).unwrap();
+    // An independent validator (scripts/setup installs it).
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('valid')",
+        ])
+        .arg(&file)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "openapi-spec-validator refused the description:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
