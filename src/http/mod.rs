@@ -6,6 +6,7 @@
 
 pub mod lti;
 pub mod terminal;
+pub mod try_it;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -24,6 +25,8 @@ pub struct App {
     pub reconciler: Reconciler,
     pub lti: Arc<Lti>,
     pub gateway: Gateway,
+    /// The try-it LMS, with `serve --dev` only.
+    pub try_it: Option<Arc<try_it::TryIt>>,
 }
 
 impl FromRef<App> for Reconciler {
@@ -53,6 +56,7 @@ impl App {
             gateway: Gateway::new(&reconciler),
             reconciler,
             lti,
+            try_it: None,
         })
     }
 }
@@ -60,6 +64,7 @@ impl App {
 /// The router of `labpool serve`.
 pub fn router(app: App) -> Router {
     Router::new()
+        .merge(try_it::routes(app.try_it.as_ref()))
         .route("/lti/login", get(lti::login_get).post(lti::login_post))
         .route("/lti/launch", post(lti::launch))
         .route("/lti/jwks", get(lti::jwks))
