@@ -20,3 +20,4 @@ mod store;
 mod support;
 mod terminal;
 mod terminal_ssh;
+mod tryit;
