@@ -1,7 +1,7 @@
 //! labpool's HTTP side: the LTI tool (login, launch, JWKS, Deep Linking,
 //! Dynamic Registration), the waiting page, the session page and its
 //! terminal socket, the Git webhook
-//! and a health check. Handlers never call libvirt: they work on the store
+//! and a health check; with `serve --dev`, the try-it LMS (`try_it`). Handlers never call libvirt: they work on the store
 //! and ask the reconciler to act (wake, fetch now).
 
 pub mod lti;
