@@ -77,6 +77,8 @@ pub enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long)]
         log_json: bool,
+        #[command(flatten)]
+        dev: ops::Dev,
     },
     /// Per course: target, warm, booting, assigned, failed and condition; per
     /// host: VMs, memory and vCPUs in use, up or down.
@@ -138,7 +140,11 @@ pub fn run(cli: Cli) -> u8 {
             }
             ops::run(ops::reconcile_once(common))
         }
-        Command::Serve { common, log_json } => ops::run(ops::serve(common, log_json)),
+        Command::Serve {
+            common,
+            log_json,
+            dev,
+        } => ops::run(ops::serve(common, log_json, dev)),
         Command::Status { common, format } => ops::run(ops::status(common, format)),
         Command::Diff(args) => crate::source::diff::command(&args),
         Command::Keys { common, action } => ops::run(ops::keys(common, action)),

@@ -36,6 +36,22 @@ pub struct Common {
     pub database: Option<String>,
 }
 
+/// `serve`'s try-it LMS (`crate::http::try_it`).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct Dev {
+    /// Also serve the try-it LMS at <base_url>/dev/: a page acting as an LMS
+    /// registered with this labpool, where you launch any course as a
+    /// made-up student. Development only: whoever reaches it can launch
+    /// anything as anyone. Refused unless http.listen and lti.base_url are
+    /// loopback addresses.
+    #[arg(long, env = "LABPOOL_DEV", value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev: bool,
+    /// With --dev: serve it even though http.listen or lti.base_url is
+    /// reachable from other machines.
+    #[arg(long, requires = "dev")]
+    pub dev_allow_remote: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Human,
@@ -358,9 +374,9 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
 }
 
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
-pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
+pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
     init_logs(log_json);
-    let (config, store) = open(&common).await?;
+    let (mut config, store) = open(&common).await?;
     tracing::info!(
         config = %common.config.display(),
         database = %config.database,
@@ -368,6 +384,12 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
         hosts = config.hosts.len(),
         "labpool serve starting"
     );
+    // Before the LTI tool is built: it registers the try-it LMS in `config`.
+    let try_it = if dev.dev {
+        Some(crate::http::try_it::TryIt::install(&mut config, dev.dev_allow_remote).await?)
+    } else {
+        None
+    };
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
@@ -388,9 +410,10 @@ pub async fn serve(common: Common, log_json: bool) -> anyhow::Result<u8> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let app = crate::http::App::new(reconciler.clone())
+    let mut app = crate::http::App::new(reconciler.clone())
         .await
         .context("cannot set up the LTI tool's keys")?;
+    app.try_it = try_it;
     let http = tokio::spawn(crate::http::serve(listener, app, stopped(stop_rx.clone())));
     reconciler.run(stopped(stop_rx)).await;
     if let Ok(Err(e)) = http.await {

@@ -1,7 +1,7 @@
 //! labpool's HTTP side: the LTI tool (login, launch, JWKS, Deep Linking,
 //! Dynamic Registration), the waiting page, the session page and its
 //! terminal socket, the Git webhook
-//! and a health check. Handlers never call libvirt: they work on the store
+//! and a health check; with `serve --dev`, the try-it LMS (`try_it`). Handlers never call libvirt: they work on the store
 //! and ask the reconciler to act (wake, fetch now).
 
 pub mod admin;
@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod lti;
 pub mod openapi;
 pub mod terminal;
+pub mod try_it;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct App {
     pub gateway: Gateway,
     /// The admin actions (API and dashboard).
     pub admin: crate::admin::Admin,
+    /// The try-it LMS, with `serve --dev` only.
+    pub try_it: Option<Arc<try_it::TryIt>>,
 }
 
 impl FromRef<App> for Reconciler {
@@ -60,6 +63,7 @@ impl App {
             gateway,
             reconciler,
             lti,
+            try_it: None,
         })
     }
 }
@@ -67,6 +71,7 @@ impl App {
 /// The router of `labpool serve`.
 pub fn router(app: App) -> Router {
     Router::new()
+        .merge(try_it::routes(app.try_it.as_ref()))
         .route("/lti/login", get(lti::login_get).post(lti::login_post))
         .route("/lti/launch", post(lti::launch))
         .route("/lti/jwks", get(lti::jwks))

@@ -13,6 +13,8 @@
 //!   `/.well-known/openid-configuration`, `/register`, `/authorize`,
 //!   `/token` and `/deep-link/return`, and the actions an LMS admin or user
 //!   takes (register a tool, click Launch, run a dynamic registration).
+//!   [`Platform::mounted`] makes one without a server of its own, whose
+//!   [`Platform::router`] another server nests (labpool's `/dev/lms`).
 //! - [`Browser`]: a user agent with browser cookie rules (`SameSite`,
 //!   `Secure` kept on loopback) that follows redirects and auto-submitting
 //!   forms.

@@ -143,6 +143,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// The state of a platform at `issuer`, with a fresh signing key.
+    async fn new(issuer: String) -> anyhow::Result<Arc<Shared>> {
+        let key = tokio::task::spawn_blocking(SigningKey::generate).await??;
+        Ok(Arc::new(Shared {
+            issuer,
+            guid: random_hex(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(std::time::Duration::from_secs(10))
+                .build()?,
+            records: Mutex::new(Records {
+                keys: vec![key],
+                ..Records::default()
+            }),
+        }))
+    }
+
     fn records(&self) -> MutexGuard<'_, Records> {
         self.records.lock().expect("platform state lock")
     }
@@ -176,9 +193,11 @@ impl Drop for Server {
     }
 }
 
-/// A running LTI 1.3 platform on `127.0.0.1` (cheap to clone; clones share
-/// state; the server stops when the last clone is dropped or on
-/// [`shutdown`](Self::shutdown)).
+/// A running LTI 1.3 platform, on a loopback port of its own
+/// ([`start`](Self::start)) or nested in another server's router
+/// ([`mounted`](Self::mounted)). Cheap to clone; clones share state; a
+/// server of its own stops when the last clone is dropped or on
+/// [`shutdown`](Self::shutdown).
 #[derive(Clone)]
 pub struct Platform {
     shared: Arc<Shared>,
@@ -201,19 +220,7 @@ impl Platform {
             .await
             .context("binding the test platform")?;
         let port = listener.local_addr()?.port();
-        let key = tokio::task::spawn_blocking(SigningKey::generate).await??;
-        let shared = Arc::new(Shared {
-            issuer: format!("http://127.0.0.1:{port}"),
-            guid: random_hex(),
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(std::time::Duration::from_secs(10))
-                .build()?,
-            records: Mutex::new(Records {
-                keys: vec![key],
-                ..Records::default()
-            }),
-        });
+        let shared = Shared::new(format!("http://127.0.0.1:{port}")).await?;
         let app = router(shared.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -233,6 +240,35 @@ impl Platform {
         })
     }
 
+    /// A platform served by someone else's server: its endpoints are
+    /// [`router`](Self::router), which the caller nests at `issuer` (an
+    /// absolute URL without a trailing slash, such as
+    /// `http://127.0.0.1:8080/dev/lms`). Generates a signing key; binds
+    /// nothing, and [`shutdown`](Self::shutdown) does nothing.
+    pub async fn mounted(issuer: impl Into<String>) -> anyhow::Result<Platform> {
+        let issuer = issuer.into();
+        let parsed = Url::parse(&issuer).with_context(|| format!("issuer {issuer:?}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") || issuer.ends_with('/') {
+            bail!("issuer {issuer:?} must be an http(s) URL without a trailing slash");
+        }
+        Ok(Platform {
+            shared: Shared::new(issuer).await?,
+            server: Arc::new(Server {
+                stop: Mutex::new(None),
+                task: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The platform's endpoints (`/jwks`, `/authorize`, …), for nesting at
+    /// the path of its issuer (see [`mounted`](Self::mounted)).
+    pub fn router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        routes().with_state(self.shared.clone())
+    }
+
     /// Stops serving (gracefully: requests in flight finish) and waits for
     /// the server to end. Later requests are refused at the socket.
     pub async fn shutdown(&self) {
@@ -246,7 +282,8 @@ impl Platform {
         }
     }
 
-    /// The platform's issuer (`iss` of its tokens): `http://127.0.0.1:PORT`.
+    /// The platform's issuer (`iss` of its tokens): `http://127.0.0.1:PORT`,
+    /// or the URL it is [`mounted`](Self::mounted) at.
     pub fn issuer(&self) -> &str {
         &self.shared.issuer
     }
@@ -473,6 +510,10 @@ fn target_link_uri(tool: &Tool, launch: &Launch) -> String {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
+    routes().with_state(shared)
+}
+
+fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/jwks", get(jwks))
         .route(
@@ -483,7 +524,6 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/authorize", get(authorize_get).post(authorize_post))
         .route("/token", post(token))
         .route("/deep-link/return", post(deep_link_return))
-        .with_state(shared)
 }
 
 async fn jwks(State(shared): State<Arc<Shared>>) -> Response {

@@ -40,11 +40,18 @@ pub struct World {
     pub base: String,
     pub reconciler: Reconciler,
     pub store: Store,
+    /// The try-it LMS, in worlds served as `serve --dev` does.
+    pub try_it: Option<std::sync::Arc<labpool::http::try_it::TryIt>>,
     _postgres: Option<PostgresDb>,
 }
 
 impl World {
     pub async fn new(db: Db, warm: u32, max: u32) -> World {
+        World::new_with(db, warm, max, false).await
+    }
+
+    /// [`World::new`], with the try-it LMS when `dev`.
+    pub async fn new_with(db: Db, warm: u32, max: u32, dev: bool) -> World {
         let lab = Lab::new();
         let mut hosts = String::new();
         for name in ["h1", "h2"] {
@@ -66,11 +73,11 @@ impl World {
         let head = format!(
             "reconcile: {{ boots_per_host: 100, orphan_grace: 1h, backoff: 1s }}\nhosts:\n{hosts}images:\n  tiny: {{ volume: base.qcow2 }}\n"
         );
-        World::start(lab, db, &head, "pools warm", |vms| {
+        let ready = move |vms: &[labpool::store::VmRow]| {
             count(vms, COURSE, VmState::Warm) == warm as usize
                 && count(vms, "python", VmState::Warm) == 1
-        })
-        .await
+        };
+        World::start_with(lab, db, &head, "pools warm", ready, dev).await
     }
 
     /// A world of `lab`'s courses on the hosts and images of `head` (YAML
@@ -83,6 +90,19 @@ impl World {
         what: &str,
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
     ) -> World {
+        World::start_with(lab, db, head, what, ready, false).await
+    }
+
+    /// [`World::start`], with the try-it LMS installed as `serve --dev`
+    /// installs it when `dev`.
+    pub async fn start_with(
+        lab: Lab,
+        db: Db,
+        head: &str,
+        what: &str,
+        ready: impl Fn(&[labpool::store::VmRow]) -> bool,
+        dev: bool,
+    ) -> World {
         let platform = Platform::start().await.expect("platform starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -94,7 +114,7 @@ impl World {
             .as_ref()
             .map(|p| p.url.clone())
             .unwrap_or_else(|| "sqlite:labpool.db".into());
-        let config = lab.config_on(
+        let mut config = lab.config_on(
             &database,
             &format!(
                 "{head}lti:\n  base_url: \"{base}\"\n  registration_secret: {REGISTRATION_SECRET}\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
@@ -104,10 +124,17 @@ impl World {
                 jwks = platform.jwks_url(),
             ),
         );
+        let try_it = if dev {
+            let installed = labpool::http::try_it::TryIt::install(&mut config, false).await;
+            Some(installed.expect("the try-it LMS installs"))
+        } else {
+            None
+        };
         let reconciler = lab.reconciler(config).await;
         let store = reconciler.store().clone();
         converge(&reconciler, Duration::from_secs(60), what, ready).await;
-        let app = App::new(reconciler.clone()).await.expect("app");
+        let mut app = App::new(reconciler.clone()).await.expect("app");
+        app.try_it = try_it.clone();
         let gateway = app.gateway.clone();
         tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
         platform.register_tool(ToolRegistration {
@@ -125,6 +152,7 @@ impl World {
             reconciler,
             store,
             gateway,
+            try_it,
             _postgres: postgres,
         }
     }

@@ -21,3 +21,4 @@ mod store;
 mod support;
 mod terminal;
 mod terminal_ssh;
+mod tryit;
