@@ -47,6 +47,7 @@ impl App {
             reconciler.config(),
             reconciler.store().clone(),
             Box::new(move || waker.wake()),
+            reconciler.metrics().clone(),
         )
         .await?;
         Ok(App {
