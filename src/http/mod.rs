@@ -1,10 +1,11 @@
 //! labpool's HTTP side: the LTI tool (login, launch, JWKS, Deep Linking,
 //! Dynamic Registration), the waiting page, the session page and its
 //! terminal socket, the Git webhook
-//! and a health check. Handlers never call libvirt: they work on the store
+//! and the operating endpoints (health, readiness, metrics). Handlers never call libvirt: they work on the store
 //! and ask the reconciler to act (wake, fetch now).
 
 pub mod lti;
+pub mod metrics;
 pub mod terminal;
 pub mod webhook;
 
@@ -73,6 +74,8 @@ pub fn router(app: App) -> Router {
         .route("/session/{id}/terminal", get(terminal::socket))
         .route("/assets/{name}", get(terminal::asset))
         .route("/hooks/git", post(webhook::receive))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(app)
 }
