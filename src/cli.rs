@@ -74,9 +74,12 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         common: ops::Common,
-        /// Log as JSON lines instead of text.
+        /// Log as JSON lines instead of text (the same as `--log-format json`).
         #[arg(long)]
         log_json: bool,
+        /// Log format: `text` or `json` (JSON lines with the span fields).
+        #[arg(long, value_enum, env = "LABPOOL_LOG_FORMAT", default_value_t = ops::LogFormat::Text)]
+        log_format: ops::LogFormat,
     },
     /// Per course: target, warm, booting, assigned, failed and condition; per
     /// host: VMs, memory and vCPUs in use, up or down.
@@ -130,7 +133,14 @@ pub fn run(cli: Cli) -> u8 {
             }
             ops::run(ops::reconcile_once(common))
         }
-        Command::Serve { common, log_json } => ops::run(ops::serve(common, log_json)),
+        Command::Serve {
+            common,
+            log_json,
+            log_format,
+        } => ops::run(ops::serve(
+            common,
+            log_json || log_format == ops::LogFormat::Json,
+        )),
         Command::Status { common, format } => ops::run(ops::status(common, format)),
         Command::Diff(args) => crate::source::diff::command(&args),
         Command::Keys { common, action } => ops::run(ops::keys(common, action)),
