@@ -284,6 +284,15 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Reconcile passes run so far (ok or failed): the next pass's number
+    /// is this plus one.
+    pub fn passes_run(&self) -> u64 {
+        ["ok", "failed"]
+            .iter()
+            .map(|r| self.inner.passes.with_label_values(&[*r]).get())
+            .sum()
+    }
+
     /// A reconcile action finished.
     pub fn action(&self, kind: ActionKind, ok: bool) {
         self.inner

@@ -606,8 +606,9 @@ impl Reconciler {
 
     /// One pass: source, observe, plan, execute. Actions run in the
     /// background; [`Reconciler::settle`] waits for them. Every log line of
-    /// the pass, and of the actions it starts, carries its number.
-    #[tracing::instrument(name = "pass", skip(self), fields(pass = self.passes() + 1))]
+    /// the pass, and of the actions it starts, carries its number (failed
+    /// passes count too, so no two passes share one).
+    #[tracing::instrument(name = "pass", skip(self), fields(pass = self.inner.metrics.passes_run() + 1))]
     pub async fn pass(&self) -> Result<PassReport, StoreError> {
         let started = std::time::Instant::now();
         let report = self.pass_steps().await;
