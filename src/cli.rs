@@ -74,11 +74,14 @@ pub enum Command {
     Serve {
         #[command(flatten)]
         common: ops::Common,
-        /// Log as JSON lines instead of text.
+        /// Log as JSON lines instead of text (the same as `--log-format json`).
         #[arg(long)]
         log_json: bool,
         #[command(flatten)]
         dev: ops::Dev,
+        /// Log format: `text` or `json` (JSON lines with the span fields).
+        #[arg(long, value_enum, env = "LABPOOL_LOG_FORMAT", default_value_t = ops::LogFormat::Text)]
+        log_format: ops::LogFormat,
     },
     /// Per course: target, warm, booting, assigned, failed and condition; per
     /// host: VMs, memory and vCPUs in use, up or down.
@@ -144,7 +147,12 @@ pub fn run(cli: Cli) -> u8 {
             common,
             log_json,
             dev,
-        } => ops::run(ops::serve(common, log_json, dev)),
+            log_format,
+        } => ops::run(ops::serve(
+            common,
+            log_json || log_format == ops::LogFormat::Json,
+            dev,
+        )),
         Command::Status { common, format } => ops::run(ops::status(common, format)),
         Command::Diff(args) => crate::source::diff::command(&args),
         Command::Keys { common, action } => ops::run(ops::keys(common, action)),

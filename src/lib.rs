@@ -12,6 +12,7 @@ pub mod hosts;
 pub mod http;
 pub mod lms;
 pub mod lti;
+pub mod metrics;
 pub mod ops;
 pub mod reconcile;
 pub mod session_token;

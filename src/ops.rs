@@ -58,6 +58,13 @@ pub enum Output {
     Json,
 }
 
+/// How `serve` writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Blocking threads for libvirt calls. Calls queue at the hosts anyway
 /// (libvirtd serves a few requests per client at once), so more threads only
 /// cost memory; console watchers have threads of their own.
@@ -136,7 +143,15 @@ fn init_logs(json: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = if json {
-        builder.json().try_init()
+        // The span fields (a launch's course, outcome and session; a
+        // reconcile action's kind, course, host and VM; the pass) on every
+        // line: the innermost span as `span`, all of them as `spans`. These
+        // are the defaults, stated so that no upgrade drops them silently.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init()
     } else {
         builder.try_init()
     };

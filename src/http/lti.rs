@@ -10,10 +10,13 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::lti::login::{LOGIN_TTL_MS, state_cookie_name};
 use crate::lti::register::RegistrationStart;
 use crate::lti::{LaunchForm, LaunchResult, LoginRequest, Lti, Refusal, WaitStatus, pages};
+use crate::metrics::Outcome;
 use crate::reconcile::now_ms;
 
 /// How long a full lab asks the browser to wait before retrying.
@@ -80,7 +83,35 @@ pub async fn launch(
         .map(state_cookie_name)
         .and_then(|name| jar.get(&name).map(|c| c.value().to_owned()));
     let cookie_name = form.state.as_deref().map(state_cookie_name);
-    let result = lti.launch(form, state_cookie.as_deref(), now_ms()).await;
+    // Every log line of the launch carries these (tokens never: they are
+    // not fields). `Lti::launch` fills in the course, the session and the
+    // outcome of a decided launch; the other outcomes are named below.
+    let span = tracing::info_span!("launch", course = Empty, outcome = Empty, session = Empty);
+    let result = lti
+        .launch(form, state_cookie.as_deref(), now_ms())
+        .instrument(span.clone())
+        .await;
+    let _in_span = span.enter();
+    let outcome = match &result {
+        Err(r) => {
+            lti.metrics().refused(r.kind);
+            Outcome::Refused
+        }
+        Ok(LaunchResult::Session { resumed: true, .. }) => Outcome::Resumed,
+        Ok(LaunchResult::Session { .. }) => Outcome::Warm,
+        Ok(LaunchResult::Waiting { .. }) => Outcome::OnDemand,
+        Ok(LaunchResult::Full { .. }) => Outcome::Full,
+        // Counted (`no-course`) and named by `Lti::launch`.
+        Ok(LaunchResult::NeedsCourse(_)) => Outcome::Refused,
+        Ok(LaunchResult::DeepLinking(_)) => Outcome::DeepLink,
+        Ok(LaunchResult::StorageCheck { .. }) => Outcome::StorageCheck,
+    };
+    if matches!(
+        result,
+        Err(_) | Ok(LaunchResult::DeepLinking(_) | LaunchResult::StorageCheck { .. })
+    ) {
+        span.record("outcome", outcome.as_str());
+    }
     let mut response = match result {
         Err(r) => refused(r, "launch"),
         Ok(LaunchResult::Session {
@@ -123,7 +154,9 @@ pub async fn launch(
         headers.append(header::SET_COOKIE, v);
     }
     // Lets benchmarks read the server-side time of each launch.
-    let micros = started.elapsed().as_micros();
+    let took = started.elapsed();
+    lti.metrics().launch_answered(outcome, took);
+    let micros = took.as_micros();
     if let Ok(v) = HeaderValue::from_str(&format!("launch;dur={:.3}", micros as f64 / 1000.0)) {
         headers.insert("server-timing", v);
     }

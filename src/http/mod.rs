@@ -1,12 +1,13 @@
 //! labpool's HTTP side: the LTI tool (login, launch, JWKS, Deep Linking,
 //! Dynamic Registration), the waiting page, the session page and its
 //! terminal socket, the Git webhook
-//! and a health check; with `serve --dev`, the try-it LMS (`try_it`). Handlers never call libvirt: they work on the store
+//! and the operating endpoints (health, readiness, metrics); with `serve --dev`, the try-it LMS (`try_it`). Handlers never call libvirt: they work on the store
 //! and ask the reconciler to act (wake, fetch now).
 
 pub mod admin;
 pub mod dashboard;
 pub mod lti;
+pub mod metrics;
 pub mod openapi;
 pub mod terminal;
 pub mod try_it;
@@ -55,6 +56,7 @@ impl App {
             reconciler.config(),
             reconciler.store().clone(),
             Box::new(move || waker.wake()),
+            reconciler.metrics().clone(),
         )
         .await?;
         let gateway = Gateway::new(&reconciler);
@@ -84,6 +86,8 @@ pub fn router(app: App) -> Router {
         .route("/session/{id}/terminal", get(terminal::socket))
         .route("/assets/{name}", get(terminal::asset))
         .route("/hooks/git", post(webhook::receive))
+        .route("/readyz", get(metrics::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .nest("/api/v1", admin::router())
         .nest("/admin", dashboard::router())

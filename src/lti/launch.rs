@@ -10,6 +10,7 @@ use super::catalog::LaunchableCourse;
 use super::deep_link::Picker;
 use super::verify::{Launch, LaunchClaims};
 use super::{COURSE_PARAM, Lti, Refusal, secs};
+use crate::metrics::Outcome;
 use crate::store::{LaunchOutcome, LaunchRequest, LoginMatch, SessionKey, WaitOutcome};
 
 /// The launch form post (`response_mode=form_post`).
@@ -165,12 +166,17 @@ impl Lti {
             Ok(course) => course.clone(),
             Err(needs) => {
                 self.use_login(login, now).await?;
+                self.metrics.refused("no-course");
+                tracing::Span::current().record("outcome", Outcome::Refused.as_str());
                 tracing::warn!(issuer = %launch.registration.issuer,
                     context = ?needs.context_id, named = ?needs.named,
                     "launch refused: no course configured for this link");
                 return Ok(LaunchResult::NeedsCourse(needs));
             }
         };
+        // The course name is from the course files, the session id is
+        // labpool's: both safe for logs and the launch span.
+        tracing::Span::current().record("course", course.name.as_str());
         let key = session_key(&launch);
         let request = LaunchRequest {
             state: state.clone(),
@@ -194,8 +200,14 @@ impl Lti {
                 if !claimed.resumed {
                     (self.on_demand)();
                 }
-                tracing::info!(course = %course.name, session = %claimed.session.id,
-                    vm = %claimed.vm.id, resumed = claimed.resumed, "launch");
+                let outcome = if claimed.resumed {
+                    Outcome::Resumed
+                } else {
+                    Outcome::Warm
+                };
+                self.decided(&course.name, outcome);
+                tracing::Span::current().record("session", claimed.session.id.as_str());
+                tracing::info!(vm = %claimed.vm.id, resumed = claimed.resumed, "launch");
                 Ok(LaunchResult::Session {
                     token: self.tokens.issue(&claimed.session.id, secs(now)),
                     session_id: claimed.session.id,
@@ -205,21 +217,29 @@ impl Lti {
             }
             LaunchOutcome::Waiting(ticket) => {
                 (self.on_demand)();
-                tracing::info!(course = %course.name, ticket = %ticket.id,
-                    "launch waits: no warm VM");
+                self.decided(&course.name, Outcome::OnDemand);
+                // Not the ticket: its holder can poll the session's token.
+                tracing::info!("launch waits: no warm VM");
                 Ok(LaunchResult::Waiting {
                     ticket: ticket.id,
                     course: course.title.clone(),
                 })
             }
             LaunchOutcome::Full { in_use } => {
-                tracing::warn!(course = %course.name, in_use, max = course.max,
-                    "launch refused: lab is full");
+                self.decided(&course.name, Outcome::Full);
+                tracing::warn!(in_use, max = course.max, "launch refused: lab is full");
                 Ok(LaunchResult::Full {
                     title: course.title.clone(),
                 })
             }
         }
+    }
+
+    /// Counts a decided lab launch and names its outcome in the launch's
+    /// span (`http::lti::launch` makes the span and names the others).
+    fn decided(&self, course: &str, outcome: Outcome) {
+        self.metrics.launched(course, outcome);
+        tracing::Span::current().record("outcome", outcome.as_str());
     }
 
     /// The course a launch opens: the link's custom parameter (Deep
@@ -352,6 +372,7 @@ impl Lti {
             WaitOutcome::Gone => Ok(WaitStatus::Gone),
             WaitOutcome::Claimed(claimed) => {
                 (self.on_demand)();
+                self.metrics.wait_claimed(&course.name);
                 tracing::info!(course = %course.name, session = %claimed.session.id,
                     vm = %claimed.vm.id, "waiting launch got its VM");
                 let token = self.tokens.issue(&claimed.session.id, secs(now));

@@ -114,15 +114,18 @@ pub struct Lti {
     /// Tells the reconciler a pool needs refilling (a claim, a waiting launch).
     pub(crate) on_demand: Box<dyn Fn() + Send + Sync>,
     pub(crate) launches: launch_queue::LaunchQueue,
+    /// The reconciler's metrics: launches are counted here.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl Lti {
     /// Sets up the tool over `store`: the first signing key and the token
-    /// key are created on first start.
+    /// key are created on first start. Launches are counted in `metrics`.
     pub async fn new(
         config: &Config,
         store: Store,
         on_demand: Box<dyn Fn() + Send + Sync>,
+        metrics: crate::metrics::Metrics,
     ) -> Result<Arc<Lti>, keys::KeyError> {
         let now = crate::reconcile::now_ms();
         let tool_keys = keys::ToolKeys::load_or_create(&store, now).await?;
@@ -150,6 +153,7 @@ impl Lti {
             launches: launch_queue::LaunchQueue::start(store.clone()),
             store,
             on_demand,
+            metrics,
         }))
     }
 
@@ -163,6 +167,10 @@ impl Lti {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// Where launches land: the OIDC redirect URI and the default target.

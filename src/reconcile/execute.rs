@@ -12,12 +12,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use super::observe::World;
 use super::plan::{Action, CourseCounts, DestroyReason, OrphanKind, Plan, Shortfall};
 use super::{Reconciler, now_ms};
 use crate::course::{Console, Course, Probe};
 use crate::hosts::{Driver, Host, HostError, NewVm, ready, xml};
+use crate::metrics::ActionKind;
 use crate::store::{StoreError, VmRow, VmState};
 
 /// A course's condition, derived from its counts.
@@ -97,7 +99,12 @@ pub async fn execute(
                 None => false,
             },
             Action::ForgetCourse { course } => {
-                r.inner.store.forget_course(course).await?;
+                let span = action_span(ActionKind::ForgetCourse, Some(course), None, None);
+                let forgotten = r.inner.store.forget_course(course).instrument(span).await;
+                r.inner
+                    .metrics
+                    .action(ActionKind::ForgetCourse, forgotten.is_ok());
+                forgotten?;
                 r.event(
                     now,
                     "course-forgotten",
@@ -113,6 +120,17 @@ pub async fn execute(
         started += usize::from(ok);
     }
     Ok(started)
+}
+
+/// The span of one action: every log line of the action (and of the
+/// background task that finishes it) names what it works on.
+fn action_span(
+    kind: ActionKind,
+    course: Option<&str>,
+    host: Option<&str>,
+    vm: Option<&str>,
+) -> tracing::Span {
+    tracing::info_span!("action", kind = kind.as_str(), course, host, vm)
 }
 
 /// A free port of the host's forward range, picked at random: a port that
@@ -153,6 +171,7 @@ async fn create(
     let store = &r.inner.store;
     let id = new_vm_id();
     let name = course.name.as_str();
+    let span = action_span(ActionKind::Create, Some(name), Some(host.name()), Some(&id));
     let guest_port = forwarded_port(course);
     let ssh_port = match guest_port {
         Some(_) => match free_port(&host.config.ssh_forward, used_ports) {
@@ -161,6 +180,7 @@ async fn create(
                 Some(p)
             }
             None => {
+                r.inner.metrics.action(ActionKind::Create, false);
                 r.event(
                     now,
                     "create-refused",
@@ -194,9 +214,13 @@ async fn create(
     // Intent first: from here on the store names this VM, whatever happens.
     store.insert_vm(&row).await?;
     r.inner.state.lock().expect("state").busy.insert(id.clone());
-    tracing::info!(vm = %id, course = name, host = host.name(), "creating VM");
+    span.in_scope(|| tracing::info!("creating VM"));
     let task = boot(r.clone(), Arc::clone(host), row, course.clone(), guest_port);
-    r.inner.tasks.lock().expect("tasks").spawn(task);
+    r.inner
+        .tasks
+        .lock()
+        .expect("tasks")
+        .spawn(task.instrument(span));
     Ok(true)
 }
 
@@ -210,20 +234,21 @@ async fn boot(r: Reconciler, host: Arc<Host>, row: VmRow, course: Course, guest_
     let name = course.name.as_str();
     match outcome {
         Ok(()) => {
-            let ms = started_at.elapsed().as_millis();
-            match store
+            let took = started_at.elapsed();
+            let ms = took.as_millis();
+            let warm = store
                 .transition_vm(id, &[VmState::Booting], VmState::Warm, now, None)
-                .await
-            {
+                .await;
+            // Ok only once the VM is warm: a VM changed while it booted (its
+            // course removed, say) did not come of this create.
+            r.inner
+                .metrics
+                .action(ActionKind::Create, matches!(warm, Ok(true)));
+            match warm {
                 Ok(true) => {
                     r.inner.state.lock().expect("state").backoff.succeeded(name);
-                    tracing::info!(
-                        vm = id,
-                        course = name,
-                        host = host.name(),
-                        boot_ms = ms as u64,
-                        "VM warm"
-                    );
+                    r.inner.metrics.booted(name, took);
+                    tracing::info!(boot_ms = ms as u64, "VM warm");
                     r.event(
                         now,
                         "vm-warm",
@@ -235,10 +260,11 @@ async fn boot(r: Reconciler, host: Arc<Host>, row: VmRow, course: Course, guest_
                     .await;
                 }
                 Ok(false) => {}
-                Err(e) => tracing::error!(vm = id, error = %e, "could not record a warm VM"),
+                Err(e) => tracing::error!(error = %e, "could not record a warm VM"),
             }
         }
         Err(why) => {
+            r.inner.metrics.action(ActionKind::Create, false);
             let until = r
                 .inner
                 .state
@@ -246,7 +272,7 @@ async fn boot(r: Reconciler, host: Arc<Host>, row: VmRow, course: Course, guest_
                 .expect("state")
                 .backoff
                 .failed(name, now);
-            tracing::warn!(vm = id, course = name, host = host.name(), reason = %why, backoff_until = until, "VM failed to boot");
+            tracing::warn!(reason = %why, backoff_until = until, "VM failed to boot");
             let _ = store
                 .transition_vm(
                     id,
@@ -403,6 +429,12 @@ async fn destroy(
     {
         return Ok(false);
     }
+    let span = action_span(
+        ActionKind::Destroy,
+        Some(&row.course),
+        Some(&row.host),
+        Some(&row.id),
+    );
     let release = || {
         r.inner.state.lock().expect("state").busy.remove(&row.id);
     };
@@ -443,17 +475,18 @@ async fn destroy(
             return Err(e);
         }
     }
-    tracing::info!(vm = %row.id, course = %row.course, host = %row.host, reason = reason.as_str(), "destroying VM");
+    span.in_scope(|| tracing::info!(reason = reason.as_str(), "destroying VM"));
     let r2 = r.clone();
     let row = row.clone();
-    r.inner.tasks.lock().expect("tasks").spawn(async move {
+    let task = async move {
         let (domain, volume) = (row.domain.clone(), row.volume.clone());
         let result = host.run(move |h| h.destroy(&domain, &volume)).await;
         let now = now_ms();
+        r2.inner.metrics.action(ActionKind::Destroy, result.is_ok());
         match result {
             Ok(()) => {
                 if let Err(e) = r2.inner.store.delete_vm(&row.id, now).await {
-                    tracing::error!(vm = %row.id, error = %e, "could not delete the VM's row");
+                    tracing::error!(error = %e, "could not delete the VM's row");
                 }
                 r2.event(
                     now,
@@ -466,7 +499,7 @@ async fn destroy(
                 .await;
             }
             Err(e) => {
-                tracing::warn!(vm = %row.id, error = %e, "destroy failed; will retry");
+                tracing::warn!(error = %e, "destroy failed; will retry");
                 r2.event(
                     now,
                     "destroy-failed",
@@ -480,25 +513,35 @@ async fn destroy(
         }
         r2.inner.state.lock().expect("state").busy.remove(&row.id);
         r2.wake();
-    });
+    };
+    r.inner
+        .tasks
+        .lock()
+        .expect("tasks")
+        .spawn(task.instrument(span));
     Ok(true)
 }
 
 fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str) {
+    // An orphan has no row: no course and no VM id, only its name.
+    let span = action_span(ActionKind::CollectOrphan, None, Some(host.name()), None);
     let (r2, host, name) = (r.clone(), Arc::clone(host), name.to_string());
-    r.inner.tasks.lock().expect("tasks").spawn(async move {
+    let task = async move {
         let n = name.clone();
         let result: Result<(), HostError> = host
             .run(move |h| h.remove_orphan(kind == OrphanKind::Domain, &n))
             .await;
         let now = now_ms();
+        r2.inner
+            .metrics
+            .action(ActionKind::CollectOrphan, result.is_ok());
         let what = match kind {
             OrphanKind::Domain => "domain",
             OrphanKind::Volume => "volume",
         };
         match result {
             Ok(()) => {
-                tracing::info!(host = host.name(), name = %name, what, "orphan collected");
+                tracing::info!(name = %name, what, "orphan collected");
                 r2.event(
                     now,
                     "orphan-collected",
@@ -510,8 +553,13 @@ fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str
                 .await;
             }
             Err(e) => {
-                tracing::warn!(host = host.name(), name = %name, error = %e, "orphan not collected")
+                tracing::warn!(name = %name, error = %e, "orphan not collected")
             }
         }
-    });
+    };
+    r.inner
+        .tasks
+        .lock()
+        .expect("tasks")
+        .spawn(task.instrument(span));
 }

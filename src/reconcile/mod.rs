@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) tasks: Mutex<JoinSet<()>>,
     /// Passes completed, for status and tests.
     pub(crate) passes: std::sync::atomic::AtomicU64,
+    /// This labpool's metrics; the HTTP side shares them.
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 /// The reconciler; cheap to clone.
@@ -169,6 +171,7 @@ impl Reconciler {
                 wake: Notify::new(),
                 tasks: Mutex::new(JoinSet::new()),
                 passes: std::sync::atomic::AtomicU64::new(0),
+                metrics: crate::metrics::Metrics::new(),
             }),
         })
     }
@@ -210,6 +213,11 @@ impl Reconciler {
 
     pub fn host(&self, name: &str) -> Option<&Arc<Host>> {
         self.inner.hosts.get(name)
+    }
+
+    /// The metrics of this labpool (reconciler, launches, terminals).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
     }
 
     /// How many passes have completed in this process.
@@ -597,9 +605,18 @@ impl Reconciler {
     }
 
     /// One pass: source, observe, plan, execute. Actions run in the
-    /// background; [`Reconciler::settle`] waits for them.
-    #[tracing::instrument(skip(self), level = "debug")]
+    /// background; [`Reconciler::settle`] waits for them. Every log line of
+    /// the pass, and of the actions it starts, carries its number (failed
+    /// passes count too, so no two passes share one).
+    #[tracing::instrument(name = "pass", skip(self), fields(pass = self.inner.metrics.passes_run() + 1))]
     pub async fn pass(&self) -> Result<PassReport, StoreError> {
+        let started = std::time::Instant::now();
+        let report = self.pass_steps().await;
+        self.inner.metrics.pass(report.is_ok(), started.elapsed());
+        report
+    }
+
+    async fn pass_steps(&self) -> Result<PassReport, StoreError> {
         let now = now_ms();
         let courses = self.refresh_source(now).await?;
         let mut seen = std::mem::take(&mut self.inner.state.lock().expect("state").orphans_seen);

@@ -13,6 +13,7 @@ mod docs;
 mod lab;
 mod lms;
 mod lti;
+mod metrics;
 mod qemu;
 mod reconcile;
 mod schema;
