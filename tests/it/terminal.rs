@@ -131,6 +131,22 @@ impl Term {
         }
     }
 
+    /// Reads until a `status` message names `state` again, after the first
+    /// `seen` statuses: what the page shows before the student types on.
+    pub async fn wait_status(&mut self, seen: usize, state: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.statuses[seen.min(self.statuses.len())..]
+            .iter()
+            .any(|s| s == state)
+        {
+            match self.next(deadline).await {
+                Some(Message::Close(c)) => panic!("closed ({c:?}) before status {state}"),
+                None => panic!("socket ended before status {state}"),
+                Some(_) => {}
+            }
+        }
+    }
+
     /// Reads to the close frame: its code and reason.
     pub async fn closed(&mut self, limit: Duration) -> (u16, String) {
         let deadline = Instant::now() + limit;
@@ -262,9 +278,14 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
     let domain = vm.domain.clone();
     let thief = host.run(move |h| h.open_console(&domain)).await.unwrap();
     let at = tab3.out.len();
+    let seen = tab3.statuses.len();
     tab3.read_until(at, "reconnecting", Duration::from_secs(20))
         .await;
     drop(thief);
+    // Keys typed while there is no console go nowhere: type once the page
+    // says connected again, as a student would.
+    tab3.wait_status(seen, "connected", Duration::from_secs(20))
+        .await;
     run(&mut tab3, "echo ba''ck", "back").await;
 
     // The course is removed from the source: its warm VM goes, the student
@@ -281,9 +302,12 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
     let domain = vm.domain.clone();
     let thief = host.run(move |h| h.open_console(&domain)).await.unwrap();
     let at = tab3.out.len();
+    let seen = tab3.statuses.len();
     tab3.read_until(at, "reconnecting", Duration::from_secs(20))
         .await;
     drop(thief);
+    tab3.wait_status(seen, "connected", Duration::from_secs(20))
+        .await;
     run(&mut tab3, "echo st''ill", "still").await;
 
     // The session ends: the page is told why and the VM goes.
