@@ -131,6 +131,21 @@ impl Term {
         }
     }
 
+    /// Like [`Term::read_until`], but says whether `needle` came within
+    /// `limit` instead of failing.
+    pub async fn saw_within(&mut self, after: usize, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !String::from_utf8_lossy(&self.out[after.min(self.out.len())..]).contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.ws.next()).await {
+                Ok(Some(Ok(msg))) => self.note(&msg),
+                Ok(_) => panic!("socket ended before {needle:?}: {:?}", self.text()),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     /// Reads until a `status` message names `state` again, after the first
     /// `seen` statuses: what the page shows before the student types on.
     pub async fn wait_status(&mut self, seen: usize, state: &str, limit: Duration) {
@@ -366,7 +381,23 @@ async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
         |vms| vms.iter().all(|v| v.id != first),
     )
     .await;
-    run(&mut tab, "echo sti''ll", "still").await;
+    // The terminal still works once the old VM is gone. On a loaded machine
+    // the console can drop and come back meanwhile (the page then says
+    // "reconnecting"), losing what was typed in between; a student would
+    // type again once connected, and so does this test, once.
+    let at = tab.out.len();
+    let seen = tab.statuses.len();
+    tab.send("echo sti''ll\r").await;
+    if !tab.saw_within(at, "\nstill", Duration::from_secs(10)).await {
+        assert!(
+            tab.text()[at..].contains("reconnecting"),
+            "{:?}",
+            tab.text()
+        );
+        tab.wait_status(seen, "connected", Duration::from_secs(20))
+            .await;
+        run(&mut tab, "echo sti''ll", "still").await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
