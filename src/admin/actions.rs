@@ -116,6 +116,16 @@ impl Admin {
         draining: bool,
         by: &Principal,
     ) -> Result<bool, ActionError> {
+        // Only configured hosts: the store may remember hosts that left the file.
+        if !self
+            .reconciler
+            .config()
+            .hosts
+            .iter()
+            .any(|h| h.name == name)
+        {
+            return Err(ActionError::NotFound(format!("no host `{name}`")));
+        }
         let changed = match self
             .reconciler
             .store()

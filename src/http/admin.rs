@@ -107,14 +107,7 @@ impl FromRequestParts<App> for Bearer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then_some(token)
-            });
+        let presented = bearer_token(&parts.headers);
         match tokens::authenticate(app.reconciler.store(), presented, now_ms()).await {
             Ok(p) => Ok(Bearer(p)),
             Err(AuthError::Store) => Err(ApiError::Internal),
@@ -124,6 +117,13 @@ impl FromRequestParts<App> for Bearer {
             }
         }
     }
+}
+
+/// The token of an `Authorization: Bearer …` header, if there is one.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 impl Bearer {
@@ -540,8 +540,6 @@ pub async fn undrain(
 
 async fn set_draining(app: App, b: Bearer, name: String, draining: bool) -> ApiResult<HostStatus> {
     let by = b.allowed(Scope::Admin)?;
-    // Only configured hosts: the store may remember hosts that left the file.
-    host_status(&app, &name).await?;
     app.admin.set_draining(&name, draining, &by).await?;
     tracing::info!(host = %name, draining, by = %by.name, "host drain changed by an admin");
     Ok(Json(host_status(&app, &name).await?.0))

@@ -8,7 +8,7 @@
 //! Forms that act carry a CSRF value derived from the cookie.
 
 use axum::Form;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
@@ -54,13 +54,7 @@ fn csrf_of(cookie: &str) -> String {
 async fn viewer(app: &App, headers: &HeaderMap, jar: &CookieJar) -> Result<Viewer, AuthError> {
     let store = app.reconciler.store();
     let now = now_ms();
-    if let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t)
-    {
+    if let Some(token) = super::admin::bearer_token(headers) {
         let who = tokens::authenticate(store, Some(token), now).await?;
         return Ok(Viewer { who, csrf: None });
     }
@@ -274,6 +268,23 @@ async fn actor(
     Ok(v.who)
 }
 
+/// An admin acting through a dashboard form: the viewer, allowed to act,
+/// and the form's CSRF value checked. Rejected with the page to answer.
+pub struct Actor(Principal);
+
+impl FromRequest<App> for Actor {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, app: &App) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let Form(form) = Form::<ActForm>::from_request(req, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let jar = CookieJar::from_headers(&headers);
+        actor(app, &headers, &jar, &form).await.map(Actor)
+    }
+}
+
 fn problem(status: StatusCode, text: &str) -> Response {
     let body = format!(
         r#"<h1>Not done</h1><p class="error">{}</p><p><a href="/admin">Back to the dashboard</a></p>"#,
@@ -299,87 +310,40 @@ fn outcome(result: Result<(), ActionError>, note: &str) -> Response {
 
 pub async fn end_session(
     State(app): State<App>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(id): Path<String>,
-    Form(f): Form<ActForm>,
+    Actor(who): Actor,
 ) -> Response {
-    let who = match actor(&app, &headers, &jar, &f).await {
-        Ok(who) => who,
-        Err(page) => return page,
-    };
     outcome(app.admin.end_session(&id, &who).await, "ended")
 }
 
 pub async fn reset_session(
     State(app): State<App>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(id): Path<String>,
-    Form(f): Form<ActForm>,
+    Actor(who): Actor,
 ) -> Response {
-    let who = match actor(&app, &headers, &jar, &f).await {
-        Ok(who) => who,
-        Err(page) => return page,
-    };
-    outcome(
-        app.admin.reset_session(&id, &who).await.map(|_| ()),
-        "reset",
-    )
+    let done = app.admin.reset_session(&id, &who).await;
+    outcome(done.map(|_| ()), "reset")
 }
 
 pub async fn drain(
     State(app): State<App>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(name): Path<String>,
-    Form(f): Form<ActForm>,
+    Actor(who): Actor,
 ) -> Response {
-    set_draining(app, headers, jar, name, f, true).await
+    let done = app.admin.set_draining(&name, true, &who).await;
+    outcome(done.map(|_| ()), "drained")
 }
 
 pub async fn undrain(
     State(app): State<App>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(name): Path<String>,
-    Form(f): Form<ActForm>,
+    Actor(who): Actor,
 ) -> Response {
-    set_draining(app, headers, jar, name, f, false).await
+    let done = app.admin.set_draining(&name, false, &who).await;
+    outcome(done.map(|_| ()), "undrained")
 }
 
-async fn set_draining(
-    app: App,
-    headers: HeaderMap,
-    jar: CookieJar,
-    name: String,
-    f: ActForm,
-    draining: bool,
-) -> Response {
-    let who = match actor(&app, &headers, &jar, &f).await {
-        Ok(who) => who,
-        Err(page) => return page,
-    };
-    if !app.reconciler.config().hosts.iter().any(|h| h.name == name) {
-        return problem(StatusCode::NOT_FOUND, &format!("no host `{name}`"));
-    }
-    let done = app.admin.set_draining(&name, draining, &who).await;
-    outcome(
-        done.map(|_| ()),
-        if draining { "drained" } else { "undrained" },
-    )
-}
-
-pub async fn resync(
-    State(app): State<App>,
-    headers: HeaderMap,
-    jar: CookieJar,
-    Form(f): Form<ActForm>,
-) -> Response {
-    let who = match actor(&app, &headers, &jar, &f).await {
-        Ok(who) => who,
-        Err(page) => return page,
-    };
+pub async fn resync(State(app): State<App>, Actor(who): Actor) -> Response {
     outcome(app.admin.resync(&who).await, "resync")
 }
 

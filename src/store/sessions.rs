@@ -63,29 +63,7 @@ impl Store {
             return Ok(Some(resumed));
         }
 
-        // PostgreSQL: SKIP LOCKED lets concurrent claims each lock a
-        // different warm VM instead of queueing on the oldest one. Ordering
-        // by COALESCE keeps NULLs (never expected) in the same place on both.
-        let lock = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        };
-        let vm: Option<VmRow> = sqlx::query_as(&format!(
-            "UPDATE vms SET state = 'assigned', state_changed_at = $3, reason = NULL
-             WHERE state = 'warm' AND id = (
-                 SELECT id FROM vms
-                 WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
-                 ORDER BY COALESCE(ready_at, state_changed_at), id
-                 LIMIT 1 OFFSET $4 {lock})
-             RETURNING *"
-        ))
-        .bind(course)
-        .bind(spec_hash)
-        .bind(now)
-        .bind(skip)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(vm) = vm else {
+        let Some(vm) = self.take_warm_in(tx, course, spec_hash, now, skip).await? else {
             return Ok(None);
         };
 
@@ -123,6 +101,41 @@ impl Store {
             vm,
             resumed: false,
         }))
+    }
+
+    /// Assigns the oldest-ready warm VM of `course` built from `spec_hash`,
+    /// past the `skip` oldest, inside the caller's write transaction; None
+    /// when there is none.
+    async fn take_warm_in(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        course: &str,
+        spec_hash: &str,
+        now: i64,
+        skip: i64,
+    ) -> Result<Option<VmRow>, StoreError> {
+        // PostgreSQL: SKIP LOCKED lets concurrent claims each lock a
+        // different warm VM instead of queueing on the oldest one. Ordering
+        // by COALESCE keeps NULLs (never expected) in the same place on both.
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        Ok(sqlx::query_as(&format!(
+            "UPDATE vms SET state = 'assigned', state_changed_at = $3, reason = NULL
+             WHERE state = 'warm' AND id = (
+                 SELECT id FROM vms
+                 WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
+                 ORDER BY COALESCE(ready_at, state_changed_at), id
+                 LIMIT 1 OFFSET $4 {lock})
+             RETURNING *"
+        ))
+        .bind(course)
+        .bind(spec_hash)
+        .bind(now)
+        .bind(skip)
+        .fetch_optional(&mut **tx)
+        .await?)
     }
 
     /// The key's live session and its VM, if it has one.
@@ -254,25 +267,11 @@ impl Store {
         let Some(mut session) = session else {
             return Err(StoreError::SessionNotLive(id.to_owned()));
         };
-        let skip_locked = match self.backend {
-            Backend::Sqlite => "",
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        };
-        let fresh: Option<VmRow> = sqlx::query_as(&format!(
-            "UPDATE vms SET state = 'assigned', state_changed_at = $3, reason = NULL
-             WHERE state = 'warm' AND id = (
-                 SELECT id FROM vms
-                 WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
-                 ORDER BY COALESCE(ready_at, state_changed_at), id
-                 LIMIT 1 {skip_locked})
-             RETURNING *"
-        ))
-        .bind(&session.course)
-        .bind(spec_hash)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(fresh) = fresh else {
+        let course = session.course.clone();
+        let Some(fresh) = self
+            .take_warm_in(&mut tx, &course, spec_hash, now, 0)
+            .await?
+        else {
             tx.rollback().await?;
             return Ok(None);
         };
