@@ -9,6 +9,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use labpool::course::spec::Runtime;
 use labpool::reconcile::desired::DesiredCourse;
 use labpool::reconcile::plan::{
     Action, DomainSeen, Observed, ObservedHost, ObservedVm, Orphan, OrphanKind, Plan, Policy, plan,
@@ -45,6 +46,7 @@ fn hosts(down: usize) -> Vec<ObservedHost> {
             images: (i % 5 == 0).then(|| IMAGES[..3].iter().map(|s| s.to_string()).collect()),
             boots_per_host: 8,
             draining: false,
+            runtime: Runtime::Vm,
         })
         .collect()
 }
@@ -57,7 +59,8 @@ fn course(i: usize, warm: u32) -> DesiredCourse {
         max: warm + 4,
         vcpus: 1 + (i % 2) as u32,
         memory: 256 * MIB * (1 + (i % 4) as u64),
-        image: IMAGES[i % IMAGES.len()].to_string(),
+        image: Some(IMAGES[i % IMAGES.len()].to_string()),
+        runtime: Runtime::Vm,
         in_class: i % 10 == 3,
         ready_timeout_ms: 300_000,
         idle_ms: 1_800_000,

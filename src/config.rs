@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::course::spec::Runtime;
 use crate::course::values::{ByteSize, Duration, ImageName, serde_diagnostic};
 use crate::diagnostic::{Code, Diagnostic, Position};
 use crate::yaml::{self, Document};
@@ -133,14 +134,25 @@ pub struct PlatformConfig {
     pub jwks_url: String,
 }
 
-/// One libvirt host.
+/// One host: a libvirt host (VM courses) or a Docker engine (container
+/// courses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// A short name for logs and status.
     pub name: String,
-    /// libvirt connection URI: `qemu:///system`, `qemu+ssh://user@host/system`, `test:///…`.
+    /// What the host runs: `vm` (libvirt, the default) or `container` (a
+    /// Docker engine).
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// libvirt connection URI: `qemu:///system`, `qemu+ssh://user@host/system`,
+    /// `test:///…`. For a Docker engine: `unix:///var/run/docker.sock` or
+    /// `tcp://host:2376` (with `tls`).
     pub uri: String,
+    /// A Docker engine over TCP: the client certificate labpool presents and
+    /// the CA the engine's certificate must chain to (PEM files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<DockerTls>,
     /// The libvirt storage pool holding base images and overlays.
     #[serde(default = "default_storage_pool")]
     pub storage_pool: String,
@@ -157,6 +169,18 @@ pub struct HostConfig {
     /// labpool connects to it.
     #[serde(default)]
     pub ssh_forward: SshForward,
+}
+
+/// TLS client certificates for a Docker engine on TCP (`dockerd --tlsverify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTls {
+    /// The CA certificate the engine's certificate is checked against.
+    pub ca: PathBuf,
+    /// labpool's client certificate.
+    pub cert: PathBuf,
+    /// labpool's client key.
+    pub key: PathBuf,
 }
 
 /// Host-side forwarding of guests' SSH ports.
@@ -542,6 +566,12 @@ pub struct ConfigError {
 }
 
 impl Config {
+    /// The catalog entry of a VM course's image (`None` for containers, or
+    /// an image the catalog lacks).
+    pub fn catalog_entry(&self, course: &crate::course::Course) -> Option<&ImageConfig> {
+        course.image.as_ref().and_then(|i| self.images.get(i))
+    }
+
     /// The public base URL of labpool, without a trailing slash.
     pub fn base_url(&self) -> String {
         match &self.lti.base_url {
@@ -764,7 +794,43 @@ impl Config {
                     "ssh_forward needs 0 < first_port <= last_port",
                 ));
             }
-            if !host.uri.contains(':') {
+            if host.runtime == Runtime::Container {
+                let tcp = host.uri.starts_with("tcp://");
+                if !tcp && !host.uri.starts_with("unix://") {
+                    out.push(Diagnostic::new(
+                        path,
+                        at("uri"),
+                        Code::InvalidValue,
+                        format!(
+                            "`{}` is not a Docker engine address such as unix:///var/run/docker.sock or tcp://host:2376",
+                            host.uri
+                        ),
+                    ));
+                }
+                if host.tls.is_some() && !tcp {
+                    out.push(Diagnostic::new(
+                        path,
+                        at("tls"),
+                        Code::InvalidValue,
+                        "`tls` is for an engine reached over tcp://",
+                    ));
+                }
+                if host.images.is_some() {
+                    out.push(Diagnostic::new(
+                        path,
+                        at("images"),
+                        Code::InvalidValue,
+                        "`images` lists VM base images; a Docker host's images are the engine's own",
+                    ));
+                }
+            } else if host.tls.is_some() {
+                out.push(Diagnostic::new(
+                    path,
+                    at("tls"),
+                    Code::InvalidValue,
+                    "`tls` is for Docker hosts (`runtime: container`); libvirt's TLS is in its URI",
+                ));
+            } else if !host.uri.contains(':') {
                 out.push(Diagnostic::new(
                     path,
                     at("uri"),

@@ -72,6 +72,9 @@ pub enum Code {
     SshSettingsUnused,
     /// Readiness names both a console marker and a port.
     ReadinessConflict,
+    /// A field of the other runtime: `vm` on a container course, `container`
+    /// on a VM course, or a VM-only setting on a container.
+    RuntimeMismatch,
     /// The image is not in the hosts' image catalog.
     UnknownImage,
     /// No configured host can hold one VM of this course.
@@ -110,6 +113,7 @@ impl Code {
         Code::SshSettingsMissing,
         Code::SshSettingsUnused,
         Code::ReadinessConflict,
+        Code::RuntimeMismatch,
         Code::UnknownImage,
         Code::NoHostFits,
         Code::SshKeyMissing,
@@ -144,6 +148,7 @@ impl Code {
             Code::SshSettingsMissing => "ssh-settings-missing",
             Code::SshSettingsUnused => "ssh-settings-unused",
             Code::ReadinessConflict => "readiness-conflict",
+            Code::RuntimeMismatch => "runtime-mismatch",
             Code::UnknownImage => "unknown-image",
             Code::NoHostFits => "no-host-fits",
             Code::SshKeyMissing => "ssh-key-missing",

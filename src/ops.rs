@@ -410,6 +410,7 @@ pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     let reconciler = Reconciler::new(config, store).await?;
+    reconciler.check_engines().await;
     // One stop signal for both the reconciler and the HTTP server.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

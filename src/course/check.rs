@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::spec::{Console, Readiness, SessionSpec, VmSpec, Window};
+use super::spec::{Console, ContainerSpec, Readiness, Runtime, SessionSpec, VmSpec, Window};
 use super::values::{CourseName, ImageName, TimeOfDay, closest};
 use crate::config::Config;
 use crate::diagnostic::{Code, Diagnostic, Position};
@@ -70,6 +70,7 @@ pub fn course(view: &View<'_>, config: Option<&Config>, out: &mut Vec<Diagnostic
     pool(view, out);
     session(view, out);
     readiness(view, out);
+    runtime(view, out);
     if let Some(config) = config {
         hosts(view, config, out);
     }
@@ -233,7 +234,58 @@ fn readiness(view: &View<'_>, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// A course is one runtime through and through: no block or setting of the
+/// other one.
+fn runtime(view: &View<'_>, out: &mut Vec<Diagnostic>) {
+    let Some(runtime) = view.get_or("/runtime", Runtime::default) else {
+        return;
+    };
+    let present = |p: &str| view.value.pointer(p).is_some();
+    let misplaced: &[(&str, &str)] = match runtime {
+        Runtime::Container => &[
+            ("/image", "`image` names a VM base image; a container course names its image in `container.image`"),
+            ("/vm", "`vm` sizes a VM; a container's limits are `container.cpus` and `container.memory`"),
+            ("/session/ssh", "a container has no SSH login: its terminal is a shell started in it (`container.shell`, `container.user`)"),
+            ("/readiness/port", "a container has no readiness port: use `readiness.command` or `readiness.console_marker`"),
+        ],
+        Runtime::Vm => &[
+            ("/container", "`container` is for `runtime: container` courses; add that, or remove `container`"),
+            ("/readiness/command", "`readiness.command` runs in a container; a VM course proves readiness by `console_marker` or `port`"),
+        ],
+    };
+    for (pointer, message) in misplaced {
+        if present(pointer) {
+            view.report(out, pointer, Code::RuntimeMismatch, (*message).to_string());
+        }
+    }
+    if runtime == Runtime::Container
+        && view.get::<Console>("/session/console") == Some(Console::Ssh)
+    {
+        view.report(
+            out,
+            "/session/console",
+            Code::RuntimeMismatch,
+            "`console: ssh` is for VMs: a container's terminal is a shell started in it".to_string(),
+        );
+    }
+    if runtime == Runtime::Container
+        && present("/readiness/console_marker")
+        && present("/readiness/command")
+    {
+        view.report(
+            out,
+            "/readiness/command",
+            Code::ReadinessConflict,
+            "`readiness` names both `console_marker` and `command`: keep the one that proves the container is ready".to_string(),
+        );
+    }
+}
+
 fn hosts(view: &View<'_>, config: &Config, out: &mut Vec<Diagnostic>) {
+    if view.get_or("/runtime", Runtime::default) == Some(Runtime::Container) {
+        container_hosts(view, config, out);
+        return;
+    }
     if view.get_or("/session/console", Console::default) == Some(Console::Ssh)
         && config.terminal.ssh_key.is_none()
     {
@@ -268,7 +320,11 @@ fn hosts(view: &View<'_>, config: &Config, out: &mut Vec<Diagnostic>) {
     let Some(vm) = view.get::<VmSpec>("/vm") else {
         return;
     };
-    let carriers: Vec<_> = config.hosts.iter().filter(|h| h.carries(&image)).collect();
+    let carriers: Vec<_> = config
+        .hosts
+        .iter()
+        .filter(|h| h.runtime == Runtime::Vm && h.carries(&image))
+        .collect();
     if carriers.iter().any(|h| h.fits(vm.vcpus, vm.memory)) {
         return;
     }
@@ -289,6 +345,41 @@ fn hosts(view: &View<'_>, config: &Config, out: &mut Vec<Diagnostic>) {
         format!(
             "no host can hold one VM of {} vCPUs and {}: {detail}",
             vm.vcpus, vm.memory
+        ),
+    );
+}
+
+/// A container course needs a Docker host big enough for one container.
+fn container_hosts(view: &View<'_>, config: &Config, out: &mut Vec<Diagnostic>) {
+    let Some(container) = view.get::<ContainerSpec>("/container") else {
+        return;
+    };
+    let engines: Vec<_> = config
+        .hosts
+        .iter()
+        .filter(|h| h.runtime == Runtime::Container)
+        .collect();
+    let vcpus = (container.cpus.ceil() as u32).max(1);
+    if engines.iter().any(|h| h.fits(vcpus, container.memory)) {
+        return;
+    }
+    let detail = match engines
+        .iter()
+        .max_by_key(|h| (h.capacity.memory, h.capacity.vcpus))
+    {
+        None => "no host has `runtime: container` (a Docker engine)".to_string(),
+        Some(h) => format!(
+            "the largest Docker host is `{}` with {} vCPUs and {}",
+            h.name, h.capacity.vcpus, h.capacity.memory
+        ),
+    };
+    view.report(
+        out,
+        "/container",
+        Code::NoHostFits,
+        format!(
+            "no host can hold one container of {} CPUs and {}: {detail}",
+            container.cpus, container.memory
         ),
     );
 }

@@ -34,7 +34,25 @@ pub fn course_schema() -> Schema {
     schema.insert("$id".into(), SCHEMA_ID.into());
     let mut value = schema.to_value();
     tighten(&mut value);
+    require_by_runtime(&mut value);
     Schema::try_from(value).expect("still a schema object")
+}
+
+/// Which blocks a course needs depends on its runtime: `container` for
+/// `runtime: container`, else `image` and `vm`. Said in the schema itself so
+/// editors and other validators ask for the same fields labpool does;
+/// a block of the other runtime is labpool's own check (`runtime-mismatch`).
+fn require_by_runtime(value: &mut Value) {
+    let Value::Object(root) = value else { return };
+    root.insert(
+        "if".into(),
+        serde_json::json!({
+            "properties": { "runtime": { "const": "container" } },
+            "required": ["runtime"]
+        }),
+    );
+    root.insert("then".into(), serde_json::json!({ "required": ["container"] }));
+    root.insert("else".into(), serde_json::json!({ "required": ["image", "vm"] }));
 }
 
 /// Two adjustments to what schemars generates, applied everywhere:

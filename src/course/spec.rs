@@ -25,11 +25,22 @@ pub struct Course {
     /// LMS when they pick a lab.
     #[schemars(length(min = 1), example = &"RHEL System Administration I")]
     pub title: String,
+    /// What each student gets: `vm` (a libvirt VM, the default) or
+    /// `container` (a container on a Docker host). A VM course needs `image`
+    /// and `vm`; a container course needs `container` and has neither.
+    #[serde(default, skip_serializing_if = "Runtime::is_vm")]
+    pub runtime: Runtime,
     /// The base image every VM of this course boots from, by its name in the
     /// hosts' image catalog. Each VM gets a thin copy-on-write overlay of it.
-    pub image: ImageName,
-    /// The size of each VM.
-    pub vm: VmSpec,
+    /// VM courses only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageName>,
+    /// The size of each VM. VM courses only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSpec>,
+    /// The container each student gets. Container courses only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerSpec>,
     /// How many VMs are kept booted and waiting, and the most that may exist.
     pub pool: PoolSpec,
     /// How long a student keeps a VM and how they reach it. Defaults: expiry
@@ -59,6 +70,77 @@ pub struct VmSpec {
     /// Larger than the base image grows the disk; smaller is an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<ByteSize>,
+}
+
+/// Where a course's labs run. On the variants, no doc comments (see
+/// [`Console`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    #[default]
+    Vm,
+    Container,
+}
+
+impl Runtime {
+    pub fn is_vm(&self) -> bool {
+        *self == Runtime::Vm
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Runtime::Vm => "vm",
+            Runtime::Container => "container",
+        }
+    }
+}
+
+/// One student's container: its image, its limits (enforced by the engine)
+/// and how the terminal enters it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// The image, as the Docker hosts name it: `labpool/busybox:1`,
+    /// `python:3.12-slim`. Hosts must already hold it: labpool never pulls.
+    #[schemars(
+        length(min = 1),
+        regex(pattern = r"^[a-z0-9][a-z0-9._/:@-]*$"),
+        example = &"labpool/busybox:1"
+    )]
+    pub image: String,
+    /// CPU limit in CPUs; fractions are allowed (`0.5`). Capacity accounting
+    /// counts a started CPU as a whole vCPU.
+    #[schemars(range(min = 0.01, max = 512.0), example = 0.5)]
+    pub cpus: f64,
+    /// Memory limit, with a unit: `128MiB`, `1GiB`. The container gets no
+    /// swap beyond it.
+    pub memory: ByteSize,
+    /// The container's main process. Default: the image's own command, kept
+    /// running on a terminal of its own (as `docker run -dit` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = [&"sleep", &"infinity"])]
+    pub command: Option<Vec<String>>,
+    /// The account the student's terminal runs as: a user name or uid known
+    /// to the image. Default: the image's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = &"student")]
+    pub user: Option<String>,
+    /// The program the terminal starts. Default `["/bin/sh"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = [&"/bin/bash", &"-l"])]
+    pub shell: Option<Vec<String>>,
+}
+
+impl ContainerSpec {
+    /// The terminal's program, default resolved.
+    pub fn shell(&self) -> Vec<String> {
+        self.shell.clone().unwrap_or_else(|| vec!["/bin/sh".into()])
+    }
+
+    /// The CPU limit in billionths of a CPU, as the engine takes it.
+    pub fn nano_cpus(&self) -> i64 {
+        (self.cpus * 1e9).round() as i64
+    }
 }
 
 /// The pool of VMs of one course.
@@ -192,10 +274,18 @@ pub struct Readiness {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1), example = &"login:")]
     pub console_marker: Option<String>,
-    /// A TCP port on the VM that accepts connections once it is ready.
+    /// A TCP port on the VM that accepts connections once it is ready. VM
+    /// courses only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1), example = 22)]
     pub port: Option<u16>,
+    /// A command run in the container that exits 0 once it is ready.
+    /// Container courses only. (There, `console_marker` is looked for in the
+    /// container's output.) Default for containers: the terminal's shell
+    /// runs `exit 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1), example = [&"test", &"-e", &"/tmp/ready"])]
+    pub command: Option<Vec<String>>,
     /// How long a VM may take to become ready before it is failed and
     /// replaced. Default 5m.
     #[serde(default = "default_ready_timeout")]
@@ -211,6 +301,7 @@ impl Default for Readiness {
         Readiness {
             console_marker: None,
             port: None,
+            command: None,
             timeout: default_ready_timeout(),
         }
     }
@@ -227,6 +318,8 @@ impl Readiness {
 pub enum Probe {
     ConsoleMarker(String),
     Port(u16),
+    /// A command in the container that must exit 0.
+    Command(Vec<String>),
 }
 
 /// The marker used when a serial-console course names none: a getty's prompt.
@@ -235,6 +328,17 @@ pub const DEFAULT_CONSOLE_MARKER: &str = "login:";
 impl Course {
     /// The readiness check for this course's VMs.
     pub fn probe(&self) -> Probe {
+        if let Some(container) = &self.container {
+            return match (&self.readiness.console_marker, &self.readiness.command) {
+                (Some(marker), _) => Probe::ConsoleMarker(marker.clone()),
+                (None, Some(command)) => Probe::Command(command.clone()),
+                (None, None) => {
+                    let mut shell = container.shell();
+                    shell.extend(["-c".to_string(), "exit 0".to_string()]);
+                    Probe::Command(shell)
+                }
+            };
+        }
         match (&self.readiness.console_marker, self.readiness.port) {
             (Some(marker), _) => Probe::ConsoleMarker(marker.clone()),
             (None, Some(port)) => Probe::Port(port),
@@ -242,6 +346,35 @@ impl Course {
                 (Console::Ssh, Some(ssh)) => Probe::Port(ssh.port),
                 (Console::Ssh, None) => Probe::Port(default_ssh_port()),
                 (Console::Serial, _) => Probe::ConsoleMarker(DEFAULT_CONSOLE_MARKER.to_string()),
+            },
+        }
+    }
+}
+
+/// Cores and bytes one lab of a course takes from a host's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size {
+    pub vcpus: u32,
+    pub memory: ByteSize,
+}
+
+impl Course {
+    /// What one lab takes from its host: the VM's size, or the container's
+    /// limits (a started CPU counts whole). A course that failed its checks
+    /// never gets here, so both runtimes have their block.
+    pub fn size(&self) -> Size {
+        match (&self.vm, &self.container) {
+            (Some(vm), _) => Size {
+                vcpus: vm.vcpus,
+                memory: vm.memory,
+            },
+            (None, Some(c)) => Size {
+                vcpus: (c.cpus.ceil() as u32).max(1),
+                memory: c.memory,
+            },
+            (None, None) => Size {
+                vcpus: 1,
+                memory: ByteSize::bytes(0),
             },
         }
     }

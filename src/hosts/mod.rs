@@ -8,6 +8,7 @@
 //! exact form `labpool-<16 hex>.qcow2` in the configured storage pool. The
 //! reconciler only ever destroys what the store or that mark says is ours.
 
+pub mod docker;
 pub mod ready;
 pub mod xml;
 
@@ -114,6 +115,8 @@ pub struct Host {
     /// Consoles of warm VMs, held open by their readiness watch until the
     /// terminal takes one over (by domain name).
     held: Mutex<std::collections::HashMap<String, HeldConsole>>,
+    /// A Docker host's engine client, made on first use (`runtime: container`).
+    engine: Mutex<Option<bollard::Docker>>,
 }
 
 /// A console a readiness watch keeps reading after the VM is ready. Its
@@ -140,7 +143,67 @@ impl Host {
             config,
             conn: Mutex::new(None),
             held: Mutex::new(std::collections::HashMap::new()),
+            engine: Mutex::new(None),
         })
+    }
+
+    /// What this host runs: VMs (libvirt) or containers (a Docker engine).
+    pub fn runtime(&self) -> crate::course::spec::Runtime {
+        self.config.runtime
+    }
+
+    /// The Docker engine's client, made if there is none yet. The API
+    /// version is agreed with the engine first (Debian's docker.io speaks
+    /// 1.41, older than bollard's default), so the first call needs the
+    /// engine up; until then none is kept.
+    pub async fn engine(&self) -> Result<bollard::Docker, HostError> {
+        if let Some(docker) = self.engine.lock().expect("engine lock").as_ref() {
+            return Ok(docker.clone());
+        }
+        let docker = docker::connect(&self.config)?
+            .negotiate_version()
+            .await
+            .map_err(|e| docker::error(self.name(), "agree on the API version", e))?;
+        *self.engine.lock().expect("engine lock") = Some(docker.clone());
+        Ok(docker)
+    }
+
+    /// Every lab labpool owns here: domains and overlays, or containers and
+    /// their networks.
+    pub async fn inventory_any(self: &Arc<Self>) -> Result<Inventory, HostError> {
+        match self.runtime() {
+            crate::course::spec::Runtime::Vm => self.run(|h| h.inventory()).await,
+            crate::course::spec::Runtime::Container => {
+                docker::inventory(&self.engine().await?, self.name()).await
+            }
+        }
+    }
+
+    /// Removes a lab: its domain and overlay, or its container and network.
+    pub async fn destroy_any(self: &Arc<Self>, domain: &str, volume: &str) -> Result<(), HostError> {
+        match self.runtime() {
+            crate::course::spec::Runtime::Vm => {
+                let (domain, volume) = (domain.to_string(), volume.to_string());
+                self.run(move |h| h.destroy(&domain, &volume)).await
+            }
+            crate::course::spec::Runtime::Container => {
+                docker::destroy(&self.engine().await?, self.name(), domain, volume).await
+            }
+        }
+    }
+
+    /// Removes one orphan: a domain or container (`is_domain`), or a volume
+    /// or network.
+    pub async fn remove_orphan_any(self: &Arc<Self>, is_domain: bool, name: &str) -> Result<(), HostError> {
+        match self.runtime() {
+            crate::course::spec::Runtime::Vm => {
+                let name = name.to_string();
+                self.run(move |h| h.remove_orphan(is_domain, &name)).await
+            }
+            crate::course::spec::Runtime::Container => {
+                docker::remove_orphan(&self.engine().await?, self.name(), is_domain, name).await
+            }
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -167,6 +230,13 @@ impl Host {
 
     /// The connection, opened if there is none yet.
     fn connection(&self) -> Result<(Connect, Driver), HostError> {
+        if self.runtime() == crate::course::spec::Runtime::Container {
+            return Err(HostError::Failed {
+                host: self.config.name.clone(),
+                op: "libvirt call",
+                message: "this is a Docker host".into(),
+            });
+        }
         let mut slot = self.conn.lock().expect("host connection lock");
         if let Some((conn, driver)) = slot.as_ref() {
             return Ok((conn.clone(), *driver));

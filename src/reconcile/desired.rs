@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ImageConfig;
 use crate::course::Course;
+use crate::course::spec::Runtime;
 use crate::course::spec::Window;
 use crate::course::values::Day;
 
@@ -27,7 +28,10 @@ pub struct DesiredCourse {
     pub max: u32,
     pub vcpus: u32,
     pub memory: u64,
-    pub image: String,
+    /// The catalog image (VM courses); `None` for containers.
+    pub image: Option<String>,
+    /// Only hosts of this runtime take the course's labs.
+    pub runtime: Runtime,
     /// A schedule window (or its pre-warm lead) is on: class time is sacred,
     /// only additive changes apply until it ends.
     pub in_class: bool,
@@ -54,21 +58,38 @@ struct BuildInputs<'a> {
     probe: String,
 }
 
+/// What a container lab is built from.
+#[derive(Serialize)]
+struct ContainerBuildInputs<'a> {
+    runtime: &'static str,
+    container: Option<&'a crate::course::spec::ContainerSpec>,
+    probe: String,
+}
+
 /// The spec hash of a course's VMs: 16 hex digits of a SHA-256 over the build
 /// inputs, including the image's catalog entry (a new base volume or kernel
 /// replaces the pool too).
 pub fn spec_hash(course: &Course, catalog: Option<&ImageConfig>) -> String {
-    let inputs = BuildInputs {
-        image: course.image.as_str(),
-        catalog,
-        vcpus: course.vm.vcpus,
-        memory: course.vm.memory.as_bytes(),
-        disk: course.vm.disk.map(|d| d.as_bytes()),
-        console: &course.session.console,
-        ssh_port: course.session.ssh.as_ref().map(|s| s.port),
-        probe: format!("{:?}", course.probe()),
-    };
-    let json = serde_json::to_vec(&inputs).expect("build inputs serialize");
+    let json = match (&course.image, &course.vm, &course.container) {
+        (Some(image), Some(vm), _) => serde_json::to_vec(&BuildInputs {
+            image: image.as_str(),
+            catalog,
+            vcpus: vm.vcpus,
+            memory: vm.memory.as_bytes(),
+            disk: vm.disk.map(|d| d.as_bytes()),
+            console: &course.session.console,
+            ssh_port: course.session.ssh.as_ref().map(|s| s.port),
+            probe: format!("{:?}", course.probe()),
+        }),
+        // A container is built from its whole block (image, limits,
+        // command, user) and its readiness probe.
+        (_, _, container) => serde_json::to_vec(&ContainerBuildInputs {
+            runtime: "container",
+            container: container.as_ref(),
+            probe: format!("{:?}", course.probe()),
+        }),
+    }
+    .expect("build inputs serialize");
     let digest = Sha256::digest(&json);
     hex::encode(&digest[..8])
 }
@@ -289,7 +310,7 @@ mod tests {
         b.pool.warm = 7;
         b.title = "other".into();
         assert_eq!(spec_hash(&a, None), spec_hash(&b, None));
-        b.vm.vcpus = 2;
+        b.vm.as_mut().unwrap().vcpus = 2;
         assert_ne!(spec_hash(&a, None), spec_hash(&b, None));
         let image = ImageConfig {
             volume: Some("v1".into()),

@@ -17,8 +17,9 @@ use tracing::Instrument as _;
 use super::observe::World;
 use super::plan::{Action, CourseCounts, DestroyReason, OrphanKind, Plan, Shortfall};
 use super::{Reconciler, now_ms};
+use crate::course::spec::Runtime;
 use crate::course::{Console, Course, Probe};
-use crate::hosts::{Driver, Host, HostError, NewVm, ready, xml};
+use crate::hosts::{Driver, Host, HostError, NewVm, docker, ready, xml};
 use crate::metrics::ActionKind;
 use crate::store::{StoreError, VmRow, VmState};
 
@@ -200,11 +201,14 @@ async fn create(
         course: name.to_string(),
         host: host.name().to_string(),
         domain: xml::domain_name(name, &id),
-        volume: xml::volume_name(&id),
+        volume: match course.runtime {
+            Runtime::Vm => xml::volume_name(&id),
+            Runtime::Container => docker::network_name(&id),
+        },
         spec_hash: spec_hash.to_string(),
         state: VmState::Creating,
-        vcpus: i64::from(course.vm.vcpus),
-        memory: course.vm.memory.as_bytes() as i64,
+        vcpus: i64::from(course.size().vcpus),
+        memory: course.size().memory.as_bytes() as i64,
         ssh_port: ssh_port.map(i64::from),
         created_at: now,
         state_changed_at: now,
@@ -297,41 +301,8 @@ async fn boot(r: Reconciler, host: Arc<Host>, row: VmRow, course: Course, guest_
     r.wake();
 }
 
-async fn boot_steps(
-    r: &Reconciler,
-    host: &Arc<Host>,
-    row: &VmRow,
-    course: &Course,
-    guest_port: Option<u16>,
-) -> Result<(), String> {
-    let image = r
-        .inner
-        .config
-        .images
-        .get(&course.image)
-        .cloned()
-        .ok_or_else(|| format!("image `{}` is not in the catalog", course.image))?;
-    let vm = row.clone();
-    let c = course.clone();
-    let started = host
-        .run(move |h| {
-            h.create(&NewVm {
-                mark: xml::Mark {
-                    vm_id: vm.id.clone(),
-                    course: vm.course.clone(),
-                    spec_hash: vm.spec_hash.clone(),
-                },
-                domain: &vm.domain,
-                volume: &vm.volume,
-                vcpus: c.vm.vcpus,
-                memory: c.vm.memory.as_bytes(),
-                disk: c.vm.disk.map(|d| d.as_bytes()),
-                image: &image,
-                ssh: vm.ssh_port.zip(guest_port).map(|(h, g)| (h as u16, g)),
-            })
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+/// Made on its host: the VM (or container) is now booting.
+async fn mark_booting(r: &Reconciler, row: &VmRow) -> Result<(), String> {
     let moved = r
         .inner
         .store
@@ -347,6 +318,99 @@ async fn boot_steps(
     if !moved {
         return Err("the VM was changed while it was created".into());
     }
+    Ok(())
+}
+
+/// Makes, starts and proves one container lab (its network with it).
+async fn boot_container(
+    r: &Reconciler,
+    host: &Arc<Host>,
+    row: &VmRow,
+    course: &Course,
+) -> Result<(), String> {
+    let spec = course
+        .container
+        .as_ref()
+        .ok_or("a container course needs `container`")?;
+    let engine = host.engine().await.map_err(|e| e.to_string())?;
+    let new = docker::NewContainer {
+        mark: xml::Mark {
+            vm_id: row.id.clone(),
+            course: row.course.clone(),
+            spec_hash: row.spec_hash.clone(),
+        },
+        name: &row.domain,
+        network: &row.volume,
+        spec,
+    };
+    docker::create(&engine, host.name(), &new)
+        .await
+        .map_err(|e| e.to_string())?;
+    mark_booting(r, row).await?;
+    let user = spec.user.as_deref();
+    let wait = async {
+        match course.probe() {
+            Probe::Command(cmd) => {
+                docker::wait_for_command(&engine, host.name(), &row.domain, &cmd, user).await
+            }
+            Probe::ConsoleMarker(marker) => {
+                docker::wait_for_marker(&engine, &row.domain, &marker).await
+            }
+            Probe::Port(p) => Err(format!("a container has no readiness port ({p})")),
+        }
+    };
+    match tokio::time::timeout(course.readiness.timeout.get(), wait).await {
+        Ok(result) => result,
+        Err(_) => Err(format!(
+            "not ready within {} ({:?} did not succeed)",
+            course.readiness.timeout,
+            course.probe()
+        )),
+    }
+}
+
+async fn boot_steps(
+    r: &Reconciler,
+    host: &Arc<Host>,
+    row: &VmRow,
+    course: &Course,
+    guest_port: Option<u16>,
+) -> Result<(), String> {
+    if course.runtime == Runtime::Container {
+        return boot_container(r, host, row, course).await;
+    }
+    let (Some(image_name), Some(size)) = (&course.image, &course.vm) else {
+        return Err("a VM course needs `image` and `vm`".into());
+    };
+    let image = r
+        .inner
+        .config
+        .images
+        .get(image_name)
+        .cloned()
+        .ok_or_else(|| format!("image `{image_name}` is not in the catalog"))?;
+    let vm = row.clone();
+    let size = size.clone();
+    let started = host
+        .run(move |h| {
+            h.create(&NewVm {
+                mark: xml::Mark {
+                    vm_id: vm.id.clone(),
+                    course: vm.course.clone(),
+                    spec_hash: vm.spec_hash.clone(),
+                },
+                domain: &vm.domain,
+                volume: &vm.volume,
+                vcpus: size.vcpus,
+                memory: size.memory.as_bytes(),
+                disk: size.disk.map(|d| d.as_bytes()),
+                image: &image,
+                ssh: vm.ssh_port.zip(guest_port).map(|(h, g)| (h as u16, g)),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    mark_booting(r, row).await?;
     let timeout = course.readiness.timeout.get();
     let driver = host.driver().map_err(|e| e.to_string())?;
     if driver == Driver::Test {
@@ -377,6 +441,7 @@ async fn boot_steps(
                     .map_err(|e| e.to_string())
             }
             (Probe::ConsoleMarker(_), None) => Err("no console to watch".to_string()),
+            (Probe::Command(_), _) => Err("a VM has no readiness command".to_string()),
             (Probe::Port(port), console) => {
                 if let Some(stream) = console {
                     let _ = stream.abort();
@@ -403,6 +468,7 @@ async fn boot_steps(
             match course.probe() {
                 Probe::ConsoleMarker(m) => format!("console marker `{m}` not seen"),
                 Probe::Port(p) => format!("port {p} did not answer"),
+                Probe::Command(c) => format!("command {c:?} did not succeed"),
             }
         )),
     }
@@ -449,22 +515,34 @@ async fn destroy(
             return Err(e);
         }
     }
-    let others: Vec<VmState> = VmState::ALL
-        .into_iter()
-        .filter(|s| *s != VmState::Deleting)
-        .collect();
     // Intent first: once `deleting`, a crash leads to a retry, never a leak.
-    let marked = store
-        .transition_vm(
-            &row.id,
-            &others,
-            VmState::Deleting,
-            now,
-            Some(reason.as_str()),
-        )
-        .await;
+    // Only from the state this pass planned on: a warm VM that a launch or a
+    // reset claimed since then is a student's now, not surplus.
+    let marked = if row.state == VmState::Deleting {
+        Ok(true)
+    } else {
+        store
+            .transition_vm(
+                &row.id,
+                &[row.state],
+                VmState::Deleting,
+                now,
+                Some(reason.as_str()),
+            )
+            .await
+    };
     match marked {
-        Ok(_) => {}
+        Ok(true) => {}
+        Ok(false) => {
+            span.in_scope(|| {
+                tracing::info!(
+                    reason = reason.as_str(),
+                    "not destroying VM: its state changed since the pass looked"
+                )
+            });
+            release();
+            return Ok(false);
+        }
         // An earlier destroy finished after this pass looked: nothing left.
         Err(StoreError::VmNotFound(_)) => {
             release();
@@ -479,8 +557,7 @@ async fn destroy(
     let r2 = r.clone();
     let row = row.clone();
     let task = async move {
-        let (domain, volume) = (row.domain.clone(), row.volume.clone());
-        let result = host.run(move |h| h.destroy(&domain, &volume)).await;
+        let result = host.destroy_any(&row.domain, &row.volume).await;
         let now = now_ms();
         r2.inner.metrics.action(ActionKind::Destroy, result.is_ok());
         match result {
@@ -527,17 +604,18 @@ fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str
     let span = action_span(ActionKind::CollectOrphan, None, Some(host.name()), None);
     let (r2, host, name) = (r.clone(), Arc::clone(host), name.to_string());
     let task = async move {
-        let n = name.clone();
         let result: Result<(), HostError> = host
-            .run(move |h| h.remove_orphan(kind == OrphanKind::Domain, &n))
+            .remove_orphan_any(kind == OrphanKind::Domain, &name)
             .await;
         let now = now_ms();
         r2.inner
             .metrics
             .action(ActionKind::CollectOrphan, result.is_ok());
-        let what = match kind {
-            OrphanKind::Domain => "domain",
-            OrphanKind::Volume => "volume",
+        let what = match (kind, host.runtime()) {
+            (OrphanKind::Domain, Runtime::Vm) => "domain",
+            (OrphanKind::Volume, Runtime::Vm) => "volume",
+            (OrphanKind::Domain, Runtime::Container) => "container",
+            (OrphanKind::Volume, Runtime::Container) => "network",
         };
         match result {
             Ok(()) => {

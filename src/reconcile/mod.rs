@@ -215,6 +215,36 @@ impl Reconciler {
         self.inner.hosts.get(name)
     }
 
+    /// Says, once at start, which Docker hosts do not answer and what that
+    /// means: their container courses wait, VM courses run as usual. (The
+    /// reconciler keeps trying them every pass.) Returns those hosts' names.
+    pub async fn check_engines(&self) -> Vec<String> {
+        let mut down = Vec::new();
+        for host in self.inner.hosts.values() {
+            if host.runtime() != crate::course::spec::Runtime::Container {
+                continue;
+            }
+            let answer = match host.engine().await {
+                Ok(engine) => engine
+                    .ping()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| crate::hosts::docker::error(host.name(), "ping", e)),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = answer {
+                tracing::warn!(
+                    host = host.name(),
+                    uri = %host.config.uri,
+                    error = %e,
+                    "Docker host not reachable: container courses wait for it, VM courses run as usual (on a dev machine, `deploy/dev/docker start` starts Docker)"
+                );
+                down.push(host.name().to_string());
+            }
+        }
+        down
+    }
+
     /// The metrics of this labpool (reconciler, launches, terminals).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.inner.metrics
@@ -466,7 +496,7 @@ impl Reconciler {
     async fn apply_revision(&self, revision: &Revision, now: i64) -> Result<(), StoreError> {
         let store = &self.inner.store;
         for course in &revision.courses {
-            let catalog = self.inner.config.images.get(&course.image);
+            let catalog = self.inner.config.catalog_entry(course);
             store
                 .upsert_course(&CourseRow {
                     name: course.name.to_string(),
@@ -515,14 +545,16 @@ impl Reconciler {
             .iter()
             .map(|c| {
                 let (warm, in_class) = desired::warm_target(c, at, config.reconcile.prewarm.get());
+                let size = c.size();
                 DesiredCourse {
                     name: c.name.to_string(),
-                    spec_hash: desired::spec_hash(c, config.images.get(&c.image)),
+                    spec_hash: desired::spec_hash(c, config.catalog_entry(c)),
                     warm,
                     max: c.pool.max,
-                    vcpus: c.vm.vcpus,
-                    memory: c.vm.memory.as_bytes(),
-                    image: c.image.to_string(),
+                    vcpus: size.vcpus,
+                    memory: size.memory.as_bytes(),
+                    image: c.image.as_ref().map(|i| i.to_string()),
+                    runtime: c.runtime,
                     in_class,
                     ready_timeout_ms: c.readiness.timeout.get().as_millis() as i64,
                     idle_ms: c.session.idle.get().as_millis() as i64,

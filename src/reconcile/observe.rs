@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::plan::{DomainSeen, Observed, ObservedHost, ObservedVm, Orphan, OrphanKind};
-use crate::hosts::{Host, HostError, Inventory, xml};
+use crate::hosts::{Host, HostError, Inventory, docker, xml};
 use crate::store::{SessionRow, Store, StoreError, VmRow};
 
 /// A host that does not answer within this long counts as down for the pass.
@@ -46,7 +46,7 @@ pub async fn observe(
         let turns = Arc::clone(&turns);
         async move {
             let _turn = turns.acquire_owned().await.expect("semaphore open");
-            let result = tokio::time::timeout(INVENTORY_TIMEOUT, host.run(|h| h.inventory()))
+            let result = tokio::time::timeout(INVENTORY_TIMEOUT, host.inventory_any())
                 .await
                 .unwrap_or_else(|_| {
                     Err(HostError::Unreachable {
@@ -91,6 +91,7 @@ pub async fn observe(
                 .map(|list| list.iter().map(|i| i.as_str().to_string()).collect()),
             boots_per_host,
             draining: drained.contains(c.name.as_str()),
+            runtime: c.runtime,
         });
         host_errors.push((c.name.clone(), result.as_ref().err().map(|e| e.to_string())));
         let Ok(inventory) = result else { continue };
@@ -101,7 +102,9 @@ pub async fn observe(
             }
         }
         for v in &inventory.volumes {
-            let id = xml::vm_id_of_volume(v).unwrap_or_default();
+            let id = xml::vm_id_of_volume(v)
+                .or_else(|| docker::vm_id_of_network(v))
+                .unwrap_or_default();
             if !known_ids.contains(id) {
                 orphans.push((c.name.clone(), OrphanKind::Volume, v.clone()));
             }

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::desired::DesiredCourse;
+use crate::course::spec::Runtime;
 use crate::store::VmState;
 
 /// What the reconciler saw, at `now` (unix ms).
@@ -60,6 +61,9 @@ pub struct ObservedHost {
     /// An admin drained it: nothing new is placed here, and its unassigned
     /// VMs are replaced elsewhere like outdated ones.
     pub draining: bool,
+    /// VMs (libvirt) or containers (Docker): a course's labs go only to
+    /// hosts of its runtime.
+    pub runtime: Runtime,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -241,18 +245,19 @@ struct HostLoad<'a> {
 }
 
 impl HostLoad<'_> {
-    fn carries(&self, image: &str) -> bool {
-        self.host
-            .images
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|i| i == image))
+    fn carries(&self, image: Option<&str>) -> bool {
+        match (&self.host.images, image) {
+            (Some(list), Some(image)) => list.iter().any(|i| i == image),
+            _ => true,
+        }
     }
 
     /// Could the VM ever run here, on an empty host?
     fn could_hold(&self, c: &DesiredCourse) -> bool {
         self.host.up
             && !self.host.draining
-            && self.carries(&c.image)
+            && self.host.runtime == c.runtime
+            && self.carries(c.image.as_deref())
             && self.host.max_vms >= 1
             && c.memory <= self.host.memory
             && c.vcpus <= self.host.vcpu_slots

@@ -13,6 +13,7 @@ use super::plan::{
     Action, CourseCounts, DestroyReason, DomainSeen, Observed, ObservedHost, ObservedVm, Orphan,
     OrphanKind, Plan, Policy, Shortfall, plan,
 };
+use crate::course::spec::Runtime;
 use crate::store::VmState;
 
 const NOW: i64 = 1_000_000_000;
@@ -36,6 +37,7 @@ fn host(name: &str) -> ObservedHost {
         images: None,
         boots_per_host: 2,
         draining: false,
+        runtime: Runtime::Vm,
     }
 }
 
@@ -54,7 +56,8 @@ fn course(name: &str, warm: u32, max: u32) -> DesiredCourse {
         max,
         vcpus: 1,
         memory: GIB,
-        image: "busybox".into(),
+        image: Some("busybox".into()),
+        runtime: Runtime::Vm,
         in_class: false,
         ready_timeout_ms: 120_000,
         idle_ms: 1_800_000,
@@ -1167,11 +1170,21 @@ fn random_world(seed: u64) -> World {
             },
             boots_per_host: rng.random_range(1..5),
             draining: rng.random_bool(0.15),
+            runtime: if rng.random_bool(0.25) {
+                Runtime::Container
+            } else {
+                Runtime::Vm
+            },
         })
         .collect();
     let desired: Vec<DesiredCourse> = (0..rng.random_range(0..6))
         .map(|i| {
             let warm = rng.random_range(0..7);
+            let runtime = if rng.random_bool(0.25) {
+                Runtime::Container
+            } else {
+                Runtime::Vm
+            };
             DesiredCourse {
                 name: format!("c{i}"),
                 spec_hash: format!("c{i}-v{}", rng.random_range(1..3)),
@@ -1179,7 +1192,11 @@ fn random_world(seed: u64) -> World {
                 max: (warm + rng.random_range(0..4)).saturating_sub(rng.random_range(0..2)),
                 vcpus: rng.random_range(1..5),
                 memory: rng.random_range(1..5) * GIB,
-                image: pick(rng, &IMAGES).to_string(),
+                image: match runtime {
+                    Runtime::Vm => Some(pick(rng, &IMAGES).to_string()),
+                    Runtime::Container => None,
+                },
+                runtime,
                 in_class: rng.random_bool(0.2),
                 ready_timeout_ms: 120_000,
                 idle_ms: 1_800_000,
@@ -1377,8 +1394,13 @@ fn check_plan(desired: &[DesiredCourse], observed: &Observed, p: &Plan) -> Resul
                 if !h.up {
                     return Err(format!("(c) create on a host that is down: {a:?}"));
                 }
-                if h.images.as_ref().is_some_and(|l| !l.contains(&c.image)) {
+                if let (Some(list), Some(image)) = (&h.images, &c.image)
+                    && !list.contains(image)
+                {
                     return Err(format!("(c) create on a host without the image: {a:?}"));
+                }
+                if h.runtime != c.runtime {
+                    return Err(format!("(c) create on a host of another runtime: {a:?}"));
                 }
                 if h.draining {
                     return Err(format!("(c) create on a drained host: {a:?}"));
@@ -1723,6 +1745,18 @@ fn property_g_ample_capacity_reaches_every_target() {
             images: None,
             boots_per_host: 4,
             draining: false,
+            runtime: Runtime::Vm,
+        });
+        w.observed.hosts.push(ObservedHost {
+            name: "big-docker".into(),
+            up: true,
+            max_vms: 1_000,
+            memory: 1_000 * GIB,
+            vcpu_slots: 1_000,
+            images: None,
+            boots_per_host: 4,
+            draining: false,
+            runtime: Runtime::Container,
         });
         let (last, observed, rounds) = converge(seed, &w.desired, w.observed, 30);
         check_targets(seed, &w.desired, &observed, &last, true);

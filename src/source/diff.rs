@@ -68,6 +68,8 @@ pub struct FromTo<T> {
 /// How a course's VMs are built (the head's, or the base's for a removed course).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Build {
+    /// `vm` or `container`.
+    pub runtime: &'static str,
     pub image: String,
     pub vcpus: u32,
     pub memory: String,
@@ -190,7 +192,8 @@ pub fn diff(
     for c in head {
         pairs.entry(c.name.as_str()).or_default().1 = Some(c);
     }
-    let catalog = |c: &Course| images.and_then(|i| i.get(&c.image));
+    let catalog =
+        |c: &Course| images.and_then(|i| c.image.as_ref().and_then(|name| i.get(name)));
     let mut courses = Vec::new();
     let mut summary = Summary::default();
     for (name, pair) in &pairs {
@@ -257,11 +260,22 @@ fn same_but_name(old: &Course, new: &Course) -> bool {
 }
 
 fn build(c: &Course) -> Build {
+    let size = c.size();
     Build {
-        image: c.image.to_string(),
-        vcpus: c.vm.vcpus,
-        memory: c.vm.memory.to_string(),
-        disk: c.vm.disk.map(|d| d.to_string()),
+        runtime: c.runtime.as_str(),
+        image: image_of(c),
+        vcpus: size.vcpus,
+        memory: size.memory.to_string(),
+        disk: c.vm.as_ref().and_then(|vm| vm.disk).map(|d| d.to_string()),
+    }
+}
+
+/// The image a course's labs start from: a catalog name or a Docker image.
+fn image_of(c: &Course) -> String {
+    match (&c.image, &c.container) {
+        (Some(image), _) => image.to_string(),
+        (None, Some(container)) => container.image.clone(),
+        (None, None) => String::new(),
     }
 }
 
@@ -335,6 +349,7 @@ fn probe(p: &Probe) -> String {
     match p {
         Probe::ConsoleMarker(m) => format!("console marker \"{m}\""),
         Probe::Port(port) => format!("port {port}"),
+        Probe::Command(cmd) => format!("command {cmd:?}"),
     }
 }
 
@@ -388,19 +403,40 @@ fn changed(
     if spec_hash(b, b_image) != spec_hash(h, h_image) {
         d.replaces_warm_vms = true;
         let mut fields = Vec::new();
-        if b.image != h.image {
-            fields.push(change("image", &b.image, &h.image));
+        if b.runtime != h.runtime {
+            fields.push(change("runtime", b.runtime.as_str(), h.runtime.as_str()));
+        }
+        if image_of(b) != image_of(h) {
+            fields.push(change("image", image_of(b), image_of(h)));
         } else if b_image != h_image {
             fields.push(change("image", "catalog entry", "new catalog entry"));
         }
-        if b.vm.vcpus != h.vm.vcpus {
-            fields.push(change("vcpus", b.vm.vcpus, h.vm.vcpus));
+        let (bs, hs) = (b.size(), h.size());
+        if let (Some(bc), Some(hc)) = (&b.container, &h.container) {
+            if bc.cpus != hc.cpus {
+                fields.push(change("cpus", bc.cpus, hc.cpus));
+            }
+        } else if bs.vcpus != hs.vcpus {
+            fields.push(change("vcpus", bs.vcpus, hs.vcpus));
         }
-        if b.vm.memory != h.vm.memory {
-            fields.push(change("memory", b.vm.memory, h.vm.memory));
+        if bs.memory != hs.memory {
+            fields.push(change("memory", bs.memory, hs.memory));
         }
-        if b.vm.disk != h.vm.disk {
-            fields.push(change("disk", or_default(b.vm.disk), or_default(h.vm.disk)));
+        let disk = |c: &Course| c.vm.as_ref().and_then(|vm| vm.disk);
+        if disk(b) != disk(h) {
+            fields.push(change("disk", or_default(disk(b)), or_default(disk(h))));
+        }
+        if let (Some(bc), Some(hc)) = (&b.container, &h.container) {
+            let list = |v: &Option<Vec<String>>| or_none(v.as_ref().map(|v| format!("{v:?}")));
+            if bc.command != hc.command {
+                fields.push(change("command", list(&bc.command), list(&hc.command)));
+            }
+            if bc.user != hc.user {
+                fields.push(change("user", or_none(bc.user.clone()), or_none(hc.user.clone())));
+            }
+            if bc.shell != hc.shell {
+                fields.push(change("shell", list(&bc.shell), list(&hc.shell)));
+            }
         }
         if b.session.console != h.session.console {
             let name = |c| {

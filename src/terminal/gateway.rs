@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::console::{Console, ConsoleError, ConsoleInput};
-use super::{serial, ssh};
+use super::{container, serial, ssh};
 use crate::course::spec::Console as ConsoleKind;
+use crate::course::spec::Runtime;
+use crate::hosts::Host;
 use crate::lti::catalog::Catalogs;
 use crate::reconcile::{Reconciler, now_ms};
 use crate::store::Store;
@@ -32,6 +34,10 @@ const TOUCH_EVERY: Duration = Duration::from_secs(15);
 const SESSION_CHECK: Duration = Duration::from_secs(5);
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(10);
+/// A console that has not opened by then counts as unavailable, and is tried
+/// again: a host that stopped answering must not leave the page waiting
+/// forever on one attempt.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What a page is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -503,34 +509,52 @@ impl Inner {
                 vm.host
             )));
         };
-        let console = match kind {
-            ConsoleKind::Serial => serial::open(host, vm.domain.clone())
-                .await
-                .map(|c| (c, true)),
-            ConsoleKind::Ssh => {
-                let key = self
-                    .ssh_key
+        if host.runtime() == Runtime::Container {
+            return self
+                .open_container(session, &host, &row.course, &vm.domain, size)
+                .await;
+        }
+        let ssh_key = match kind {
+            ConsoleKind::Ssh => Some(
+                self.ssh_key
                     .get_or_init(|| async { self.load_ssh_key() })
                     .await
                     .clone()
-                    .map_err(|e| unreachable(&e))?;
-                let port = vm.ssh_port.unwrap_or_default();
-                let expect = pinned
-                    .as_ref()
-                    .filter(|(vm_id, _)| *vm_id == vm.id)
-                    .map(|(_, fp)| fp.clone());
-                let target = ssh::SshTarget {
-                    addr: format!("{}:{port}", host.config.ssh_forward.address),
-                    user: ssh_user.unwrap_or_else(|| "root".into()),
-                    key,
-                    expect_host_key: expect,
-                };
-                let (cols, rows) = size.unwrap_or((80, 24));
-                ssh::open(&target, cols, rows).await.map(|(c, fp)| {
-                    *pinned = Some((vm.id.clone(), fp));
-                    (c, false)
-                })
+                    .map_err(|e| unreachable(&e))?,
+            ),
+            ConsoleKind::Serial => None,
+        };
+        let opening = async {
+            match kind {
+                ConsoleKind::Serial => serial::open(host, vm.domain.clone())
+                    .await
+                    .map(|c| (c, true)),
+                ConsoleKind::Ssh => {
+                    let key = ssh_key.expect("loaded for ssh consoles");
+                    let port = vm.ssh_port.unwrap_or_default();
+                    let expect = pinned
+                        .as_ref()
+                        .filter(|(vm_id, _)| *vm_id == vm.id)
+                        .map(|(_, fp)| fp.clone());
+                    let target = ssh::SshTarget {
+                        addr: format!("{}:{port}", host.config.ssh_forward.address),
+                        user: ssh_user.unwrap_or_else(|| "root".into()),
+                        key,
+                        expect_host_key: expect,
+                    };
+                    let (cols, rows) = size.unwrap_or((80, 24));
+                    ssh::open(&target, cols, rows).await.map(|(c, fp)| {
+                        *pinned = Some((vm.id.clone(), fp));
+                        (c, false)
+                    })
+                }
             }
+        };
+        let Ok(console) = tokio::time::timeout(OPEN_TIMEOUT, opening).await else {
+            return Err(unreachable(&format!(
+                "the console did not open within {}s",
+                OPEN_TIMEOUT.as_secs()
+            )));
         };
         console.map_err(|e| match e {
             ConsoleError::Host(e) if !e.is_unreachable() => {
@@ -539,6 +563,47 @@ impl Inner {
             }
             e => unreachable(&e),
         })
+    }
+
+    /// A shell in `session`'s container.
+    async fn open_container(
+        &self,
+        session: &str,
+        host: &Arc<Host>,
+        course: &str,
+        container: &str,
+        size: Option<(u16, u16)>,
+    ) -> Result<(Console, bool), Unavailable> {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(session, error = %e, "terminal: container unavailable");
+            Unavailable::Retry("Your lab cannot be reached right now; retrying…".into())
+        };
+        let spec = self
+            .store
+            .courses()
+            .await
+            .map_err(|e| unreachable(&e))?
+            .into_iter()
+            .find(|r| r.name == course)
+            .and_then(|r| serde_json::from_str::<crate::course::Course>(&r.spec_json).ok())
+            .and_then(|c| c.container);
+        let target = container::ExecTarget {
+            host: host.name().to_string(),
+            container: container.to_string(),
+            user: spec.as_ref().and_then(|s| s.user.clone()),
+            shell: spec.map_or_else(|| vec!["/bin/sh".into()], |s| s.shell()),
+        };
+        let engine = host.engine().await.map_err(|e| unreachable(&e))?;
+        let (cols, rows) = size.unwrap_or((80, 24));
+        let opening = container::open(engine, &target, cols, rows);
+        match tokio::time::timeout(OPEN_TIMEOUT, opening).await {
+            Ok(Ok(console)) => Ok((console, false)),
+            Ok(Err(e)) => Err(unreachable(&e)),
+            Err(_) => Err(unreachable(&format!(
+                "the shell did not start within {}s",
+                OPEN_TIMEOUT.as_secs()
+            ))),
+        }
     }
 
     /// How `course`'s terminal reaches its VMs, and the SSH user. A course

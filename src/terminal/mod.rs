@@ -2,6 +2,7 @@
 //! page (xterm.js over a WebSocket) and its VM's console.
 
 pub mod console;
+pub mod container;
 pub mod gateway;
 pub mod page;
 pub mod serial;

@@ -103,6 +103,7 @@ impl World {
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
         dev: bool,
     ) -> World {
+        crate::support::init_test_logs();
         let platform = Platform::start().await.expect("platform starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -49,3 +49,18 @@ pub fn diagnostics(args: &[&str]) -> (Vec<serde_json::Value>, i32) {
         run.status,
     )
 }
+
+/// With `LABPOOL_TEST_LOG` set (an env-filter such as `labpool=debug`), the
+/// in-process labpool of a test logs to the test's output: what a failing
+/// run on CI left behind to read.
+pub fn init_test_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("LABPOOL_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}

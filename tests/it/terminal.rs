@@ -74,7 +74,8 @@ impl Term {
             }
             Ok(_) => None,
             Err(_) => panic!(
-                "socket quiet until the deadline; output so far: {:?}",
+                "socket quiet until the deadline; statuses {:?}; output so far: {:?}",
+                self.statuses,
                 self.text()
             ),
         }
@@ -394,7 +395,7 @@ async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
             "{:?}",
             tab.text()
         );
-        tab.wait_status(seen, "connected", Duration::from_secs(20))
+        tab.wait_status(seen, "connected", Duration::from_secs(45))
             .await;
         run(&mut tab, "echo sti''ll", "still").await;
     }
