@@ -409,6 +409,30 @@ mod tests {
     }
 
     #[test]
+    fn a_container_course_sizes_and_probes_from_its_container_block() {
+        let c: Course = serde_json::from_value(serde_json::json!({
+            "name": "box", "title": "Box", "runtime": "container",
+            "container": { "image": "labpool/busybox:1", "cpus": 1.5, "memory": "128MiB",
+                           "user": "student", "shell": ["/bin/ash", "-l"] },
+            "pool": { "warm": 1, "max": 2 }
+        }))
+        .unwrap();
+        assert_eq!(c.runtime, Runtime::Container);
+        // A started CPU counts whole in capacity; the engine gets the fraction.
+        assert_eq!(c.size().vcpus, 2);
+        assert_eq!(c.size().memory, ByteSize::mib(128));
+        assert_eq!(c.container.as_ref().unwrap().nano_cpus(), 1_500_000_000);
+        // Default readiness: the terminal's own shell starts and exits 0.
+        assert_eq!(
+            c.probe(),
+            Probe::Command(vec!["/bin/ash".into(), "-l".into(), "-c".into(), "exit 0".into()])
+        );
+        // Written back, a VM course stays as it was: no `runtime: vm` added.
+        let vm = serde_json::to_value(course(serde_json::json!({}), serde_json::json!({}))).unwrap();
+        assert!(vm.get("runtime").is_none() && vm.get("container").is_none());
+    }
+
+    #[test]
     fn readiness_probe_defaults_follow_the_console() {
         use serde_json::json;
         let serial = course(json!({}), json!({}));

@@ -312,6 +312,24 @@ mod tests {
         assert_eq!(spec_hash(&a, None), spec_hash(&b, None));
         b.vm.as_mut().unwrap().vcpus = 2;
         assert_ne!(spec_hash(&a, None), spec_hash(&b, None));
+        // A container course: its limits and user are its build.
+        let mut boxed = a.clone();
+        boxed.runtime = crate::course::spec::Runtime::Container;
+        boxed.image = None;
+        boxed.vm = None;
+        boxed.container = Some(crate::course::spec::ContainerSpec {
+            image: "labpool/busybox:1".into(),
+            cpus: 0.5,
+            memory: crate::course::values::ByteSize::mib(128),
+            command: None,
+            user: None,
+            shell: None,
+        });
+        let mut other = boxed.clone();
+        other.pool.warm = 9;
+        assert_eq!(spec_hash(&boxed, None), spec_hash(&other, None));
+        other.container.as_mut().unwrap().user = Some("student".into());
+        assert_ne!(spec_hash(&boxed, None), spec_hash(&other, None));
         let image = ImageConfig {
             volume: Some("v1".into()),
             kernel: None,

@@ -13,7 +13,7 @@ fn the_example_courses_are_valid_by_default_path_and_against_the_example_config(
     assert_eq!(run.status, 0, "{run:?}");
     assert_eq!(run.stdout, "");
     assert!(
-        run.stderr.contains("checked 3 files: no problems"),
+        run.stderr.contains("checked 4 files: no problems"),
         "{}",
         run.stderr
     );

@@ -7,6 +7,7 @@
 mod admin;
 mod browser;
 mod cli;
+mod containers;
 mod corpus;
 mod diff;
 mod docs;

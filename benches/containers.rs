@@ -1,0 +1,363 @@
+//! `cargo bench --bench containers`: container courses on the local Docker
+//! engine (scripts/setup starts it with `deploy/dev/docker`; image
+//! `labpool/busybox:1`).
+//!
+//! 1. **Cold start.** A container lab made from nothing until it is warm:
+//!    its network, the container, its start, and the readiness check (the
+//!    course's shell runs `exit 0` as the student). One at a time
+//!    (`boots_per_host: 1`), each timed from the pass that creates it to the
+//!    end of its boot task; also as labpool's own `vm-warm` event says.
+//! 2. **Warm claim.** A student launches through the whole LTI 1.3 flow
+//!    (labpool's test platform) while warm containers wait: the time of the
+//!    launch post to its redirect to the session page, as the server
+//!    measured it (`Server-Timing`) and as the client saw it, and of the
+//!    whole flow (login initiation, the platform's authorization, the post).
+//! 3. **Terminal first byte.** From that redirect: the session page, its
+//!    terminal socket, and the first byte of the shell's output (a
+//!    `docker exec` on a TTY).
+//!
+//! No pass runs between the launches, so no refill competes with them.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use labpool::config::Config;
+use labpool::http::App;
+use labpool::lms::{Browser, Launch, Platform, ToolRegistration};
+use labpool::reconcile::{Reconciler, now_ms};
+use labpool::store::{Store, VmRow, VmState};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Containers started cold, and launches then made.
+const ROUNDS: usize = 10;
+const COURSE: &str = "bench-containers";
+const CLIENT: &str = "bench-client";
+const DEPLOYMENT: &str = "bench-deployment";
+const IMAGE: &str = "labpool/busybox:1";
+
+struct Bed {
+    dir: tempfile::TempDir,
+    platform: Platform,
+    reconciler: Reconciler,
+    store: Store,
+    base: String,
+}
+
+impl Drop for Bed {
+    /// A bench that failed half-way leaves none of its containers behind
+    /// (found by the course label labpool gives them; nothing else goes).
+    fn drop(&mut self) {
+        let docker = |args: &[&str]| {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let label = format!("label=dev.labpool.course={COURSE}");
+        for id in docker(&["ps", "-aq", "--filter", &label]).split_whitespace() {
+            docker(&["rm", "-f", "-v", id]);
+        }
+        for id in docker(&["network", "ls", "-q", "--filter", &label]).split_whitespace() {
+            docker(&["network", "rm", id]);
+        }
+    }
+}
+
+fn course_text(warm: usize) -> String {
+    format!(
+        "name: {COURSE}\ntitle: Containers\nruntime: container\ncontainer: {{ image: {IMAGE}, cpus: 0.5, memory: 96MiB, user: student }}\npool: {{ warm: {warm}, max: {} }}\nlti: {{ contexts: [bench-class] }}\n",
+        2 * ROUNDS + 2
+    )
+}
+
+async fn bed() -> Bed {
+    let dir = tempfile::tempdir().unwrap();
+    let courses = dir.path().join("courses");
+    std::fs::create_dir(&courses).unwrap();
+    std::fs::write(courses.join(format!("{COURSE}.yaml")), course_text(0)).unwrap();
+    let platform = Platform::start().await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    // orphan_grace: 1h, so another labpool's containers on this engine are
+    // never this one's to collect.
+    let text = format!(
+        "database: \"sqlite:{db}\"\nsource: {{ folder: {courses} }}\nreconcile: {{ boots_per_host: 1, orphan_grace: 1h }}\n\
+         hosts:\n  - name: docker\n    runtime: container\n    uri: unix:///var/run/docker.sock\n    capacity: {{ vms: {vms}, memory: 8GiB, vcpus: 8, cpu_overcommit: 4 }}\n\
+         lti:\n  base_url: \"{base}\"\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+        db = dir.path().join("labpool.db").display(),
+        courses = courses.display(),
+        vms = 2 * ROUNDS + 2,
+        iss = platform.issuer(),
+        auth = platform.auth_url(),
+        token = platform.token_url(),
+        jwks = platform.jwks_url(),
+    );
+    let file = dir.path().join("labpool.yaml");
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(&file).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
+    let store = Store::open(config.database.expose()).await.unwrap();
+    let reconciler = Reconciler::new(config, store.clone()).await.unwrap();
+    let app = App::new(reconciler.clone()).await.unwrap();
+    tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
+    platform.register_tool(ToolRegistration {
+        client_id: CLIENT.into(),
+        deployment_id: DEPLOYMENT.into(),
+        login_url: format!("{base}/lti/login"),
+        redirect_uris: vec![format!("{base}/lti/launch")],
+        jwks_url: format!("{base}/lti/jwks"),
+        target_link_uri: format!("{base}/lti/launch"),
+    });
+    Bed {
+        dir,
+        platform,
+        reconciler,
+        store,
+        base,
+    }
+}
+
+/// Runs reconcile passes until `done` holds for the VMs.
+async fn converge(bed: &Bed, what: &str, done: impl Fn(&[VmRow]) -> bool) -> Vec<VmRow> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        bed.reconciler.pass().await.unwrap();
+        bed.reconciler.settle().await;
+        let vms = bed.store.vms().await.unwrap();
+        if done(&vms) {
+            return vms;
+        }
+        if Instant::now() > deadline {
+            let events = bed.store.events(20).await.unwrap_or_default();
+            panic!("{what}: not reached; VMs: {vms:#?}\nevents: {events:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn warm(vms: &[VmRow]) -> usize {
+    vms.iter().filter(|v| v.state == VmState::Warm).count()
+}
+
+fn p50_max(what: &str, mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "{what}: p50 {:.1} ms, max {:.1} ms (n={})",
+        ms[(ms.len() - 1) / 2],
+        ms[ms.len() - 1],
+        ms.len()
+    )
+}
+
+/// Containers made one at a time, each from its create to warm.
+async fn cold_start(bed: &Bed) {
+    let mut ms = Vec::new();
+    for n in 1..=ROUNDS + 1 {
+        std::fs::write(
+            bed.dir
+                .path()
+                .join("courses")
+                .join(format!("{COURSE}.yaml")),
+            course_text(n),
+        )
+        .unwrap();
+        let start = Instant::now();
+        // This pass creates one container (boots_per_host: 1); settling
+        // waits for its boot task, readiness included.
+        bed.reconciler.pass().await.unwrap();
+        bed.reconciler.settle().await;
+        let took = start.elapsed();
+        let vms = bed.store.vms().await.unwrap();
+        assert_eq!(
+            (vms.len(), warm(&vms)),
+            (n, n),
+            "one more warm container: {:#?}",
+            bed.store.events(5).await.unwrap()
+        );
+        // The first one also agrees the API version with the engine.
+        if n > 1 {
+            ms.push(took.as_secs_f64() * 1000.0);
+        }
+    }
+    // labpool's own figure: from its boot task's start to warm.
+    let events = bed.store.events(100).await.unwrap();
+    let logged: Vec<f64> = events
+        .iter()
+        .filter(|e| e.kind == "vm-warm")
+        .filter_map(|e| e.message.strip_prefix("ready after ")?.strip_suffix(" ms"))
+        .filter_map(|ms| ms.parse().ok())
+        .collect();
+    println!(
+        "containers: {}",
+        p50_max(
+            "cold start, pass creating it -> warm (network, container, start, readiness exec), one at a time",
+            ms
+        )
+    );
+    println!(
+        "containers: {}",
+        p50_max("cold start as labpool logs it (boot task -> warm)", logged)
+    );
+}
+
+/// Reads frames until the first byte of the shell's output.
+async fn first_output(url: &str) -> Duration {
+    let start = Instant::now();
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket");
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => return start.elapsed(),
+            Ok(Some(Ok(Message::Close(c)))) => panic!("closed: {c:?}"),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("no shell output: {other:?}"),
+        }
+    }
+}
+
+fn socket_url(base: &str, location: &str) -> String {
+    let url = url::Url::parse(location).unwrap();
+    let token = url
+        .query_pairs()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    format!(
+        "{}{}/terminal?token={token}&from=0",
+        base.replacen("http", "ws", 1),
+        url.path()
+    )
+}
+
+/// One launch through the whole flow: (launch post server ms, launch post
+/// client ms, whole flow ms, the redirect's location).
+async fn launch(bed: &Bed, student: &str) -> (f64, f64, f64, String) {
+    let browser = Browser::new();
+    let launch = Launch::new(CLIENT, DEPLOYMENT, student, "lab").in_context("bench-class", "Class");
+    let start = Instant::now();
+    let login = browser
+        .get(&bed.platform.launch_url(&launch))
+        .await
+        .unwrap();
+    let authorize = browser
+        .get(login.location.as_deref().expect("login redirects"))
+        .await
+        .unwrap();
+    let form = authorize
+        .autosubmit_form()
+        .expect("the platform's form post");
+    let posted = Instant::now();
+    let page = browser.post_form(&form.action, &form.fields).await.unwrap();
+    let client = posted.elapsed().as_secs_f64() * 1000.0;
+    let flow = start.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(page.status, 303, "{}", page.body);
+    let location = page.location.clone().unwrap();
+    assert!(location.contains("/session/"), "{location}");
+    let server: f64 = page
+        .header("server-timing")
+        .and_then(|v| v.split("dur=").nth(1))
+        .and_then(|d| d.parse().ok())
+        .expect("Server-Timing");
+    (server, client, flow, location)
+}
+
+async fn warm_claims(bed: &Bed) {
+    let vms = converge(bed, "warm containers for every launch", |v| {
+        warm(v) > ROUNDS
+    })
+    .await;
+    let before: HashMap<String, VmState> = vms.into_iter().map(|v| (v.id, v.state)).collect();
+    // A server that has served before: the platform's keys fetched, the
+    // catalog loaded, connections open.
+    launch(bed, "warm-up").await;
+    // The page's browser: one client, as a browser keeps its own (a fresh
+    // reqwest client per request costs tens of ms to set up, not labpool's).
+    let page_client = reqwest::Client::new();
+    let (mut server, mut client, mut flow, mut first) = (vec![], vec![], vec![], vec![]);
+    for round in 0..ROUNDS {
+        let (s, c, f, location) = launch(bed, &format!("student-{round}")).await;
+        // The clock starts at the redirect: the page, then its socket.
+        let start = Instant::now();
+        let html = page_client.get(&location).send().await.unwrap();
+        assert_eq!(html.status(), 200);
+        html.text().await.unwrap();
+        let page = start.elapsed();
+        let socket = first_output(&socket_url(&bed.base, &location)).await;
+        let total = start.elapsed().as_secs_f64() * 1000.0;
+        println!(
+            "  launch {}: post {s:.1} ms server-side, {c:.1} ms client-side, whole flow {f:.1} ms; redirect -> first shell byte {total:.0} ms (page {:.0} ms, socket -> byte {:.0} ms)",
+            round + 1,
+            page.as_secs_f64() * 1000.0,
+            socket.as_secs_f64() * 1000.0
+        );
+        server.push(s);
+        client.push(c);
+        flow.push(f);
+        first.push(total);
+    }
+    // Every launch got a container that was already warm.
+    for s in bed.store.live_sessions().await.unwrap() {
+        assert_eq!(
+            before.get(&s.vm_id),
+            Some(&VmState::Warm),
+            "session {} on a container that was not warm",
+            s.id
+        );
+    }
+    println!(
+        "containers: {}",
+        p50_max(
+            "warm claim, LTI launch post -> redirect to the session page, server-side",
+            server
+        )
+    );
+    println!(
+        "containers: {}",
+        p50_max("warm claim, launch post, client-side (loopback)", client)
+    );
+    println!(
+        "containers: {}",
+        p50_max(
+            "warm claim, whole LTI flow (login initiation, platform authorization, launch post)",
+            flow
+        )
+    );
+    println!(
+        "containers: {}",
+        p50_max(
+            "redirect -> session page -> terminal socket -> first shell byte",
+            first
+        )
+    );
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test` runs benches without --bench: this one needs Docker.
+        return;
+    }
+    // The runtime (and allocator settings) of `labpool serve`.
+    let rt = labpool::ops::runtime().unwrap();
+    rt.block_on(async {
+        let bed = bed().await;
+        cold_start(&bed).await;
+        warm_claims(&bed).await;
+        // Everything goes: the sessions end, the course is removed, and
+        // labpool destroys its containers and their networks.
+        for s in bed.store.live_sessions().await.unwrap() {
+            bed.store
+                .end_session(&s.id, "bench", now_ms())
+                .await
+                .unwrap();
+        }
+        std::fs::remove_file(
+            bed.dir
+                .path()
+                .join("courses")
+                .join(format!("{COURSE}.yaml")),
+        )
+        .unwrap();
+        converge(&bed, "every container removed", |v| v.is_empty()).await;
+        bed.platform.shutdown().await;
+    });
+}
