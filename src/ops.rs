@@ -169,7 +169,10 @@ pub async fn plan(common: Common, format: Output) -> anyhow::Result<u8> {
         eprintln!("labpool: the course folder is invalid; `serve` keeps the last good revision");
     }
     let reconciler = Reconciler::new(config, store).await?;
-    let plan = reconciler.dry_run().await?;
+    let (plan, down) = reconciler.dry_run().await?;
+    for (host, error) in &down {
+        eprintln!("labpool: host `{host}` does not answer (nothing is planned on it): {error}");
+    }
     let mut out = std::io::stdout().lock();
     match format {
         Output::Json => {

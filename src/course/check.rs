@@ -243,14 +243,32 @@ fn runtime(view: &View<'_>, out: &mut Vec<Diagnostic>) {
     let present = |p: &str| view.value.pointer(p).is_some();
     let misplaced: &[(&str, &str)] = match runtime {
         Runtime::Container => &[
-            ("/image", "`image` names a VM base image; a container course names its image in `container.image`"),
-            ("/vm", "`vm` sizes a VM; a container's limits are `container.cpus` and `container.memory`"),
-            ("/session/ssh", "a container has no SSH login: its terminal is a shell started in it (`container.shell`, `container.user`)"),
-            ("/readiness/port", "a container has no readiness port: use `readiness.command` or `readiness.console_marker`"),
+            (
+                "/image",
+                "`image` names a VM base image; a container course names its image in `container.image`",
+            ),
+            (
+                "/vm",
+                "`vm` sizes a VM; a container's limits are `container.cpus` and `container.memory`",
+            ),
+            (
+                "/session/ssh",
+                "a container has no SSH login: its terminal is a shell started in it (`container.shell`, `container.user`)",
+            ),
+            (
+                "/readiness/port",
+                "a container has no readiness port: use `readiness.command` or `readiness.console_marker`",
+            ),
         ],
         Runtime::Vm => &[
-            ("/container", "`container` is for `runtime: container` courses; add that, or remove `container`"),
-            ("/readiness/command", "`readiness.command` runs in a container; a VM course proves readiness by `console_marker` or `port`"),
+            (
+                "/container",
+                "`container` is for `runtime: container` courses; add that, or remove `container`",
+            ),
+            (
+                "/readiness/command",
+                "`readiness.command` runs in a container; a VM course proves readiness by `console_marker` or `port`",
+            ),
         ],
     };
     for (pointer, message) in misplaced {
@@ -265,7 +283,8 @@ fn runtime(view: &View<'_>, out: &mut Vec<Diagnostic>) {
             out,
             "/session/console",
             Code::RuntimeMismatch,
-            "`console: ssh` is for VMs: a container's terminal is a shell started in it".to_string(),
+            "`console: ssh` is for VMs: a container's terminal is a shell started in it"
+                .to_string(),
         );
     }
     if runtime == Runtime::Container

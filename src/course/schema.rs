@@ -51,8 +51,14 @@ fn require_by_runtime(value: &mut Value) {
             "required": ["runtime"]
         }),
     );
-    root.insert("then".into(), serde_json::json!({ "required": ["container"] }));
-    root.insert("else".into(), serde_json::json!({ "required": ["image", "vm"] }));
+    root.insert(
+        "then".into(),
+        serde_json::json!({ "required": ["container"] }),
+    );
+    root.insert(
+        "else".into(),
+        serde_json::json!({ "required": ["image", "vm"] }),
+    );
 }
 
 /// Two adjustments to what schemars generates, applied everywhere:

@@ -425,10 +425,16 @@ mod tests {
         // Default readiness: the terminal's own shell starts and exits 0.
         assert_eq!(
             c.probe(),
-            Probe::Command(vec!["/bin/ash".into(), "-l".into(), "-c".into(), "exit 0".into()])
+            Probe::Command(vec![
+                "/bin/ash".into(),
+                "-l".into(),
+                "-c".into(),
+                "exit 0".into()
+            ])
         );
         // Written back, a VM course stays as it was: no `runtime: vm` added.
-        let vm = serde_json::to_value(course(serde_json::json!({}), serde_json::json!({}))).unwrap();
+        let vm =
+            serde_json::to_value(course(serde_json::json!({}), serde_json::json!({}))).unwrap();
         assert!(vm.get("runtime").is_none() && vm.get("container").is_none());
     }
 

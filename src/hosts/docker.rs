@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummaryStateEnum, HostConfig, NetworkCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
     LogsOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -65,9 +67,14 @@ pub fn connect(config: &LabpoolHost) -> Result<Docker, HostError> {
         Docker::connect_with_unix(uri, REQUEST_TIMEOUT, version)
     } else {
         match &config.tls {
-            Some(tls) => {
-                Docker::connect_with_ssl(uri, &tls.key, &tls.cert, &tls.ca, REQUEST_TIMEOUT, version)
-            }
+            Some(tls) => Docker::connect_with_ssl(
+                uri,
+                &tls.key,
+                &tls.cert,
+                &tls.ca,
+                REQUEST_TIMEOUT,
+                version,
+            ),
             None => Docker::connect_with_http(uri, REQUEST_TIMEOUT, version),
         }
     };
@@ -88,13 +95,36 @@ pub fn error(host: &str, op: &'static str, e: DockerError) -> HostError {
         },
         e => HostError::Unreachable {
             host: host.to_string(),
-            message: e.to_string(),
+            message: with_causes(&e),
         },
     }
 }
 
+/// An error and what caused it: the client's own message ("client error
+/// (SendRequest)") says little; the cause says "connection refused" or which
+/// certificate the engine refused.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
+}
+
 fn not_found(e: &DockerError) -> bool {
-    matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn labelled() -> HashMap<&'static str, Vec<&'static str>> {
@@ -166,10 +196,16 @@ pub async fn create(docker: &Docker, host: &str, new: &NewContainer<'_>) -> Resu
         options: Some(HashMap::from([
             // No traffic between containers on the network (there is only
             // one, but the engine must not let a second one in either)...
-            ("com.docker.network.bridge.enable_icc".into(), "false".into()),
+            (
+                "com.docker.network.bridge.enable_icc".into(),
+                "false".into(),
+            ),
             // ...and no address for the host on its bridge: nothing on the
             // host answers the container.
-            ("com.docker.network.bridge.inhibit_ipv4".into(), "true".into()),
+            (
+                "com.docker.network.bridge.inhibit_ipv4".into(),
+                "true".into(),
+            ),
         ])),
         labels: Some(labels.clone()),
         ..Default::default()
@@ -195,13 +231,19 @@ pub async fn create(docker: &Docker, host: &str, new: &NewContainer<'_>) -> Resu
             pids_limit: Some(512),
             init: Some(true),
             network_mode: Some(new.network.to_string()),
-            cap_drop: Some(vec!["NET_RAW".into(), "NET_ADMIN".into(), "SYS_ADMIN".into()]),
+            cap_drop: Some(vec![
+                "NET_RAW".into(),
+                "NET_ADMIN".into(),
+                "SYS_ADMIN".into(),
+            ]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             ..Default::default()
         }),
         ..Default::default()
     };
-    let options = CreateContainerOptionsBuilder::default().name(new.name).build();
+    let options = CreateContainerOptionsBuilder::default()
+        .name(new.name)
+        .build();
     docker
         .create_container(Some(options), body)
         .await
@@ -214,7 +256,12 @@ pub async fn create(docker: &Docker, host: &str, new: &NewContainer<'_>) -> Resu
 
 /// Removes a lab's container (with its anonymous volumes) and its network.
 /// Either being gone already is fine: destroys are retried.
-pub async fn destroy(docker: &Docker, host: &str, container: &str, network: &str) -> Result<(), HostError> {
+pub async fn destroy(
+    docker: &Docker,
+    host: &str,
+    container: &str,
+    network: &str,
+) -> Result<(), HostError> {
     remove_container(docker, host, container).await?;
     remove_network(docker, host, network).await
 }
@@ -239,7 +286,12 @@ async fn remove_network(docker: &Docker, host: &str, name: &str) -> Result<(), H
 
 /// Removes one orphan, after checking again that it carries labpool's label:
 /// ownership is decided by the label, never by a name from an earlier listing.
-pub async fn remove_orphan(docker: &Docker, host: &str, is_container: bool, name: &str) -> Result<(), HostError> {
+pub async fn remove_orphan(
+    docker: &Docker,
+    host: &str,
+    is_container: bool,
+    name: &str,
+) -> Result<(), HostError> {
     if is_container {
         match docker.inspect_container(name, None).await {
             Ok(c) => {
@@ -256,21 +308,49 @@ pub async fn remove_orphan(docker: &Docker, host: &str, is_container: bool, name
         }
         remove_container(docker, host, name).await
     } else {
-        if vm_id_of_network(name).is_none() {
+        let Some(id) = vm_id_of_network(name) else {
             return Ok(());
-        }
-        match docker.inspect_network(name, None).await {
-            Ok(n) if n.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_VM)) => {}
+        };
+        let network = match docker.inspect_network(name, None).await {
+            Ok(n) if n.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_VM)) => n,
             Ok(_) => return Ok(()),
             Err(e) if not_found(&e) => return Ok(()),
             Err(e) => return Err(error(host, "inspect network", e)),
+        };
+        // A network still holding its lab's own container (an orphan of the
+        // same lab, collected in the same pass) cannot go first: that
+        // container goes with it. Anything else attached is not ours to
+        // remove, and keeps the network.
+        for attached in network.containers.unwrap_or_default().into_keys() {
+            let own = match docker.inspect_container(&attached, None).await {
+                Ok(c) => c
+                    .config
+                    .and_then(|c| c.labels)
+                    .is_some_and(|l| l.get(LABEL_VM).is_some_and(|v| v == id)),
+                Err(e) if not_found(&e) => continue,
+                Err(e) => return Err(error(host, "inspect container", e)),
+            };
+            if !own {
+                return Err(HostError::Failed {
+                    host: host.to_string(),
+                    op: "remove network",
+                    message: format!("`{name}` is in use by a container that is not its lab's"),
+                });
+            }
+            remove_container(docker, host, &attached).await?;
         }
         remove_network(docker, host, name).await
     }
 }
 
 /// Runs `cmd` in the container to its end: its exit code.
-pub async fn run(docker: &Docker, host: &str, container: &str, cmd: &[String], user: Option<&str>) -> Result<i64, HostError> {
+pub async fn run(
+    docker: &Docker,
+    host: &str,
+    container: &str,
+    cmd: &[String],
+    user: Option<&str>,
+) -> Result<i64, HostError> {
     let exec = docker
         .create_exec(
             container,
@@ -300,7 +380,13 @@ pub async fn run(docker: &Docker, host: &str, container: &str, cmd: &[String], u
 
 /// Waits until `cmd` exits 0 in the container, trying again with a growing
 /// pause. The caller's timeout ends the wait.
-pub async fn wait_for_command(docker: &Docker, host: &str, container: &str, cmd: &[String], user: Option<&str>) -> Result<(), String> {
+pub async fn wait_for_command(
+    docker: &Docker,
+    host: &str,
+    container: &str,
+    cmd: &[String],
+    user: Option<&str>,
+) -> Result<(), String> {
     let mut pause = Duration::from_millis(50);
     loop {
         match run(docker, host, container, cmd, user).await {

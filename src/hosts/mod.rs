@@ -180,7 +180,11 @@ impl Host {
     }
 
     /// Removes a lab: its domain and overlay, or its container and network.
-    pub async fn destroy_any(self: &Arc<Self>, domain: &str, volume: &str) -> Result<(), HostError> {
+    pub async fn destroy_any(
+        self: &Arc<Self>,
+        domain: &str,
+        volume: &str,
+    ) -> Result<(), HostError> {
         match self.runtime() {
             crate::course::spec::Runtime::Vm => {
                 let (domain, volume) = (domain.to_string(), volume.to_string());
@@ -194,7 +198,11 @@ impl Host {
 
     /// Removes one orphan: a domain or container (`is_domain`), or a volume
     /// or network.
-    pub async fn remove_orphan_any(self: &Arc<Self>, is_domain: bool, name: &str) -> Result<(), HostError> {
+    pub async fn remove_orphan_any(
+        self: &Arc<Self>,
+        is_domain: bool,
+        name: &str,
+    ) -> Result<(), HostError> {
         match self.runtime() {
             crate::course::spec::Runtime::Vm => {
                 let name = name.to_string();

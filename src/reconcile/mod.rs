@@ -596,8 +596,9 @@ impl Reconciler {
         }
     }
 
-    /// Plans without acting or writing anything: what a pass would do now.
-    pub async fn dry_run(&self) -> Result<Plan, StoreError> {
+    /// Plans without acting or writing anything: what a pass would do now,
+    /// and the hosts that did not answer (name, why).
+    pub async fn dry_run(&self) -> Result<(Plan, Vec<(String, String)>), StoreError> {
         let now = now_ms();
         let courses = match &self.inner.config.source.git {
             // A Git source: what was fetched and applied last.
@@ -610,11 +611,17 @@ impl Reconciler {
         };
         // Orphans count as first seen now: a dry run collects none.
         let world = self.observe_world(now, &mut HashMap::new()).await?;
-        Ok(plan::plan(
+        let plan = plan::plan(
             &self.desired_with_demand(&courses, now).await?,
             &world.observed,
             &self.policy(),
-        ))
+        );
+        let down = world
+            .host_errors
+            .into_iter()
+            .filter_map(|(host, error)| error.map(|e| (host, e)))
+            .collect();
+        Ok((plan, down))
     }
 
     /// Looks at every host and the store (see [`observe::observe`]).

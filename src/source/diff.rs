@@ -192,8 +192,7 @@ pub fn diff(
     for c in head {
         pairs.entry(c.name.as_str()).or_default().1 = Some(c);
     }
-    let catalog =
-        |c: &Course| images.and_then(|i| c.image.as_ref().and_then(|name| i.get(name)));
+    let catalog = |c: &Course| images.and_then(|i| c.image.as_ref().and_then(|name| i.get(name)));
     let mut courses = Vec::new();
     let mut summary = Summary::default();
     for (name, pair) in &pairs {
@@ -432,7 +431,11 @@ fn changed(
                 fields.push(change("command", list(&bc.command), list(&hc.command)));
             }
             if bc.user != hc.user {
-                fields.push(change("user", or_none(bc.user.clone()), or_none(hc.user.clone())));
+                fields.push(change(
+                    "user",
+                    or_none(bc.user.clone()),
+                    or_none(hc.user.clone()),
+                ));
             }
             if bc.shell != hc.shell {
                 fields.push(change("shell", list(&bc.shell), list(&hc.shell)));

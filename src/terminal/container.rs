@@ -24,7 +24,12 @@ pub struct ExecTarget {
 }
 
 /// Starts the shell in the container and pumps it on a task of its own.
-pub async fn open(docker: Docker, target: &ExecTarget, cols: u16, rows: u16) -> Result<Console, ConsoleError> {
+pub async fn open(
+    docker: Docker,
+    target: &ExecTarget,
+    cols: u16,
+    rows: u16,
+) -> Result<Console, ConsoleError> {
     let host = target.host.as_str();
     let exec = docker
         .create_exec(
@@ -54,7 +59,11 @@ pub async fn open(docker: Docker, target: &ExecTarget, cols: u16, rows: u16) -> 
         )
         .await
         .map_err(|e| error(host, "start exec", e))?;
-    let StartExecResults::Attached { mut output, mut input } = started else {
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = started
+    else {
         return Err(ConsoleError::Other("the exec started detached".into()));
     };
     let (in_tx, mut in_rx) = mpsc::channel::<ConsoleInput>(OUTPUT_BUFFER);

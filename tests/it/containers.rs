@@ -904,7 +904,11 @@ async fn students_containers_reach_neither_each_other_nor_the_host() {
     }
     let script: String = targets
         .iter()
-        .map(|ip| format!("(timeout 5 nc -w 3 {ip} {port} </dev/null; echo \"{ip} rc=$?\") & "))
+        .map(|ip| {
+            format!(
+                "(o=$(timeout 5 nc -w 3 {ip} {port} </dev/null 2>&1); echo \"{ip} rc=$? $o\") & "
+            )
+        })
         .chain(["wait".to_string()])
         .collect();
     let (_, out) = exec(&docker, &a.domain, "student", &script).await;
@@ -919,4 +923,67 @@ async fn students_containers_reach_neither_each_other_nor_the_host() {
         assert!(out.contains(&format!("{ip} rc=")), "{ip}: {out}");
     }
     serving.abort();
+}
+
+// ---------------------------------------------------------------------------
+// A Docker host reached over TCP with TLS client certificates.
+
+/// Where `deploy/dev/docker tls` keeps the dev engine's CA and labpool's
+/// client certificate; the engine also listens on TLS_ENGINE with them.
+const TLS_DIR: &str = "/var/lib/labpool/docker-tls";
+const TLS_ENGINE: &str = "tcp://127.0.0.1:2376";
+
+fn tls_host(name: &str, cert: &str, key: &str) -> labpool::config::HostConfig {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "runtime": "container",
+        "uri": TLS_ENGINE,
+        "tls": {
+            "ca": format!("{TLS_DIR}/ca.pem"),
+            "cert": format!("{TLS_DIR}/{cert}"),
+            "key": format!("{TLS_DIR}/{key}"),
+        },
+        "capacity": { "vms": 4, "memory": "1GiB", "vcpus": 2 },
+    }))
+    .expect("a host configuration")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_host_over_tls_needs_labpools_client_certificate() {
+    const COURSE: &str = "itc-tls";
+    let _turn = turn().await;
+    let _cleanup = Cleanup::course(COURSE);
+    // The engine's own certificate is not a client's (serverAuth only): the
+    // engine refuses it, and the host is unreachable, saying why.
+    let refused =
+        labpool::hosts::Host::new(tls_host("tls-bad", "server-cert.pem", "server-key.pem"));
+    let err = refused
+        .inventory_any()
+        .await
+        .expect_err("the engine refuses a certificate that is not a client's");
+    assert!(err.is_unreachable(), "{err}");
+    assert!(err.to_string().contains("tls-bad"), "{err}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "the reason names the certificate: {err}"
+    );
+    // labpool's client certificate: the inventory answers...
+    let good = labpool::hosts::Host::new(tls_host("tls", "cert.pem", "key.pem"));
+    good.inventory_any()
+        .await
+        .expect("the engine answers labpool's client certificate");
+    // ...and a whole pool comes up through it, as on the socket.
+    let lab = Lab::new();
+    lab.course_text(COURSE, &course_text(COURSE, 1, 2, "{ expiry: 1h }"));
+    let head = format!(
+        "reconcile: {{ boots_per_host: 2, orphan_grace: 1h, backoff: 1s }}\nhosts:\n  - name: tls\n    runtime: container\n    uri: \"{TLS_ENGINE}\"\n    tls: {{ ca: {TLS_DIR}/ca.pem, cert: {TLS_DIR}/cert.pem, key: {TLS_DIR}/key.pem }}\n    capacity: {{ vms: 4, memory: 1GiB, vcpus: 2 }}\n"
+    );
+    let w = World::start(lab, Db::Sqlite, &head, "a warm container over TLS", |vms| {
+        count(vms, COURSE, VmState::Warm) == 1
+    })
+    .await;
+    let vms = w.store.vms().await.unwrap();
+    let warm = vms.iter().find(|v| v.course == COURSE).expect("its row");
+    // Seen on the engine's socket too: the same engine, reached over TLS.
+    assert!(container_exists(&engine().await, &warm.domain).await);
 }

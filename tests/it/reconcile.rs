@@ -160,7 +160,7 @@ async fn raising_warm_converges_in_one_pass_and_deleting_the_file_drains() {
         .expect("rejection event");
     // `plan` on the broken folder shows the pools as kept, and writes nothing.
     let before = r.store().events(1000).await.unwrap().len();
-    let dry = r.dry_run().await.unwrap();
+    let (dry, _) = r.dry_run().await.unwrap();
     assert!(dry.actions.is_empty(), "{:?}", dry.actions);
     assert_eq!(dry.courses[0].target, 5);
     assert_eq!(r.store().events(1000).await.unwrap().len(), before);
