@@ -272,9 +272,21 @@ async fn remove_container(docker: &Docker, host: &str, name: &str) -> Result<(),
         .v(true)
         .build();
     match docker.remove_container(name, Some(options)).await {
-        Err(e) if !not_found(&e) => Err(error(host, "remove container", e)),
+        // 409: another task is removing it already (an orphan network and
+        // its container collected in the same pass).
+        Err(e) if !not_found(&e) && !conflict(&e) => Err(error(host, "remove container", e)),
         _ => Ok(()),
     }
+}
+
+fn conflict(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 409,
+            ..
+        }
+    )
 }
 
 async fn remove_network(docker: &Docker, host: &str, name: &str) -> Result<(), HostError> {
@@ -339,7 +351,19 @@ pub async fn remove_orphan(
             }
             remove_container(docker, host, &attached).await?;
         }
-        remove_network(docker, host, name).await
+        // A container removed just now (here or by its own collection) may
+        // hold its endpoint for a moment longer.
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match remove_network(docker, host, name).await {
+                Err(e) if pause < Duration::from_secs(2) => {
+                    tracing::debug!(error = %e, "network still in use; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                done => return done,
+            }
+        }
     }
 }
 
