@@ -987,3 +987,42 @@ async fn a_docker_host_over_tls_needs_labpools_client_certificate() {
     // Seen on the engine's socket too: the same engine, reached over TLS.
     assert!(container_exists(&engine().await, &warm.domain).await);
 }
+
+// ---------------------------------------------------------------------------
+// Where Docker is missing.
+
+#[tokio::test]
+async fn without_docker_the_vm_courses_run_and_the_missing_engine_is_named() {
+    // No engine on the socket: the container course waits, the VM course
+    // (on a libvirt test host) comes up all the same. Needs no Docker.
+    let lab = Lab::new();
+    lab.course("vm-only", "tiny", "64MiB", 1, 2);
+    lab.course_text(
+        "itc-no-engine",
+        &course_text("itc-no-engine", 1, 2, "{ expiry: 1h }"),
+    );
+    let head = format!(
+        "reconcile: {{ boots_per_host: 4, orphan_grace: 1h, backoff: 1s }}\nhosts:\n  - name: vms\n    uri: \"{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 10, memory: 16GiB, vcpus: 16 }}\n  - name: gone-docker\n    runtime: container\n    uri: unix:///nonexistent/docker.sock\n    capacity: {{ vms: 4, memory: 1GiB, vcpus: 2 }}\nimages:\n  tiny: {{ volume: base.qcow2 }}\n",
+        lab.test_host("vms")
+    );
+    let r = lab.reconciler(lab.config(&head)).await;
+    assert_eq!(r.check_engines().await, vec!["gone-docker".to_string()]);
+    converge(&r, Duration::from_secs(30), "the VM course warm", |vms| {
+        count(vms, "vm-only", VmState::Warm) == 1
+    })
+    .await;
+    let (plan, down) = r.dry_run().await.unwrap();
+    let (host, why) = down.first().expect("the missing engine is named");
+    assert_eq!(host, "gone-docker");
+    assert!(why.contains("/nonexistent/docker.sock"), "{why}");
+    let waiting = plan
+        .courses
+        .iter()
+        .find(|c| c.course == "itc-no-engine")
+        .expect("the container course is planned");
+    assert_eq!(waiting.warm, 0);
+    assert!(waiting.shortfall.is_some(), "{waiting:?}");
+    let vms = r.store().vms().await.unwrap();
+    assert_eq!(count(&vms, "itc-no-engine", VmState::Warm), 0);
+    assert!(vms.iter().all(|v| v.host == "vms"), "{vms:?}");
+}
