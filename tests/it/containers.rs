@@ -1026,3 +1026,74 @@ async fn without_docker_the_vm_courses_run_and_the_missing_engine_is_named() {
     assert_eq!(count(&vms, "itc-no-engine", VmState::Warm), 0);
     assert!(vms.iter().all(|v| v.host == "vms"), "{vms:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Reset and removal, as for VMs.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_and_a_removed_course_treat_containers_as_they_treat_vms() {
+    const COURSE: &str = "itc-reset";
+    let _turn = turn().await;
+    let _clean = Cleanup::course(COURSE);
+    let w = world(COURSE, 1, 3, "{ expiry: 1h, idle: 30m }").await;
+    let docker = engine().await;
+    let (session, token) = session_of(&w.launch(&w.student("dave")).await);
+    let first = vm_of(&w, &session).await;
+    converge(
+        &w.reconciler,
+        Duration::from_secs(60),
+        "a warm container again",
+        |vms| count(vms, COURSE, VmState::Warm) == 1,
+    )
+    .await;
+    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    tab.read_until(0, "$ ", Duration::from_secs(20)).await;
+    run(&mut tab, "touch /tmp/mine; ls /tmp/mi''ne", "/tmp/mine").await;
+
+    // An admin reset: a fresh container for the same session; the open page
+    // moves to it at once, and the old container and its network go.
+    let admin = labpool::admin::Admin::new(w.reconciler.clone(), w.gateway.clone());
+    let by = labpool::admin::Principal {
+        token_id: "t".into(),
+        name: "instructor".into(),
+        scope: labpool::admin::Scope::Admin,
+    };
+    let at = tab.out.len();
+    let done = admin.reset_session(&session, &by).await.expect("reset");
+    assert_eq!(done.old_vm, first.id);
+    tab.read_until(at, "Your VM was reset", Duration::from_secs(10))
+        .await;
+    run(&mut tab, "test -e /tmp/mine || echo fre''sh", "fresh").await;
+    let fresh = vm_of(&w, &session).await;
+    assert_ne!(fresh.domain, first.domain);
+    converge(
+        &w.reconciler,
+        Duration::from_secs(60),
+        "the old container gone",
+        |vms| vms.iter().all(|v| v.id != first.id),
+    )
+    .await;
+    assert!(!container_exists(&docker, &first.domain).await);
+    assert!(!network_exists(&docker, &first.volume).await);
+
+    // The course leaves the source: its warm containers go, the student
+    // keeps theirs, and the terminal still works in it.
+    w.lab.remove_course(COURSE);
+    converge(
+        &w.reconciler,
+        Duration::from_secs(60),
+        "the removed course's warm container gone",
+        |vms| count(vms, COURSE, VmState::Warm) == 0 && vms.iter().any(|v| v.id == fresh.id),
+    )
+    .await;
+    assert!(container_exists(&docker, &fresh.domain).await);
+    run(&mut tab, "echo st''ill", "still").await;
+    let warm_gone: Vec<String> = labelled(&docker)
+        .await
+        .into_iter()
+        .filter(|(_, l)| l.get(LABEL_COURSE).map(String::as_str) == Some(COURSE))
+        .filter(|(_, l)| l.get(LABEL_VM) != Some(&fresh.id))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(warm_gone.is_empty(), "left behind: {warm_gone:?}");
+}
