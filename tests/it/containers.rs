@@ -963,9 +963,15 @@ async fn a_docker_host_over_tls_needs_labpools_client_certificate() {
         .expect_err("the engine refuses a certificate that is not a client's");
     assert!(err.is_unreachable(), "{err}");
     assert!(err.to_string().contains("tls-bad"), "{err}");
+    // Usually the engine's alert ("BadCertificate"); in TLS 1.3 the client
+    // may write its request before the alert arrives, and then hears only
+    // that the engine hung up.
+    let why = err.to_string().to_lowercase();
     assert!(
-        err.to_string().to_lowercase().contains("certificate"),
-        "the reason names the certificate: {err}"
+        ["certificate", "reset", "broken pipe", "closed", "eof"]
+            .iter()
+            .any(|w| why.contains(w)),
+        "the reason says what happened: {err}"
     );
     // labpool's client certificate: the inventory answers...
     let good = labpool::hosts::Host::new(tls_host("tls", "cert.pem", "key.pem"));
