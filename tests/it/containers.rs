@@ -1103,3 +1103,41 @@ async fn a_reset_and_a_removed_course_treat_containers_as_they_treat_vms() {
         .collect();
     assert!(warm_gone.is_empty(), "left behind: {warm_gone:?}");
 }
+
+// ---------------------------------------------------------------------------
+// A course's own command, proved ready by a marker in its output.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_running_its_own_command_is_ready_by_its_output_marker() {
+    const COURSE: &str = "itc-marker";
+    let _turn = turn().await;
+    let _clean = Cleanup::course(COURSE);
+    let lab = Lab::new();
+    // The marker comes a moment after start, from the course's own command;
+    // the terminal's shell is another program than the main process.
+    lab.course_text(
+        COURSE,
+        &format!(
+            "name: {COURSE}\ntitle: Marker\nruntime: container\ncontainer:\n  image: {IMAGE}\n  cpus: 0.25\n  memory: 64MiB\n  command: [sh, -c, 'sleep 1; echo LAB-READY; exec sleep 100000']\n  shell: [/bin/sh, -l]\npool: {{ warm: 1, max: 2 }}\nreadiness: {{ console_marker: LAB-READY, timeout: 30s }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+        ),
+    );
+    let r = lab.reconciler(lab.config(&head("1h"))).await;
+    let vms = converge(&r, Duration::from_secs(60), "warm by its marker", |vms| {
+        count(vms, COURSE, VmState::Warm) == 1
+    })
+    .await;
+    let vm = vms.iter().find(|v| v.course == COURSE).unwrap();
+    // Warm only once the marker was printed: at least the command's second.
+    let ready_after = vm.ready_at.expect("ready_at") - vm.created_at;
+    assert!(ready_after >= 1000, "warm {ready_after} ms after creation");
+    let docker = engine().await;
+    let (code, out) = exec(
+        &docker,
+        &vm.domain,
+        "root",
+        "cat /proc/1/cmdline | tr '\\0' ' '",
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("sleep 100000"), "PID 1 runs {out:?}");
+}
