@@ -71,10 +71,16 @@ impl OwnPool {
 }
 
 impl Drop for OwnPool {
-    /// Also removes any guest of the test's course a failed run left behind.
+    /// Also removes any guest of the test's course a failed run left behind:
+    /// only guests whose disk is a volume of this pool. Tests running at the same
+    /// time may share a course name (the terminal tests all use one), and
+    /// removing their guests by name pulled VMs from under their students.
     fn drop(&mut self) {
+        let in_pool = format!("pool='{}'", self.0);
         for domain in virsh(&["list", "--all", "--name"]).lines() {
-            if domain.starts_with(&format!("labpool-{}-", self.1)) {
+            if domain.starts_with(&format!("labpool-{}-", self.1))
+                && virsh(&["dumpxml", domain]).contains(&in_pool)
+            {
                 virsh(&["destroy", domain]);
                 virsh(&["undefine", domain]);
             }
