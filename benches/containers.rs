@@ -19,34 +19,26 @@
 //! No pass runs between the launches, so no refill competes with them.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures_util::StreamExt;
-use labpool::config::Config;
-use labpool::http::App;
-use labpool::lms::{Browser, Launch, Platform, ToolRegistration};
-use labpool::reconcile::{Reconciler, now_ms};
-use labpool::store::{Store, VmRow, VmState};
-use tokio_tungstenite::tungstenite::Message;
+use labpool::lms::{Browser, Launch, Platform};
+use labpool::reconcile::now_ms;
+use labpool::store::{VmRow, VmState};
+
+#[path = "support/bed.rs"]
+mod bed;
+use bed::{Bed, CLIENT, DEPLOYMENT, converge, first_output, socket_url};
 
 /// Containers started cold, and launches then made.
 const ROUNDS: usize = 10;
 const COURSE: &str = "bench-containers";
-const CLIENT: &str = "bench-client";
-const DEPLOYMENT: &str = "bench-deployment";
 const IMAGE: &str = "labpool/busybox:1";
 
-struct Bed {
-    dir: tempfile::TempDir,
-    platform: Platform,
-    reconciler: Reconciler,
-    store: Store,
-    base: String,
-}
+/// Removes what a bench that failed half-way left on the engine: found by
+/// the course label labpool gives its containers; nothing else goes.
+struct LeftoversGo;
 
-impl Drop for Bed {
-    /// A bench that failed half-way leaves none of its containers behind
-    /// (found by the course label labpool gives them; nothing else goes).
+impl Drop for LeftoversGo {
     fn drop(&mut self) {
         let docker = |args: &[&str]| {
             std::process::Command::new("docker")
@@ -77,63 +69,16 @@ async fn bed() -> Bed {
     let courses = dir.path().join("courses");
     std::fs::create_dir(&courses).unwrap();
     std::fs::write(courses.join(format!("{COURSE}.yaml")), course_text(0)).unwrap();
-    let platform = Platform::start().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     // orphan_grace: 1h, so another labpool's containers on this engine are
     // never this one's to collect.
-    let text = format!(
+    let body = format!(
         "database: \"sqlite:{db}\"\nsource: {{ folder: {courses} }}\nreconcile: {{ boots_per_host: 1, orphan_grace: 1h }}\n\
-         hosts:\n  - name: docker\n    runtime: container\n    uri: unix:///var/run/docker.sock\n    capacity: {{ vms: {vms}, memory: 8GiB, vcpus: 8, cpu_overcommit: 4 }}\n\
-         lti:\n  base_url: \"{base}\"\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+         hosts:\n  - name: docker\n    runtime: container\n    uri: unix:///var/run/docker.sock\n    capacity: {{ vms: {vms}, memory: 8GiB, vcpus: 8, cpu_overcommit: 4 }}\n",
         db = dir.path().join("labpool.db").display(),
         courses = courses.display(),
         vms = 2 * ROUNDS + 2,
-        iss = platform.issuer(),
-        auth = platform.auth_url(),
-        token = platform.token_url(),
-        jwks = platform.jwks_url(),
     );
-    let file = dir.path().join("labpool.yaml");
-    std::fs::write(&file, text).unwrap();
-    let config = Config::load(&file).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
-    let store = Store::open(config.database.expose()).await.unwrap();
-    let reconciler = Reconciler::new(config, store.clone()).await.unwrap();
-    let app = App::new(reconciler.clone()).await.unwrap();
-    tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
-    platform.register_tool(ToolRegistration {
-        client_id: CLIENT.into(),
-        deployment_id: DEPLOYMENT.into(),
-        login_url: format!("{base}/lti/login"),
-        redirect_uris: vec![format!("{base}/lti/launch")],
-        jwks_url: format!("{base}/lti/jwks"),
-        target_link_uri: format!("{base}/lti/launch"),
-    });
-    Bed {
-        dir,
-        platform,
-        reconciler,
-        store,
-        base,
-    }
-}
-
-/// Runs reconcile passes until `done` holds for the VMs.
-async fn converge(bed: &Bed, what: &str, done: impl Fn(&[VmRow]) -> bool) -> Vec<VmRow> {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        bed.reconciler.pass().await.unwrap();
-        bed.reconciler.settle().await;
-        let vms = bed.store.vms().await.unwrap();
-        if done(&vms) {
-            return vms;
-        }
-        if Instant::now() > deadline {
-            let events = bed.store.events(20).await.unwrap_or_default();
-            panic!("{what}: not reached; VMs: {vms:#?}\nevents: {events:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    bed::start(dir, Platform::start().await.unwrap(), &body).await
 }
 
 fn warm(vms: &[VmRow]) -> usize {
@@ -201,34 +146,6 @@ async fn cold_start(bed: &Bed) {
     );
 }
 
-/// Reads frames until the first byte of the shell's output.
-async fn first_output(url: &str) -> Duration {
-    let start = Instant::now();
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket");
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => return start.elapsed(),
-            Ok(Some(Ok(Message::Close(c)))) => panic!("closed: {c:?}"),
-            Ok(Some(Ok(_))) => {}
-            other => panic!("no shell output: {other:?}"),
-        }
-    }
-}
-
-fn socket_url(base: &str, location: &str) -> String {
-    let url = url::Url::parse(location).unwrap();
-    let token = url
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    format!(
-        "{}{}/terminal?token={token}&from=0",
-        base.replacen("http", "ws", 1),
-        url.path()
-    )
-}
-
 /// One launch through the whole flow: (launch post server ms, launch post
 /// client ms, whole flow ms, the redirect's location).
 async fn launch(bed: &Bed, student: &str) -> (f64, f64, f64, String) {
@@ -282,7 +199,7 @@ async fn warm_claims(bed: &Bed) {
         assert_eq!(html.status(), 200);
         html.text().await.unwrap();
         let page = start.elapsed();
-        let socket = first_output(&socket_url(&bed.base, &location)).await;
+        let (socket, _) = first_output(&socket_url(&bed.base, &location, 0)).await;
         let total = start.elapsed().as_secs_f64() * 1000.0;
         println!(
             "  launch {}: post {s:.1} ms server-side, {c:.1} ms client-side, whole flow {f:.1} ms; redirect -> first shell byte {total:.0} ms (page {:.0} ms, socket -> byte {:.0} ms)",
@@ -339,6 +256,7 @@ fn main() {
     // The runtime (and allocator settings) of `labpool serve`.
     let rt = labpool::ops::runtime().unwrap();
     rt.block_on(async {
+        let _leftovers = LeftoversGo;
         let bed = bed().await;
         cold_start(&bed).await;
         warm_claims(&bed).await;

@@ -18,26 +18,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use labpool::config::Config;
-use labpool::http::App;
-use labpool::lms::{Browser, Launch, Platform, ToolRegistration};
-use labpool::reconcile::Reconciler;
-use labpool::store::{Store, VmState};
+use labpool::lms::{Browser, Launch, Platform};
+use labpool::store::VmState;
 use sqlx::{Connection, Executor};
+
+#[path = "support/bed.rs"]
+mod bed;
+use bed::{Bed, CLIENT, DEPLOYMENT};
 
 const LAUNCHES: usize = 200;
 const ROUNDS: usize = 3;
 const TARGET_P99_MS: f64 = 50.0;
-const CLIENT: &str = "bench-client";
-const DEPLOYMENT: &str = "bench-deployment";
 const DEFAULT_POSTGRES: &str = "postgres://labpool:labpool@127.0.0.1:5432/postgres";
-
-struct Bed {
-    _dir: tempfile::TempDir,
-    platform: Platform,
-    reconciler: Reconciler,
-    store: Store,
-}
 
 async fn bed(database: Option<&str>) -> Bed {
     let dir = tempfile::tempdir().unwrap();
@@ -54,43 +46,16 @@ async fn bed(database: Option<&str>) -> Bed {
     std::fs::write(&node, "<node><cpu><mhz>2000</mhz><model>x86</model><active>64</active><max>64</max><nodes>1</nodes><sockets>1</sockets><cores>64</cores><threads>1</threads></cpu><memory>1073741824</memory><pool type='dir'><name>labpool</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid><target><path>/fake/labpool</path></target><volume type='file'><name>base.qcow2</name><capacity unit='MiB'>64</capacity><target><path>/fake/labpool/base.qcow2</path><format type='qcow2'/></target></volume></pool></node>").unwrap();
     // The LMS is load, not server: it runs with the students.
     let platform = clients().spawn(Platform::start()).await.unwrap().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     let database = database
         .map(str::to_owned)
         .unwrap_or_else(|| "sqlite:labpool.db".into());
-    let text = format!(
+    let body = format!(
         "database: \"{database}\"\nsource: {{ folder: courses }}\nreconcile: {{ boots_per_host: 500 }}\n\
          hosts:\n  - name: h1\n    uri: \"test://{node}\"\n    storage_pool: labpool\n    capacity: {{ vms: 5000, memory: 1000GiB, vcpus: 64, cpu_overcommit: 100 }}\n\
-         images:\n  tiny: {{ volume: base.qcow2 }}\n\
-         lti:\n  base_url: \"{base}\"\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+         images:\n  tiny: {{ volume: base.qcow2 }}\n",
         node = node.display(),
-        iss = platform.issuer(),
-        auth = platform.auth_url(),
-        token = platform.token_url(),
-        jwks = platform.jwks_url(),
     );
-    let file = dir.path().join("labpool.yaml");
-    std::fs::write(&file, text).unwrap();
-    let config = Config::load(&file).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
-    let store = Store::open(config.database.expose()).await.unwrap();
-    let reconciler = Reconciler::new(config, store.clone()).await.unwrap();
-    let app = App::new(reconciler.clone()).await.unwrap();
-    tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
-    platform.register_tool(ToolRegistration {
-        client_id: CLIENT.into(),
-        deployment_id: DEPLOYMENT.into(),
-        login_url: format!("{base}/lti/login"),
-        redirect_uris: vec![format!("{base}/lti/launch")],
-        jwks_url: format!("{base}/lti/jwks"),
-        target_link_uri: format!("{base}/lti/launch"),
-    });
-    Bed {
-        _dir: dir,
-        platform,
-        reconciler,
-        store,
-    }
+    bed::start(dir, platform, &body).await
 }
 
 /// Passes until the class has `LAUNCHES` warm VMs.

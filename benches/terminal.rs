@@ -19,33 +19,24 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use labpool::config::Config;
-use labpool::http::App;
-use labpool::lms::{Browser, Launch, Platform, ToolRegistration};
-use labpool::reconcile::{Reconciler, now_ms};
+use labpool::lms::{Browser, Launch, Platform};
+use labpool::reconcile::now_ms;
 use labpool::session_token::SessionTokens;
-use labpool::store::{SessionKey, Store, VmRow, VmState};
+use labpool::store::{SessionKey, VmRow, VmState};
 use tokio_tungstenite::tungstenite::Message;
+
+#[path = "support/bed.rs"]
+mod bed;
+use bed::{Bed, CLIENT, DEPLOYMENT, converge, first_output, socket_url};
 
 const ROUNDS: usize = 5;
 const TERMINALS: usize = 200;
 const TARGET_FIRST_BYTE_MS: f64 = 1000.0;
-const CLIENT: &str = "bench-client";
-const DEPLOYMENT: &str = "bench-deployment";
 const IMAGES: &str = "/var/lib/labpool/images";
 const SERIAL: &str = "bench-term-serial";
 const SSH: &str = "bench-term-ssh";
 /// The child process that plays the 200 pages reads its URLs from here.
 const CLIENTS_ENV: &str = "LABPOOL_BENCH_TERMINAL_URLS";
-
-struct Bed {
-    dir: tempfile::TempDir,
-    platform: Platform,
-    reconciler: Reconciler,
-    store: Store,
-    app: App,
-    base: String,
-}
 
 async fn bed() -> Bed {
     let dir = tempfile::tempdir().unwrap();
@@ -61,107 +52,21 @@ async fn bed() -> Bed {
         format!("name: {SSH}\ntitle: SSH\nimage: busybox-ssh\nvm: {{ vcpus: 1, memory: 768MiB }}\npool: {{ warm: 1, max: {} }}\nsession: {{ console: ssh, ssh: {{ user: student }} }}\n", TERMINALS + 1),
     )
     .unwrap();
-    let platform = Platform::start().await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let text = format!(
+    let body = format!(
         "database: \"sqlite:labpool.db\"\nsource: {{ folder: courses }}\nreconcile: {{ boots_per_host: 2, resync: 1s, orphan_grace: 1h }}\n\
          hosts:\n  - name: local\n    uri: qemu:///system\n    storage_pool: labpool\n    domain_type: qemu\n    capacity: {{ vms: 8, memory: 4GiB, vcpus: 2, cpu_overcommit: 4 }}\n\
          images:\n  busybox: {{ volume: busybox-base.qcow2, kernel: {IMAGES}/vmlinux, initrd: {IMAGES}/busybox.cpio.gz, cmdline: console=ttyS0 quiet panic=-1 }}\n\
          \x20 busybox-ssh: {{ volume: busybox-base.qcow2, kernel: {IMAGES}/vmlinux, initrd: {IMAGES}/busybox-ssh.cpio.gz, cmdline: console=ttyS0 quiet panic=-1 }}\n\
          terminal: {{ ssh_key: {IMAGES}/id_ed25519 }}\n\
-         lti:\n  base_url: \"{base}\"\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
-        iss = platform.issuer(),
-        auth = platform.auth_url(),
-        token = platform.token_url(),
-        jwks = platform.jwks_url(),
+         ",
     );
-    let file = dir.path().join("labpool.yaml");
-    std::fs::write(&file, text).unwrap();
-    let config = Config::load(&file).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
-    let store = Store::open(config.database.expose()).await.unwrap();
-    let reconciler = Reconciler::new(config, store.clone()).await.unwrap();
-    let app = App::new(reconciler.clone()).await.unwrap();
-    tokio::spawn(labpool::http::serve(
-        listener,
-        app.clone(),
-        std::future::pending(),
-    ));
-    platform.register_tool(ToolRegistration {
-        client_id: CLIENT.into(),
-        deployment_id: DEPLOYMENT.into(),
-        login_url: format!("{base}/lti/login"),
-        redirect_uris: vec![format!("{base}/lti/launch")],
-        jwks_url: format!("{base}/lti/jwks"),
-        target_link_uri: format!("{base}/lti/launch"),
-    });
-    Bed {
-        dir,
-        platform,
-        reconciler,
-        store,
-        app,
-        base,
-    }
-}
-
-/// Runs reconcile passes until `done` holds for the VMs.
-async fn converge(bed: &Bed, what: &str, done: impl Fn(&[VmRow]) -> bool) -> Vec<VmRow> {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        bed.reconciler.pass().await.unwrap();
-        bed.reconciler.settle().await;
-        let vms = bed.store.vms().await.unwrap();
-        if done(&vms) {
-            return vms;
-        }
-        if Instant::now() > deadline {
-            let events = bed.store.events(20).await.unwrap_or_default();
-            panic!("{what}: not reached; VMs: {vms:#?}\nevents: {events:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    bed::start(dir, Platform::start().await.unwrap(), &body).await
 }
 
 fn warm(vms: &[VmRow], course: &str) -> usize {
     vms.iter()
         .filter(|v| v.course == course && v.state == VmState::Warm)
         .count()
-}
-
-fn socket_url(base: &str, location: &str, from: u64) -> String {
-    let url = url::Url::parse(location).unwrap();
-    let token = url
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    format!(
-        "{}{}/terminal?token={token}&from={from}",
-        base.replacen("http", "ws", 1),
-        url.path()
-    )
-}
-
-/// Reads frames until the first console byte; also says when the gateway
-/// reported the console open.
-async fn first_output(url: &str) -> (Duration, Option<Duration>) {
-    let start = Instant::now();
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket");
-    let mut connected = None;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => {
-                return (start.elapsed(), connected);
-            }
-            Ok(Some(Ok(Message::Text(t)))) if t.contains("\"connected\"") => {
-                connected.get_or_insert(start.elapsed());
-            }
-            Ok(Some(Ok(Message::Close(c)))) => panic!("closed: {c:?}"),
-            Ok(Some(Ok(_))) => {}
-            other => panic!("no console output: {other:?}"),
-        }
-    }
 }
 
 async fn first_byte(bed: &Bed) {

@@ -173,14 +173,11 @@ impl TryIt {
         let platform = Platform::mounted(format!("{base}{PATH}/lms"))
             .await
             .map_err(TryItError::Platform)?;
-        platform.register_tool(ToolRegistration {
-            client_id: CLIENT_ID.into(),
-            deployment_id: DEPLOYMENT_ID.into(),
-            login_url: format!("{base}/lti/login"),
-            redirect_uris: vec![format!("{base}/lti/launch")],
-            jwks_url: format!("{base}/lti/jwks"),
-            target_link_uri: format!("{base}/lti/launch"),
-        });
+        platform.register_tool(ToolRegistration::labpool_at(
+            &base,
+            CLIENT_ID,
+            DEPLOYMENT_ID,
+        ));
         config.lti.platforms.insert(
             0,
             PlatformConfig {

@@ -40,6 +40,21 @@ pub struct ToolRegistration {
     pub target_link_uri: String,
 }
 
+impl ToolRegistration {
+    /// labpool itself as the tool, served at `base`: its LTI routes under
+    /// `/lti/` (login, launch, JWKS).
+    pub fn labpool_at(base: &str, client_id: &str, deployment_id: &str) -> ToolRegistration {
+        ToolRegistration {
+            client_id: client_id.into(),
+            deployment_id: deployment_id.into(),
+            login_url: format!("{base}/lti/login"),
+            redirect_uris: vec![format!("{base}/lti/launch")],
+            jwks_url: format!("{base}/lti/jwks"),
+            target_link_uri: format!("{base}/lti/launch"),
+        }
+    }
+}
+
 /// A tool the platform registered through Dynamic Registration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegisteredTool {

@@ -138,14 +138,7 @@ impl World {
         app.try_it = try_it.clone();
         let gateway = app.gateway.clone();
         tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
-        platform.register_tool(ToolRegistration {
-            client_id: CLIENT.into(),
-            deployment_id: DEPLOYMENT.into(),
-            login_url: format!("{base}/lti/login"),
-            redirect_uris: vec![format!("{base}/lti/launch")],
-            jwks_url: format!("{base}/lti/jwks"),
-            target_link_uri: format!("{base}/lti/launch"),
-        });
+        platform.register_tool(ToolRegistration::labpool_at(&base, CLIENT, DEPLOYMENT));
         World {
             lab,
             platform,

@@ -477,14 +477,7 @@ async fn json_logs_carry_the_launch_and_action_span_fields() {
         ),
     )
     .unwrap();
-    platform.register_tool(ToolRegistration {
-        client_id: CLIENT.into(),
-        deployment_id: DEPLOYMENT.into(),
-        login_url: format!("{base}/lti/login"),
-        redirect_uris: vec![format!("{base}/lti/launch")],
-        jwks_url: format!("{base}/lti/jwks"),
-        target_link_uri: format!("{base}/lti/launch"),
-    });
+    platform.register_tool(ToolRegistration::labpool_at(&base, CLIENT, DEPLOYMENT));
     // JSON chosen by the environment, as a service manager would set it.
     let mut child = Command::new(env!("CARGO_BIN_EXE_labpool"))
         .args(["serve", "--config", "labpool.yaml"])
