@@ -104,6 +104,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ops::TokenAction,
     },
+    /// LTI platforms: make a one-time Dynamic Registration link, list or
+    /// remove dynamically registered platforms.
+    Lti {
+        #[command(flatten)]
+        common: ops::Common,
+        #[command(subcommand)]
+        action: ops::LtiAction,
+    },
     /// The LTI tool's signing keys: list them, or rotate (a new key signs;
     /// the old one stays published for `lti.key_grace`).
     Keys {
@@ -156,6 +164,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Status { common, format } => ops::run(ops::status(common, format)),
         Command::Diff(args) => crate::source::diff::command(&args),
         Command::Keys { common, action } => ops::run(ops::keys(common, action)),
+        Command::Lti { common, action } => ops::run(ops::lti(common, action)),
         Command::Token { common, action } => ops::run(ops::token(common, action)),
     }
 }

@@ -90,11 +90,14 @@ pub struct LtiConfig {
     /// Platforms registered by hand (from the LMS's developer key screen).
     #[serde(default)]
     pub platforms: Vec<PlatformConfig>,
-    /// The secret part of the Dynamic Registration URL
-    /// (`<base_url>/lti/register/<secret>`). Unset: Dynamic Registration is
-    /// off, since anyone who can open that URL can register a platform.
-    #[serde(default)]
+    /// Removed: a static registration secret was a reusable link. Set, it is
+    /// a configuration error that points to `labpool lti registration-link`.
+    #[serde(default, skip_serializing)]
     pub registration_secret: Option<Secret>,
+    /// LTI Dynamic Registration: one-time links and where their requests
+    /// may go.
+    #[serde(default)]
+    pub registration: RegistrationConfig,
     /// How long a retired tool key stays in the JWKS after a rotation.
     /// Default 72h: longer than platforms cache a JWKS.
     #[serde(default = "default_key_grace")]
@@ -107,9 +110,44 @@ impl Default for LtiConfig {
             base_url: None,
             platforms: Vec::new(),
             registration_secret: None,
+            registration: RegistrationConfig::default(),
             key_grace: default_key_grace(),
         }
     }
+}
+
+/// LTI Dynamic Registration: links made by an admin (`labpool lti
+/// registration-link`, or the dashboard), each usable once, and the
+/// addresses its outgoing requests may reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// How long a registration link works after it is made. Default 24h.
+    #[serde(default = "default_link_ttl")]
+    pub link_ttl: Duration,
+    /// Let registrations (and the JWKS of platforms registered that way)
+    /// reach loopback, private (RFC 1918, ULA), link-local and CGNAT
+    /// addresses. Default false: only public addresses.
+    #[serde(default)]
+    pub allow_private_networks: bool,
+    /// Networks (CIDR, e.g. `10.20.0.0/16`) registrations may reach whatever
+    /// their kind; the only way to allow a cloud metadata address. Default none.
+    #[serde(default)]
+    pub allowed_networks: Vec<ipnet::IpNet>,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            link_ttl: default_link_ttl(),
+            allow_private_networks: false,
+            allowed_networks: Vec::new(),
+        }
+    }
+}
+
+fn default_link_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_key_grace() -> Duration {
@@ -292,12 +330,18 @@ pub struct HttpConfig {
     /// Address and port to listen on. Default `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Other names labpool answers to besides `lti.base_url`'s host
+    /// (`host` or `host:port`; without a port, base_url's). Requests naming
+    /// any other `Host` are refused (421), except `/healthz` and `/readyz`.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -580,6 +624,40 @@ impl Config {
         }
     }
 
+    /// Dynamic Registration's keys and `http.allowed_hosts`.
+    fn check_registration(&self, path: &Path, doc: &Document, out: &mut Vec<Diagnostic>) {
+        if self.lti.registration_secret.is_some() {
+            out.push(Diagnostic::new(
+                path,
+                doc.key_position("/lti/registration_secret"),
+                Code::InvalidValue,
+                "`lti.registration_secret` is no longer supported: a static secret made a reusable registration link. \
+                 Remove it and make a one-time link with `labpool lti registration-link` (or on the dashboard)",
+            ));
+        }
+        if self.lti.registration.link_ttl.is_zero() {
+            out.push(Diagnostic::new(
+                path,
+                doc.value_position("/lti/registration/link_ttl"),
+                Code::InvalidValue,
+                "a registration link must live above zero",
+            ));
+        }
+        for (i, host) in self.http.allowed_hosts.iter().enumerate() {
+            let ok = url::Url::parse(&format!("http://{host}/"))
+                .is_ok_and(|u| u.path() == "/" && u.username().is_empty() && u.host().is_some())
+                && !host.contains(['/', '@', '?', '#']);
+            if !ok {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position(&format!("/http/allowed_hosts/{i}")),
+                    Code::InvalidValue,
+                    format!("`{host}` is not a host name or host:port such as labs.example.edu or 10.0.0.5:8080"),
+                ));
+            }
+        }
+    }
+
     fn check_lti(&self, path: &Path, doc: &Document, out: &mut Vec<Diagnostic>) {
         let mut bad_url = |pointer: String, url: &str| {
             let ok = url::Url::parse(url)
@@ -753,6 +831,7 @@ impl Config {
             }
         }
         self.check_lti(path, doc, out);
+        self.check_registration(path, doc, out);
         if self.reconcile.boots_per_host == 0 || self.reconcile.resync.is_zero() {
             out.push(Diagnostic::new(
                 path,

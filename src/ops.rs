@@ -391,6 +391,79 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
     }
 }
 
+/// What `labpool lti` does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum LtiAction {
+    /// Print a one-time Dynamic Registration link for an LMS admin to paste
+    /// (it works once, for `lti.registration.link_ttl`; only its hash is kept).
+    RegistrationLink,
+    /// Dynamically registered platforms.
+    Platform {
+        #[command(subcommand)]
+        action: PlatformAction,
+    },
+}
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum PlatformAction {
+    /// List platforms registered through Dynamic Registration.
+    List,
+    /// Remove a dynamically registered platform: its launches stop at once;
+    /// the LMS may then register again (a registration never replaces one).
+    Remove { issuer: String, client_id: String },
+}
+
+/// `labpool lti registration-link | platform list | platform remove`.
+pub async fn lti(common: Common, action: LtiAction) -> anyhow::Result<u8> {
+    let (config, store) = open(&common).await?;
+    let now = crate::reconcile::now_ms();
+    match action {
+        LtiAction::RegistrationLink => {
+            let ttl = config.lti.registration.link_ttl.get().as_millis() as i64;
+            let link = crate::lti::register::make_link(&store, &config.base_url(), ttl, "cli", now)
+                .await?;
+            eprintln!(
+                "one-time registration link, valid until {} (shown only now):",
+                chrono::DateTime::from_timestamp_millis(link.expires_at).unwrap_or_default()
+            );
+            println!("{}", link.url);
+            Ok(exit::OK)
+        }
+        LtiAction::Platform {
+            action: PlatformAction::List,
+        } => {
+            let platforms = store.platforms().await?;
+            if platforms.is_empty() {
+                println!("no dynamically registered platforms");
+            }
+            for p in platforms {
+                println!(
+                    "{}  client id {}  keys {}  {}",
+                    p.issuer,
+                    p.client_id,
+                    p.jwks_url,
+                    p.product.as_deref().unwrap_or("")
+                );
+            }
+            Ok(exit::OK)
+        }
+        LtiAction::Platform {
+            action: PlatformAction::Remove { issuer, client_id },
+        } => {
+            if store.delete_platform(&issuer, &client_id).await? {
+                println!("platform {issuer} (client id {client_id}) removed");
+                Ok(exit::OK)
+            } else {
+                eprintln!(
+                    "labpool: no dynamically registered platform {issuer} with client id {client_id} \
+                     (platforms in lti.platforms are removed from the configuration file)"
+                );
+                Ok(exit::ERROR)
+            }
+        }
+    }
+}
+
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
 pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
     init_logs(log_json);

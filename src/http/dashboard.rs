@@ -74,7 +74,9 @@ async fn viewer(app: &App, headers: &HeaderMap, jar: &CookieJar) -> Result<Viewe
 fn headers() -> [(header::HeaderName, &'static str); 4] {
     [
         (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        // Not `no-referrer`: under it browsers post `Origin: null`, and the
+        // login checks that its form came from labpool's own page.
+        (header::REFERRER_POLICY, "same-origin"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (
             header::CONTENT_SECURITY_POLICY,
@@ -139,7 +141,27 @@ pub struct LoginForm {
     token: String,
 }
 
-pub async fn login(State(app): State<App>, jar: CookieJar, Form(f): Form<LoginForm>) -> Response {
+pub async fn login(
+    State(app): State<App>,
+    request_headers: HeaderMap,
+    jar: CookieJar,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    // Login CSRF: another site's form would sign the admin's browser in
+    // with the forger's token.
+    let hosts = super::host::AllowedHosts::from_config(app.reconciler.config());
+    if let Err(why) = super::host::same_origin(&hosts, &request_headers) {
+        tracing::warn!(
+            reason = why,
+            "dashboard login refused: not posted from labpool's login page"
+        );
+        return login_page(
+            StatusCode::FORBIDDEN,
+            Some(
+                "This sign-in was not sent from labpool's own login page. Open /admin/login and sign in there.",
+            ),
+        );
+    }
     let now = now_ms();
     match tokens::authenticate(app.reconciler.store(), Some(&f.token), now).await {
         Ok(who) => {
@@ -347,6 +369,31 @@ pub async fn resync(State(app): State<App>, Actor(who): Actor) -> Response {
     outcome(app.admin.resync(&who).await, "resync")
 }
 
+/// Makes a one-time Dynamic Registration link and shows it once (only its
+/// hash is stored).
+pub async fn registration_link(State(app): State<App>, Actor(who): Actor) -> Response {
+    match app.lti.registration_link(&who.name, now_ms()).await {
+        Ok(link) => {
+            let body = format!(
+                r#"<h1>Registration link</h1>
+<p>Paste this into the LMS's Dynamic Registration screen (Moodle: <i>Site administration → Plugins → Manage tools</i>; Canvas: <i>Developer keys → LTI Registration</i>). It works once, until {}; it is shown only now.</p>
+<p><input id="registration-link" type="text" readonly size="90" value="{}"></p>
+<p><a href="/admin">Back to the dashboard</a></p>"#,
+                clock(link.expires_at),
+                escape(&link.url)
+            );
+            html(StatusCode::OK, "labpool: registration link", &body, false)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "dashboard: registration link");
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "labpool cannot reach its store right now.",
+            )
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Rendering.
 
@@ -415,7 +462,16 @@ fn render(view: &Overview, v: &Viewer, note: Option<&str>) -> String {
         escape(&v.who.name),
         v.who.scope.as_str(),
         if admin {
-            button("/admin/resync", "Resync now", csrf, true)
+            format!(
+                "{} {}",
+                button("/admin/resync", "Resync now", csrf, true),
+                button(
+                    "/admin/registration-link",
+                    "New LMS registration link",
+                    csrf,
+                    true
+                )
+            )
         } else {
             String::new()
         },
@@ -585,6 +641,7 @@ pub fn router() -> axum::Router<App> {
         .route("/hosts/{name}/drain", post(drain))
         .route("/hosts/{name}/undrain", post(undrain))
         .route("/resync", post(resync))
+        .route("/registration-link", post(registration_link))
 }
 
 #[cfg(test)]

@@ -182,20 +182,13 @@ pub async fn register(
     Path(secret): Path<String>,
     Query(start): Query<RegistrationStart>,
 ) -> Response {
-    if !lti.registration_allowed(&secret) {
-        tracing::warn!("dynamic registration refused: wrong or unconfigured registration secret");
-        return (
-            StatusCode::NOT_FOUND,
-            Html(pages::page(
-                "Not found",
-                "<h1>Not found</h1><p>This registration link is not valid. The labpool administrator finds the right one in <code>lti.registration_secret</code>.</p>",
-            )),
-        )
-            .into_response();
-    }
-    match lti.register(start, now_ms()).await {
+    match lti.register(&secret, start, now_ms()).await {
         Ok(done) => (no_store(), Html(pages::registered(&done))).into_response(),
-        Err(r) => refused(r, "dynamic registration"),
+        Err(r) => {
+            tracing::warn!(kind = r.kind, reason = %r.reason, status = r.status.as_u16(),
+                "dynamic registration refused");
+            (r.status, no_store(), Html(pages::registration_refused(&r))).into_response()
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 
 pub mod admin;
 pub mod dashboard;
+pub mod headers;
+pub mod host;
 pub mod lti;
 pub mod metrics;
 pub mod openapi;
@@ -70,8 +72,23 @@ impl App {
     }
 }
 
-/// The router of `labpool serve`.
+/// The router of `labpool serve`: every route behind the Host check
+/// (`host`) and the security headers (`headers`).
 pub fn router(app: App) -> Router {
+    let config = app.reconciler.config();
+    let hosts = Arc::new(host::AllowedHosts::from_config(config));
+    let security = headers::SecurityHeaders {
+        hsts: config.base_url().starts_with("https://"),
+    };
+    routes(app)
+        .layer(axum::middleware::from_fn_with_state(
+            hosts,
+            host::check_host,
+        ))
+        .layer(axum::middleware::from_fn_with_state(security, headers::add))
+}
+
+fn routes(app: App) -> Router {
     Router::new()
         .merge(try_it::routes(app.try_it.as_ref()))
         .route("/lti/login", get(lti::login_get).post(lti::login_post))

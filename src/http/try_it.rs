@@ -139,8 +139,8 @@ pub struct TryIt {
     base_url: String,
     /// The page's Content-Security-Policy.
     csp: HeaderValue,
-    /// `scheme://host:port` of the base URL: launches may come from there.
-    base_origin: String,
+    /// labpool's names: the launch must come from one of their origins.
+    hosts: super::host::AllowedHosts,
 }
 
 impl std::fmt::Debug for TryIt {
@@ -199,7 +199,7 @@ impl TryIt {
         );
         let try_it = TryIt {
             csp: HeaderValue::from_str(&csp).map_err(|e| TryItError::Platform(e.into()))?,
-            base_origin,
+            hosts: super::host::AllowedHosts::from_config(config),
             platform,
             base_url: base,
         };
@@ -248,25 +248,19 @@ impl TryIt {
         launch
     }
 
-    /// Whether a form post with these headers comes from this page: no
-    /// `Origin` (not a browser), the base URL's origin, or the origin of the
-    /// `Host` it was sent to. Another site's form cannot launch through the
-    /// user's browser.
+    /// Whether a form post with these headers comes from this page:
+    /// `Origin` (or `Sec-Fetch-Site`, `Referer`) must be labpool's own
+    /// (`lti.base_url` or an allowed alias), never merely the `Host` the
+    /// request names, which a forger sets along with `Origin`. No such
+    /// header: not a browser, so not a cross-site form.
     fn same_origin(&self, headers: &HeaderMap) -> bool {
-        let Some(origin) = headers.get(header::ORIGIN) else {
-            return true;
-        };
-        let Ok(origin) = origin.to_str() else {
-            return false;
-        };
-        if origin == self.base_origin {
-            return true;
+        match super::host::same_origin(&self.hosts, headers) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::warn!(reason = why, "try-it launch not from the try-it page");
+                false
+            }
         }
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-        let origin_host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"));
-        host.is_some_and(|h| origin_host == Some(h))
     }
 }
 

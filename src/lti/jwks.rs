@@ -36,22 +36,27 @@ struct Cached {
 /// The cache of every platform's keys; one per labpool process.
 pub struct PlatformKeys {
     http: reqwest::Client,
+    /// For platforms registered through Dynamic Registration, whose JWKS
+    /// URL a stranger chose: no internal addresses (see `egress`).
+    egress: super::egress::Egress,
     cache: RwLock<HashMap<String, Cached>>,
     /// Serialises fetches; the refetch bucket of each URL.
     fetches: tokio::sync::Mutex<HashMap<String, Bucket>>,
 }
 
 impl PlatformKeys {
-    pub fn new(http: reqwest::Client) -> PlatformKeys {
+    pub fn new(http: reqwest::Client, egress: super::egress::Egress) -> PlatformKeys {
         PlatformKeys {
             http,
+            egress,
             cache: RwLock::new(HashMap::new()),
             fetches: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
-    /// The key `kid` of the JWKS at `url`.
-    pub async fn key(&self, url: &str, kid: &str) -> Result<DecodingKey, JwksError> {
+    /// The key `kid` of the JWKS at `url`; `guarded` for a URL that came
+    /// from a Dynamic Registration (fetched through `egress`).
+    pub async fn key(&self, url: &str, kid: &str, guarded: bool) -> Result<DecodingKey, JwksError> {
         if let Some(key) = self.cached(url, kid, true) {
             return Ok(key);
         }
@@ -63,7 +68,7 @@ impl PlatformKeys {
         let first = !fetches.contains_key(url);
         let bucket = fetches.entry(url.to_owned()).or_insert_with(Bucket::full);
         if first || bucket.take() {
-            match self.fetch(url).await {
+            match self.fetch(url, guarded).await {
                 Ok(fetched) => {
                     self.cache
                         .write()
@@ -99,17 +104,22 @@ impl PlatformKeys {
         entry.keys.get(kid).cloned()
     }
 
-    async fn fetch(&self, url: &str) -> Result<Cached, String> {
-        let response = self
-            .http
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if !response.status().is_success() {
-            return Err(format!("HTTP {}", response.status()));
-        }
+    async fn fetch(&self, url: &str, guarded: bool) -> Result<Cached, String> {
+        let response = if guarded {
+            self.egress.get(url).await.map_err(|e| e.detail)?
+        } else {
+            let response = self
+                .http
+                .get(url)
+                .timeout(Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("HTTP {}", response.status()));
+            }
+            response
+        };
         let max_age = response
             .headers()
             .get(reqwest::header::CACHE_CONTROL)
@@ -117,10 +127,8 @@ impl PlatformKeys {
             .and_then(max_age)
             .map(|d| d.clamp(Duration::from_secs(60), Duration::from_secs(86_400)))
             .unwrap_or(DEFAULT_MAX_AGE);
-        let set: JwkSet = response
-            .json()
-            .await
-            .map_err(|e| format!("not a JWKS: {e}"))?;
+        let body = super::egress::read_capped(response).await?;
+        let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
             let Some(kid) = &jwk.common.key_id else {

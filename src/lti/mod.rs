@@ -10,6 +10,7 @@
 
 pub mod catalog;
 pub mod deep_link;
+pub mod egress;
 pub mod jwks;
 pub mod keys;
 pub mod launch;
@@ -52,7 +53,11 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Refusal {
+    pub(crate) fn new(
+        status: StatusCode,
+        kind: &'static str,
+        reason: impl Into<String>,
+    ) -> Refusal {
         Refusal {
             status,
             kind,
@@ -104,13 +109,15 @@ pub struct Lti {
     /// Public URL of labpool, no trailing slash.
     pub(crate) base_url: String,
     pub(crate) key_grace_ms: i64,
-    pub(crate) registration_secret: Option<String>,
+    /// How long a registration link lives.
+    pub(crate) link_ttl_ms: i64,
+    /// Requests to addresses strangers choose (Dynamic Registration).
+    pub(crate) egress: egress::Egress,
     pub(crate) registry: platforms::Registry,
     pub(crate) platform_keys: jwks::PlatformKeys,
     pub(crate) tool_keys: RwLock<(Instant, keys::ToolKeys)>,
     pub(crate) tokens: SessionTokens,
     pub(crate) catalog: catalog::Catalogs,
-    pub(crate) http: reqwest::Client,
     /// Tells the reconciler a pool needs refilling (a claim, a waiting launch).
     pub(crate) on_demand: Box<dyn Fn() + Send + Sync>,
     pub(crate) launches: launch_queue::LaunchQueue,
@@ -136,20 +143,18 @@ impl Lti {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client builds");
+        let egress =
+            egress::Egress::new(egress::AddressPolicy::from_config(&config.lti.registration));
         Ok(Arc::new(Lti {
             registry: platforms::Registry::new(&config.lti.platforms, store.clone()),
             catalog: catalog::Catalogs::new(store.clone()),
             base_url: config.base_url(),
             key_grace_ms: config.lti.key_grace.get().as_millis() as i64,
-            registration_secret: config
-                .lti
-                .registration_secret
-                .as_ref()
-                .map(|s| s.expose().to_owned()),
-            platform_keys: jwks::PlatformKeys::new(http.clone()),
+            link_ttl_ms: config.lti.registration.link_ttl.get().as_millis() as i64,
+            egress: egress.clone(),
+            platform_keys: jwks::PlatformKeys::new(http.clone(), egress),
             tool_keys: RwLock::new((Instant::now(), tool_keys)),
             tokens,
-            http,
             launches: launch_queue::LaunchQueue::start(store.clone()),
             store,
             on_demand,

@@ -331,6 +331,18 @@ pub fn auto_post(action: &str, fields: &[(&str, &str)]) -> String {
     )
 }
 
+/// A refused Dynamic Registration: the reason labpool decided on (never
+/// anything the remote side sent; see `register::UNREACHABLE`).
+pub fn registration_refused(r: &Refusal) -> String {
+    page(
+        "Registration refused",
+        &format!(
+            r#"<h1>labpool did not register this LMS</h1><p id="reason">{}</p>"#,
+            escape(&r.reason)
+        ),
+    )
+}
+
 pub fn registered(r: &Registered) -> String {
     page(
         "labpool registered",

@@ -92,6 +92,13 @@ impl Registry {
         Ok(found)
     }
 
+    /// Registrations of `issuer` as the store has them now (not cached):
+    /// for deciding whether a new registration may be added.
+    pub async fn find_fresh(&self, issuer: &str) -> Result<Vec<Registration>, StoreError> {
+        self.forget_cache();
+        self.find(issuer, None).await
+    }
+
     /// Records a deployment first seen in a verified launch of a dynamically
     /// registered platform.
     pub async fn learn_deployment(

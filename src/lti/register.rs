@@ -4,15 +4,31 @@
 //! registers itself at the platform's `registration_endpoint`, stores the
 //! client id it gets, and asks the LMS to close the window.
 //!
-//! The URL carries a secret from labpool's configuration: whoever opens it
-//! registers a platform that may then launch labs.
+//! The URL is a one-time link a labpool admin made (`labpool lti
+//! registration-link`, or the dashboard): stored as a hash, spent by the
+//! first request that names it, dead after `lti.registration.link_ttl`.
+//! Everything labpool fetches for it goes through [`Egress`](super::egress)
+//! (no internal addresses unless allowed); whatever the remote side answers
+//! is logged, never shown; every network failure reads the same. An
+//! existing registration is never replaced (409), and the configuration
+//! must come from the issuer's own origin (scheme, host and port).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq;
+use sha2::{Digest, Sha256};
 
 use super::{Lti, Refusal};
-use crate::store::PlatformRow;
+use crate::store::{LinkUse, PlatformRow};
+
+/// Spent and expired links are kept this long (so the log can say "used"
+/// rather than "unknown"), then pruned.
+const KEEP_DEAD_LINKS_MS: i64 = 7 * 86_400_000;
+
+/// What a registration page says about every network failure: the same
+/// words for a refused address, a closed port, a timeout, an error status
+/// or a body that is not a configuration, so the page tells a prober nothing.
+pub const UNREACHABLE: &str = "labpool could not read the platform's configuration or register with it. \
+     The labpool administrator finds the reason in labpool's log.";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RegistrationStart {
@@ -41,16 +57,47 @@ pub struct Registered {
     pub product: Option<String>,
 }
 
+/// A new registration link: shown once, only its hash is stored.
+#[derive(Debug, Clone)]
+pub struct RegistrationLink {
+    pub url: String,
+    pub expires_at: i64,
+}
+
+fn link_hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Why a registration was refused, as the log says it (the page says less).
+fn unreachable(what: &str, e: impl std::fmt::Display) -> Refusal {
+    tracing::warn!(error = %e, "dynamic registration: {what} failed");
+    Refusal::platform_unreachable(UNREACHABLE)
+}
+
 impl Lti {
-    /// Whether `secret` opens Dynamic Registration (off when unconfigured).
-    pub fn registration_allowed(&self, secret: &str) -> bool {
-        self.registration_secret
-            .as_deref()
-            .is_some_and(|s| bool::from(s.as_bytes().ct_eq(secret.as_bytes())))
+    /// Makes a one-time registration link for `created_by` (a token name),
+    /// live for `lti.registration.link_ttl`.
+    pub async fn registration_link(
+        &self,
+        created_by: &str,
+        now: i64,
+    ) -> Result<RegistrationLink, crate::store::StoreError> {
+        make_link(
+            &self.store,
+            &self.base_url,
+            self.link_ttl_ms,
+            created_by,
+            now,
+        )
+        .await
     }
 
+    /// Registers the platform that opened the link `secret`. The link is
+    /// spent before anything is fetched, so one link makes at most one
+    /// attempt, successful or not.
     pub async fn register(
         &self,
+        secret: &str,
         start: RegistrationStart,
         now: i64,
     ) -> Result<Registered, Refusal> {
@@ -58,34 +105,65 @@ impl Lti {
             .openid_configuration
             .filter(|u| !u.is_empty())
             .ok_or_else(|| Refusal::bad_launch("registration without openid_configuration"))?;
-        let parsed = url::Url::parse(&config_url)
-            .map_err(|e| Refusal::bad_launch(format!("openid_configuration: {e}")))?;
-        let mut get = self
-            .http
-            .get(parsed.clone())
-            .timeout(std::time::Duration::from_secs(10));
-        if let Some(token) = &start.registration_token {
-            get = get.bearer_auth(token);
+        match self
+            .store
+            .spend_registration_link(&link_hash(secret), now)
+            .await?
+        {
+            LinkUse::Spent => {}
+            used => {
+                let why = match used {
+                    LinkUse::Used => "this registration link was used already",
+                    LinkUse::Expired => "this registration link has expired",
+                    _ => "no such registration link",
+                };
+                return Err(Refusal::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "link",
+                    format!(
+                        "{why}; make a new one with `labpool lti registration-link` or on the dashboard"
+                    ),
+                ));
+            }
         }
-        let platform: PlatformConfiguration = fetch_json(get)
+        let token = start.registration_token.as_deref();
+        let config_origin = self
+            .egress
+            .check_url(&config_url)
+            .map_err(|e| unreachable("the platform configuration", e))?
+            .origin();
+        let platform: PlatformConfiguration = self
+            .egress
+            .get_json(&config_url, token)
             .await
-            .and_then(|v| serde_json::from_value(v).map_err(|e| e.to_string()))
-            .map_err(|e| {
-                Refusal::platform_unreachable(format!(
-                    "platform configuration at {config_url}: {e}"
-                ))
+            .map_err(|e| unreachable("reading the platform configuration", e))
+            .and_then(|v| {
+                serde_json::from_value(v)
+                    .map_err(|e| unreachable("reading the platform configuration", e))
             })?;
-        // The configuration must come from the issuer's own host: otherwise
-        // any page could claim to be, say, Canvas.
-        let issuer_host = url::Url::parse(&platform.issuer)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_owned));
-        if issuer_host.as_deref() != parsed.host_str() {
+        // The configuration must come from the issuer's own origin: scheme,
+        // host and port. Otherwise any page could claim to be, say, Canvas,
+        // and another port of the LMS's host could claim to be the LMS.
+        let issuer_origin = url::Url::parse(&platform.issuer).ok().map(|u| u.origin());
+        if issuer_origin.as_ref() != Some(&config_origin) || !config_origin.is_tuple() {
             return Err(Refusal::forged(format!(
-                "the configuration at {config_url} names issuer {}, on another host",
-                platform.issuer
+                "the configuration at {config_url} names issuer {}, which is not its origin \
+                 ({}): scheme, host and port must match",
+                platform.issuer,
+                config_origin.ascii_serialization()
             )));
         }
+        // Every URL labpool will fetch later must pass the same checks now.
+        for (what, url) in [
+            ("registration_endpoint", &platform.registration_endpoint),
+            ("jwks_uri", &platform.jwks_uri),
+        ] {
+            self.egress
+                .check_url(url)
+                .map_err(|e| unreachable(&format!("checking the platform's {what}"), e))?;
+        }
+        self.refuse_takeover(&platform.issuer, None, &platform.jwks_uri)
+            .await?;
         let product = platform
             .lti
             .as_ref()
@@ -93,33 +171,31 @@ impl Lti {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
-        let mut post = self
-            .http
-            .post(&platform.registration_endpoint)
-            .timeout(std::time::Duration::from_secs(10))
-            .json(&self.client_metadata());
-        if let Some(token) = &start.registration_token {
-            post = post.bearer_auth(token);
-        }
-        let answer = fetch_json(post).await.map_err(|e| {
-            Refusal::platform_unreachable(format!(
-                "registering at {}: {e}",
-                platform.registration_endpoint
-            ))
-        })?;
+        let answer = self
+            .egress
+            .post_json(
+                &platform.registration_endpoint,
+                token,
+                &self.client_metadata(),
+            )
+            .await
+            .map_err(|e| unreachable("posting the registration", e))?;
         let client_id = answer
             .get("client_id")
             .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| Refusal::platform_unreachable("the platform's answer has no client_id"))?
+            .filter(|c| !c.is_empty() && c.len() <= 256)
+            .ok_or_else(|| unreachable("reading the registration's answer", "no client_id"))?
             .to_owned();
         let deployment_id = answer
             .get("https://purl.imsglobal.org/spec/lti-tool-configuration")
             .and_then(|c| c.get("deployment_id"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        self.store
-            .upsert_platform(&PlatformRow {
+        self.refuse_takeover(&platform.issuer, Some(&client_id), &platform.jwks_uri)
+            .await?;
+        let added = self
+            .store
+            .insert_platform(&PlatformRow {
                 issuer: platform.issuer.clone(),
                 client_id: client_id.clone(),
                 auth_login_url: platform.authorization_endpoint,
@@ -131,6 +207,10 @@ impl Lti {
                 registered_at: now,
             })
             .await?;
+        if !added {
+            // Another registration of the same pair won a race with this one.
+            return Err(already_registered(&platform.issuer, &client_id));
+        }
         self.registry.forget_cache();
         tracing::info!(issuer = %platform.issuer, %client_id, ?deployment_id, ?product,
             "platform registered through Dynamic Registration");
@@ -140,6 +220,37 @@ impl Lti {
             deployment_id,
             product,
         })
+    }
+
+    /// Refuses (409) a registration that would replace or sit beside an
+    /// existing one with other keys: the same issuer and client id at all,
+    /// or the same issuer with another JWKS URL (its launches would verify
+    /// with keys the issuer never published).
+    async fn refuse_takeover(
+        &self,
+        issuer: &str,
+        client_id: Option<&str>,
+        jwks_url: &str,
+    ) -> Result<(), Refusal> {
+        let existing = self.registry.find_fresh(issuer).await?;
+        if let Some(client_id) = client_id
+            && existing.iter().any(|r| r.client_id == client_id)
+        {
+            return Err(already_registered(issuer, client_id));
+        }
+        if let Some(other) = existing.iter().find(|r| r.jwks_url != jwks_url) {
+            return Err(Refusal::new(
+                axum::http::StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "issuer {issuer} is registered already (client id {}) with its keys at {}, \
+                     and this registration names {jwks_url}. To replace it on purpose, remove it \
+                     first: `labpool lti platform remove {issuer} {}` (or edit lti.platforms)",
+                    other.client_id, other.jwks_url, other.client_id
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// labpool's OpenID client metadata with its LTI tool configuration.
@@ -205,13 +316,39 @@ impl Lti {
     }
 }
 
-async fn fetch_json(request: reqwest::RequestBuilder) -> Result<Value, String> {
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response.text().await.map_err(|e| e.to_string())?;
-    if !status.is_success() {
-        let excerpt: String = body.chars().take(300).collect();
-        return Err(format!("HTTP {status}: {excerpt}"));
-    }
-    serde_json::from_str(&body).map_err(|e| format!("not JSON: {e}"))
+/// Makes a one-time registration link on `store` for labpool at
+/// `base_url` (no trailing slash), live for `ttl_ms`: `labpool lti
+/// registration-link` and the dashboard's button.
+pub async fn make_link(
+    store: &crate::store::Store,
+    base_url: &str,
+    ttl_ms: i64,
+    created_by: &str,
+    now: i64,
+) -> Result<RegistrationLink, crate::store::StoreError> {
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let expires_at = now + ttl_ms;
+    store
+        .prune_registration_links(now - KEEP_DEAD_LINKS_MS)
+        .await?;
+    store
+        .insert_registration_link(&link_hash(&secret), created_by, now, expires_at)
+        .await?;
+    tracing::info!(created_by, expires_at, "registration link made");
+    Ok(RegistrationLink {
+        url: format!("{base_url}/lti/register/{secret}"),
+        expires_at,
+    })
+}
+
+fn already_registered(issuer: &str, client_id: &str) -> Refusal {
+    Refusal::new(
+        axum::http::StatusCode::CONFLICT,
+        "conflict",
+        format!(
+            "issuer {issuer} with client id {client_id} is registered already; an existing \
+             registration is never replaced. To replace it on purpose: \
+             `labpool lti platform remove {issuer} {client_id}`, then register again"
+        ),
+    )
 }

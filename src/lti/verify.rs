@@ -212,7 +212,7 @@ impl Lti {
 
         let key = self
             .platform_keys
-            .key(&registration.jwks_url, &kid)
+            .key(&registration.jwks_url, &kid, registration.dynamic)
             .await
             .map_err(|e| match e {
                 super::jwks::JwksError::UnknownKid { .. } => Refusal::forged(e.to_string()),

@@ -119,16 +119,15 @@ impl Store {
         Ok(value)
     }
 
-    /// Registers (or re-registers) a platform.
-    pub async fn upsert_platform(&self, row: &PlatformRow) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Registers a platform unless its issuer and client id are registered
+    /// already: an existing registration is never replaced (its JWKS URL is
+    /// what launches are verified with). Returns whether `row` was added.
+    pub async fn insert_platform(&self, row: &PlatformRow) -> Result<bool, StoreError> {
+        let added = sqlx::query(
             "INSERT INTO lti_platforms (issuer, client_id, auth_login_url, token_url, jwks_url,
                  deployment_ids, product, registered_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (issuer, client_id) DO UPDATE SET
-                 auth_login_url = excluded.auth_login_url, token_url = excluded.token_url,
-                 jwks_url = excluded.jwks_url, deployment_ids = excluded.deployment_ids,
-                 product = excluded.product, registered_at = excluded.registered_at",
+             ON CONFLICT (issuer, client_id) DO NOTHING",
         )
         .bind(&row.issuer)
         .bind(&row.client_id)
@@ -139,8 +138,23 @@ impl Store {
         .bind(&row.product)
         .bind(row.registered_at)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(added == 1)
+    }
+
+    /// Removes a dynamically registered platform (`labpool lti platform
+    /// remove`): the way to replace one on purpose. Returns whether it existed.
+    pub async fn delete_platform(&self, issuer: &str, client_id: &str) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query("DELETE FROM lti_platforms WHERE issuer = $1 AND client_id = $2")
+                .bind(issuer)
+                .bind(client_id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected()
+                == 1,
+        )
     }
 
     /// Every platform registered through Dynamic Registration.

@@ -21,6 +21,7 @@ mod launch_batch;
 mod launches;
 mod leases;
 mod lti;
+mod registration_links;
 mod rows;
 mod sessions;
 mod source_status;
@@ -39,6 +40,7 @@ pub use launches::{
 };
 pub use leases::Lease;
 pub use lti::{PlatformRow, ToolKeyRow};
+pub use registration_links::LinkUse;
 pub use rows::{
     Claimed, CourseRow, EventRow, HostRow, NewEvent, SessionKey, SessionRow, UnknownVmState, VmRow,
     VmState,

@@ -22,7 +22,9 @@ pub const CLIENT: &str = "labpool-client";
 pub const DEPLOYMENT: &str = "deployment-1";
 pub const COURSE: &str = "linux";
 pub const CONTEXT: &str = "lms-course-1";
-const REGISTRATION_SECRET: &str = "let-me-register";
+/// The test LMSs listen on loopback: Dynamic Registration must be allowed
+/// to reach it (`lti.registration.allowed_networks`).
+pub const LOOPBACK_REGISTRATION: &str = "  registration: { allowed_networks: [\"127.0.0.0/8\"] }\n";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
@@ -103,6 +105,20 @@ impl World {
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
         dev: bool,
     ) -> World {
+        World::start_configured(lab, db, head, LOOPBACK_REGISTRATION, what, ready, dev).await
+    }
+
+    /// [`World::start_with`], with `lti_extra` (YAML lines indented under
+    /// `lti:`) in the configuration.
+    pub async fn start_configured(
+        lab: Lab,
+        db: Db,
+        head: &str,
+        lti_extra: &str,
+        what: &str,
+        ready: impl Fn(&[labpool::store::VmRow]) -> bool,
+        dev: bool,
+    ) -> World {
         crate::support::init_test_logs();
         let platform = Platform::start().await.expect("platform starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -118,7 +134,7 @@ impl World {
         let mut config = lab.config_on(
             &database,
             &format!(
-                "{head}lti:\n  base_url: \"{base}\"\n  registration_secret: {REGISTRATION_SECRET}\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+                "{head}lti:\n  base_url: \"{base}\"\n{lti_extra}  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
                 iss = platform.issuer(),
                 auth = platform.auth_url(),
                 token = platform.token_url(),
@@ -149,6 +165,29 @@ impl World {
             try_it,
             _postgres: postgres,
         }
+    }
+
+    /// A one-time registration link, as `labpool lti registration-link`
+    /// makes it.
+    pub async fn registration_link(&self) -> String {
+        let ttl = self
+            .reconciler
+            .config()
+            .lti
+            .registration
+            .link_ttl
+            .get()
+            .as_millis() as i64;
+        labpool::lti::register::make_link(
+            &self.store,
+            &self.base,
+            ttl,
+            "test",
+            labpool::reconcile::now_ms(),
+        )
+        .await
+        .expect("link made")
+        .url
     }
 
     pub fn student(&self, user: &str) -> Launch {
@@ -633,15 +672,16 @@ async fn dynamic_registration_registers_the_platform_that_then_launches() {
     let lms = Platform::start().await.unwrap();
     let browser = Browser::new();
     let wrong = browser
-        .get(&format!("{}/lti/register/guess", w.base))
+        .get(&format!(
+            "{}/lti/register/guess?openid_configuration=x",
+            w.base
+        ))
         .await
         .unwrap();
     assert_eq!(wrong.status, 404);
+    let link = w.registration_link().await;
     let registered = lms
-        .register_dynamically(
-            &browser,
-            &format!("{}/lti/register/{REGISTRATION_SECRET}", w.base),
-        )
+        .register_dynamically(&browser, &link)
         .await
         .expect("registration completes");
     assert_eq!(

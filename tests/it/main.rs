@@ -17,6 +17,7 @@ mod lti;
 mod metrics;
 mod qemu;
 mod reconcile;
+mod registration;
 mod schema;
 mod source_git;
 mod store;
