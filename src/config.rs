@@ -955,6 +955,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_static_registration_secret_is_refused_with_what_to_do_instead() {
+        let text = "lti:\n  registration_secret: let-me-register\n";
+        let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();
+        let d = &err.diagnostics[0];
+        assert_eq!((d.position.line, d.code), (2, Code::InvalidValue));
+        assert!(
+            d.message.contains("labpool lti registration-link"),
+            "{}",
+            d.message
+        );
+        let ok = "lti:\n  registration: { link_ttl: 1h, allowed_networks: [10.0.0.0/8] }\nhttp: { allowed_hosts: [labs.example.edu, \"10.0.0.5:8080\"] }\n";
+        let config = Config::parse(Path::new("c.yaml"), ok).unwrap();
+        assert_eq!(config.lti.registration.allowed_networks.len(), 1);
+        assert!(!config.lti.registration.allow_private_networks);
+        let bad = "http: { allowed_hosts: [\"https://x/\"] }\nlti:\n  registration: { allowed_networks: [nope] }\n";
+        assert!(Config::parse(Path::new("c.yaml"), bad).is_err());
+    }
+
+    #[test]
     fn parses_hosts_and_images() {
         let text = "hosts:\n  - name: a\n    uri: test:///default\n    capacity: { vms: 4, memory: 8GiB, vcpus: 4 }\nimages:\n  tiny: { volume: tiny.qcow2 }\n";
         let config = Config::parse(Path::new("labpool.yaml"), text).unwrap();

@@ -151,6 +151,50 @@ pub fn csp_for_html(html: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_layer_adds_nosniff_hsts_and_a_policy_only_where_missing() {
+        use axum::response::Html;
+        let app = axum::Router::new()
+            .route(
+                "/page",
+                axum::routing::get(|| async { Html(crate::lti::pages::page("t", "<p>x</p>")) }),
+            )
+            .route(
+                "/own",
+                axum::routing::get(|| async {
+                    (
+                        [(header::CONTENT_SECURITY_POLICY, "default-src 'self'")],
+                        Html("<p>x</p>"),
+                    )
+                }),
+            )
+            .route("/json", axum::routing::get(|| async { "{}" }))
+            .layer(axum::middleware::from_fn_with_state(
+                SecurityHeaders { hsts: true },
+                add,
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        for path in ["/page", "/own", "/json"] {
+            let r = reqwest::get(format!("{base}{path}")).await.unwrap();
+            let h = r.headers();
+            assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+            assert_eq!(h["strict-transport-security"], HSTS, "{path}");
+            let csp = h
+                .get("content-security-policy")
+                .map(|v| v.to_str().unwrap().to_owned());
+            match path {
+                "/page" => assert!(csp.unwrap().contains("style-src 'sha256-")),
+                "/own" => assert_eq!(csp.as_deref(), Some("default-src 'self'")),
+                _ => assert_eq!(csp, None),
+            }
+            if path == "/page" {
+                assert!(r.text().await.unwrap().contains("<p>x</p>"));
+            }
+        }
+    }
+
     #[test]
     fn the_policy_allows_exactly_the_pages_own_scripts_and_forms() {
         let page = crate::lti::pages::auto_post(

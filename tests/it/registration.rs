@@ -573,3 +573,76 @@ async fn a_forged_origin_and_host_do_not_launch_from_the_try_it_page() {
     // labpool's own origin launches.
     assert_eq!(post(None, &w.base).await, 303);
 }
+
+/// The admin's two ways to make a link: the CLI and the dashboard (admin
+/// scope, CSRF-checked like the other dashboard actions). Both links work;
+/// `labpool lti platform remove` removes what one registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admins_make_links_with_the_cli_and_the_dashboard() {
+    let w = world(Db::Sqlite, true).await;
+    let dir = w.lab.path();
+    let made = crate::support::labpool_in(
+        dir,
+        &["lti", "registration-link", "--config", "labpool.yaml"],
+    );
+    assert_eq!(made.status, 0, "{made:?}");
+    let cli_link = made.stdout.trim().to_owned();
+    assert!(
+        cli_link.starts_with(&format!("{}/lti/register/", w.base)),
+        "{cli_link}"
+    );
+    assert!(made.stderr.contains("shown only now"), "{}", made.stderr);
+    let lms = Platform::start().await.unwrap();
+    let registered = lms
+        .register_dynamically(&Browser::new(), &cli_link)
+        .await
+        .expect("the CLI's link registers");
+
+    let now = labpool::reconcile::now_ms();
+    let (_, admin) =
+        labpool::admin::tokens::create(&w.store, "root", labpool::admin::Scope::Admin, now)
+            .await
+            .unwrap();
+    let (_, reader) =
+        labpool::admin::tokens::create(&w.store, "look", labpool::admin::Scope::Read, now)
+            .await
+            .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |token: &str| {
+        http.post(format!("{}/admin/registration-link", w.base))
+            .bearer_auth(token)
+            .form(&[("csrf", "")])
+            .send()
+    };
+    assert_eq!(post(&reader).await.unwrap().status(), 403);
+    let page = post(&admin).await.unwrap();
+    assert_eq!(page.status(), 200);
+    let body = page.text().await.unwrap();
+    let start = body
+        .find(&format!("{}/lti/register/", w.base))
+        .expect(&body);
+    let link: String = body[start..].chars().take_while(|c| *c != '"').collect();
+    let other = Platform::start().await.unwrap();
+    other
+        .register_dynamically(&Browser::new(), &link)
+        .await
+        .expect("the dashboard's link registers");
+    assert_eq!(w.store.platforms().await.unwrap().len(), 2);
+    let removed = crate::support::labpool_in(
+        dir,
+        &[
+            "lti",
+            "platform",
+            "remove",
+            lms.issuer(),
+            &registered.client_id,
+            "--config",
+            "labpool.yaml",
+        ],
+    );
+    assert_eq!(removed.status, 0, "{removed:?}");
+    assert_eq!(w.store.platforms().await.unwrap().len(), 1);
+}
