@@ -49,6 +49,13 @@ pub struct Config {
     /// The browser terminal's gateway.
     #[serde(default)]
     pub terminal: TerminalConfig,
+    /// The file holding the key that seals the store's secrets (64 hex
+    /// digits, mode 0600). `LABPOOL_SECRET_KEY_FILE` overrides it; then
+    /// systemd's `$CREDENTIALS_DIRECTORY/labpool-secret-key`. Unset with
+    /// SQLite: `<database file>.key`, generated on first start. Unset with
+    /// PostgreSQL: labpool refuses to start (replicas must share one key).
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// The browser terminal's gateway.
@@ -233,6 +240,12 @@ impl DatabaseUrl {
     /// The URL itself, password included: for connecting only.
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// Whether the URL carries a password (`user:password@` or a
+    /// `password=` parameter).
+    pub fn has_password(&self) -> bool {
+        self.redacted() != self.0 || self.0.contains("password=")
     }
 
     fn redacted(&self) -> String {
@@ -542,6 +555,7 @@ impl Default for Config {
             terminal: TerminalConfig::default(),
             hosts: Vec::new(),
             images: BTreeMap::new(),
+            secret_key_file: None,
         }
     }
 }
@@ -570,6 +584,26 @@ impl Config {
     /// an image the catalog lacks).
     pub fn catalog_entry(&self, course: &crate::course::Course) -> Option<&ImageConfig> {
         course.image.as_ref().and_then(|i| self.images.get(i))
+    }
+
+    /// The keys of this configuration that hold secrets: a file holding
+    /// any must be private to labpool's user.
+    pub fn secrets_held(&self) -> Vec<&'static str> {
+        let git = self.source.git.as_ref();
+        [
+            (self.database.has_password(), "database (a password)"),
+            (
+                git.is_some_and(|g| g.webhook_secret.is_some()),
+                "source.git.webhook_secret",
+            ),
+            (
+                self.lti.registration_secret.is_some(),
+                "lti.registration_secret",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(held, key)| held.then_some(key))
+        .collect()
     }
 
     /// The public base URL of labpool, without a trailing slash.
@@ -651,6 +685,11 @@ impl Config {
             config.source.folder = base.join(&config.source.folder);
         }
         if let Some(key) = &mut config.terminal.ssh_key
+            && key.is_relative()
+        {
+            *key = base.join(&*key);
+        }
+        if let Some(key) = &mut config.secret_key_file
             && key.is_relative()
         {
             *key = base.join(&*key);

@@ -136,6 +136,31 @@ async fn open(common: &Common) -> anyhow::Result<(Config, Store)> {
     Ok((config, store))
 }
 
+/// [`open`] for the commands that read the store's secrets (`serve`,
+/// `keys`): first refuses secret-holding files that group or others may
+/// open (the configuration, when it holds a secret, and the SQLite store's
+/// files), then opens the secrets with the secret key (`secret_key`), so a
+/// wrong key stops the command before anything runs.
+async fn open_secrets(common: &Common) -> anyhow::Result<(Config, Store)> {
+    let held = match Config::load(&common.config) {
+        Ok(file) => file.secrets_held(),
+        Err(_) => Vec::new(), // `load_config` reports it below
+    };
+    if !held.is_empty() {
+        crate::file_modes::refuse_shared(
+            &common.config,
+            &format!("the configuration, which holds {}", held.join(", ")),
+        )?;
+    }
+    let config = load_config(common)?;
+    for file in crate::store::sqlite_files(config.database.expose()) {
+        crate::file_modes::refuse_shared(&file, "the state store, holding its secrets")?;
+    }
+    let (config, store) = open(common).await?;
+    crate::secret_key::unlock(&config, &store).await?;
+    Ok((config, store))
+}
+
 fn init_logs(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LABPOOL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("labpool=info,warn"));
@@ -276,7 +301,7 @@ pub enum KeysAction {
 
 /// `labpool keys [list|rotate]`.
 pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
-    let (config, store) = open(&common).await?;
+    let (config, store) = open_secrets(&common).await?;
     let now = crate::reconcile::now_ms();
     let grace = config.lti.key_grace.get().as_millis() as i64;
     if action == KeysAction::Rotate {
@@ -394,7 +419,7 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
 pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
     init_logs(log_json);
-    let (mut config, store) = open(&common).await?;
+    let (mut config, store) = open_secrets(&common).await?;
     tracing::info!(
         config = %common.config.display(),
         database = %config.database,

@@ -119,8 +119,9 @@ pub struct Lti {
 }
 
 impl Lti {
-    /// Sets up the tool over `store`: the first signing key and the token
-    /// key are created on first start. Launches are counted in `metrics`.
+    /// Sets up the tool over `store`: opens its secrets with the secret key
+    /// (`crate::secret_key`), and creates the first signing key and the
+    /// token key on first start. Launches are counted in `metrics`.
     pub async fn new(
         config: &Config,
         store: Store,
@@ -128,6 +129,9 @@ impl Lti {
         metrics: crate::metrics::Metrics,
     ) -> Result<Arc<Lti>, keys::KeyError> {
         let now = crate::reconcile::now_ms();
+        // The secrets below are sealed with the secret key (a no-op when the
+        // command already opened the store with it).
+        crate::secret_key::unlock(config, &store).await?;
         let tool_keys = keys::ToolKeys::load_or_create(&store, now).await?;
         let tokens = SessionTokens::load_or_create(&store, now).await?;
         let http = reqwest::Client::builder()

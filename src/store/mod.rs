@@ -22,6 +22,8 @@ mod launches;
 mod leases;
 mod lti;
 mod rows;
+pub mod seal;
+mod sealing;
 mod sessions;
 mod source_status;
 mod tokens;
@@ -43,6 +45,7 @@ pub use rows::{
     Claimed, CourseRow, EventRow, HostRow, NewEvent, SessionKey, SessionRow, UnknownVmState, VmRow,
     VmState,
 };
+pub use sealing::Unlocked;
 pub use tokens::ApiTokenRow;
 
 /// Which database a [`Store`] talks to, chosen by the URL's scheme.
@@ -72,6 +75,12 @@ pub enum StoreError {
     TokenNameTaken(String),
     #[error("cannot lock the SQLite file for migrations")]
     Lock(#[source] std::io::Error),
+    #[error("the store's secrets are sealed and no secret key was given to open them")]
+    Locked,
+    #[error("the store's secrets were sealed with another key: {0}")]
+    WrongKey(String),
+    #[error("cannot create the SQLite file {0} with mode 0600")]
+    Create(String, #[source] std::io::Error),
 }
 
 /// How long SQLite waits for another connection's write lock before failing.
@@ -82,6 +91,10 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The key that seals the secrets, once [`Store::unlock`] checked it;
+    /// shared by every clone, so the reconciler's and the tool's handles
+    /// agree.
+    sealer: std::sync::Arc<std::sync::OnceLock<seal::Sealer>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -155,6 +168,11 @@ impl Store {
                     .max_lifetime(None);
             }
         }
+        if let Some(db) = sqlite_file(&url).filter(|_| url.contains("mode=rwc")) {
+            // Before SQLite sees it: SQLite creates a missing file with the
+            // umask's mode (0644), and gives -wal and -shm the main file's.
+            create_private(&db)?;
+        }
         let pool = options.connect(&url).await?;
         // sqlx's SQLite migrator takes no lock: two labpools opening a new
         // file at once would both run the first migration. A lock file next
@@ -184,7 +202,11 @@ impl Store {
             }
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            sealer: Default::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -247,7 +269,9 @@ async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File, StoreError> 
     name.push(".lock");
     let path = std::path::PathBuf::from(name);
     let locked = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -258,6 +282,37 @@ async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File, StoreError> 
     .await
     .map_err(|e| StoreError::Lock(std::io::Error::other(e)))?;
     locked.map_err(StoreError::Lock)
+}
+
+/// Creates the SQLite file `db` empty with mode 0600 unless it exists (an
+/// existing file keeps its mode: `serve` refuses a readable one).
+fn create_private(db: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Create(db.display().to_string(), e)),
+    }
+}
+
+/// The files of a SQLite store at `url`: the database first, then the
+/// journals SQLite keeps beside it (none for PostgreSQL or an in-memory
+/// database). The `.lock` file beside them holds nothing.
+pub fn sqlite_files(url: &str) -> Vec<std::path::PathBuf> {
+    let Some(db) = url.strip_prefix("sqlite:").and(sqlite_file(url)) else {
+        return Vec::new();
+    };
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    vec![db.clone(), with("-wal"), with("-shm"), with("-journal")]
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

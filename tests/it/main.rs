@@ -18,6 +18,7 @@ mod metrics;
 mod qemu;
 mod reconcile;
 mod schema;
+mod secrets;
 mod source_git;
 mod store;
 mod support;
