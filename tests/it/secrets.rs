@@ -203,7 +203,12 @@ impl Serve {
     fn listening(&mut self) -> Result<String, String> {
         let address = self.bound()?;
         let answered = std::process::Command::new("curl")
-            .args(["-sf", "-o", "/dev/null", &format!("http://{address}/healthz")])
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                &format!("http://{address}/healthz"),
+            ])
             .status()
             .expect("curl runs");
         assert!(answered.success(), "serve does not answer:\n{}", self.log);
