@@ -106,6 +106,9 @@ pub struct LtiConfig {
     /// Default 72h: longer than platforms cache a JWKS.
     #[serde(default = "default_key_grace")]
     pub key_grace: Duration,
+    /// Bounds on unauthenticated login initiations (`/lti/login`).
+    #[serde(default)]
+    pub logins: LoginLimits,
 }
 
 impl Default for LtiConfig {
@@ -115,8 +118,49 @@ impl Default for LtiConfig {
             platforms: Vec::new(),
             registration_secret: None,
             key_grace: default_key_grace(),
+            logins: LoginLimits::default(),
         }
     }
+}
+
+/// How many logins labpool starts before a platform answers: each stores a
+/// row until its launch or its expiry, and anyone may start one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginLimits {
+    /// Logins one client address may start at once (the token bucket's
+    /// size). Default 200: a class behind one NAT launching together.
+    #[serde(default = "default_login_burst")]
+    pub burst: u32,
+    /// Logins per second one client address regains. Default 2.
+    #[serde(default = "default_login_rate")]
+    pub per_second: u32,
+    /// Logins started and not yet launched, over all clients; beyond it new
+    /// logins get 503. Default 10000.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            burst: default_login_burst(),
+            per_second: default_login_rate(),
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
+fn default_login_burst() -> u32 {
+    200
+}
+
+fn default_login_rate() -> u32 {
+    2
+}
+
+fn default_max_pending() -> u32 {
+    10_000
 }
 
 fn default_key_grace() -> Duration {
@@ -305,13 +349,120 @@ pub struct HttpConfig {
     /// Address and port to listen on. Default `127.0.0.1:8080`.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, as CIDRs
+    /// (`10.0.0.0/8`, `::1/128`). Default none: the peer address is the
+    /// client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Timeouts and the connection cap of the listener.
+    #[serde(default)]
+    pub limits: HttpLimits,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: default_listen(),
+            trusted_proxies: Vec::new(),
+            limits: HttpLimits::default(),
         }
+    }
+}
+
+/// How long the listener waits for slow clients, and how many it serves.
+/// Terminal sockets, once upgraded, are exempt from the timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A request's line and headers must arrive within this (counted from
+    /// the first byte, or from the end of the previous request on a kept-alive
+    /// connection). Default 10s.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this. Default 30s.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Duration,
+    /// A connection with no bytes moving either way for this long is
+    /// closed. Default 60s.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Connections served at once; more get 503 and are closed. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_connections() -> u32 {
+    1024
+}
+
+/// An address block, `10.0.0.0/8` or `2001:db8::/32` (a bare address is one
+/// address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(ipnet::IpNet);
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+            return Ok(Cidr(net.trunc()));
+        }
+        s.parse::<std::net::IpAddr>()
+            .map(|ip| Cidr(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("`{s}` is not an address block like 10.0.0.0/8 or ::1/128"))
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -375,6 +526,14 @@ pub struct GitSourceConfig {
     /// Without it the webhook is off.
     #[serde(default)]
     pub webhook_secret: Option<Secret>,
+    /// Webhook calls within this of the fetch the last one started are
+    /// folded into one fetch at its end. Default 10s.
+    #[serde(default = "default_webhook_min_interval")]
+    pub webhook_min_interval: Duration,
+}
+
+fn default_webhook_min_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// A secret from the configuration file; never printed.

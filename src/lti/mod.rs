@@ -49,15 +49,23 @@ pub struct Refusal {
     pub reason: String,
     /// A URL that retries the launch where it can work (a new window).
     pub retry: Option<String>,
+    /// Seconds to send as `Retry-After` (a refusal for load, not for the
+    /// request itself).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
-    fn new(status: StatusCode, kind: &'static str, reason: impl Into<String>) -> Refusal {
+    pub(crate) fn new(
+        status: StatusCode,
+        kind: &'static str,
+        reason: impl Into<String>,
+    ) -> Refusal {
         Refusal {
             status,
             kind,
             reason: reason.into(),
             retry: None,
+            retry_after: None,
         }
     }
     pub fn forged(reason: impl Into<String>) -> Refusal {
@@ -116,6 +124,8 @@ pub struct Lti {
     pub(crate) launches: launch_queue::LaunchQueue,
     /// The reconciler's metrics: launches are counted here.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Logins started and not launched beyond which new ones are refused.
+    pub(crate) max_pending_logins: u32,
 }
 
 impl Lti {
@@ -158,6 +168,7 @@ impl Lti {
             store,
             on_demand,
             metrics,
+            max_pending_logins: config.lti.logins.max_pending,
         }))
     }
 

@@ -182,6 +182,17 @@ impl Store {
             Some(db) if backend == Backend::Sqlite => Some(lock_beside(&db).await?),
             _ => None,
         };
+        if backend == Backend::Sqlite && !is_sqlite_memory(&url) {
+            // Space freed by deletes goes back to the file system
+            // (`Store::reclaim`) rather than staying in the file for ever:
+            // pending logins come and go by the thousand. Only possible
+            // before the first table exists; older files switch below.
+            retry_while_locked(|| async {
+                pool.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
+                Ok(())
+            })
+            .await?;
+        }
         if backend == Backend::Sqlite {
             // WAL lets readers run beside the writer. It is a property of the
             // file, so setting it once here (before anyone else writes) is
@@ -202,11 +213,28 @@ impl Store {
             }
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
+        if backend == Backend::Sqlite && !is_sqlite_memory(&url) {
+            switch_to_incremental_vacuum(&pool).await;
+        }
         Ok(Store {
             pool,
             backend,
             sealer: Default::default(),
         })
+    }
+
+    /// Gives the pages of deleted rows back to the file system: on SQLite
+    /// `incremental_vacuum` moves them to the end of the file and truncates
+    /// it, and a checkpoint lets the WAL file shrink too. (PostgreSQL's
+    /// autovacuum reuses dead rows' space by itself.)
+    pub async fn reclaim(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            self.pool.execute("PRAGMA incremental_vacuum").await?;
+            // Best effort: a reader in the middle of a snapshot only
+            // postpones the truncation to the next checkpoint.
+            let _ = self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
@@ -227,6 +255,34 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+}
+
+/// A file made before labpool set `auto_vacuum` keeps deleted rows' pages
+/// for ever; one `VACUUM` rewrites it in incremental mode. It runs under the
+/// migration lock; when another labpool has the file open the VACUUM
+/// cannot get its lock, and the file is left as it is (it still works, it
+/// just does not shrink) and switched at a later start.
+async fn switch_to_incremental_vacuum(pool: &AnyPool) {
+    const INCREMENTAL: i64 = 2;
+    let switched = async {
+        let mut conn = pool.acquire().await?;
+        let (mode,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
+            .fetch_one(&mut *conn)
+            .await?;
+        if mode == INCREMENTAL {
+            return Ok::<bool, sqlx::Error>(false);
+        }
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
+        conn.execute("VACUUM").await?;
+        Ok(true)
+    }
+    .await;
+    match switched {
+        Ok(true) => tracing::info!("SQLite store switched to incremental auto_vacuum"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e,
+            "cannot switch the SQLite store to incremental auto_vacuum now (another labpool has it open?); it keeps working and is switched at a later start"),
     }
 }
 

@@ -52,6 +52,18 @@ impl World {
 
     /// [`World::new`], with the try-it LMS when `dev`.
     pub async fn new_with(db: Db, warm: u32, max: u32, dev: bool) -> World {
+        World::new_tuned(db, warm, max, dev, |_| {}).await
+    }
+
+    /// [`World::new_with`], with `tune` applied to the configuration
+    /// before labpool starts on it.
+    pub async fn new_tuned(
+        db: Db,
+        warm: u32,
+        max: u32,
+        dev: bool,
+        tune: impl FnOnce(&mut labpool::config::Config),
+    ) -> World {
         let lab = Lab::new();
         let mut hosts = String::new();
         for name in ["h1", "h2"] {
@@ -77,7 +89,7 @@ impl World {
             count(vms, COURSE, VmState::Warm) == warm as usize
                 && count(vms, "python", VmState::Warm) == 1
         };
-        World::start_with(lab, db, &head, "pools warm", ready, dev).await
+        World::start_tuned(lab, db, &head, "pools warm", ready, dev, tune).await
     }
 
     /// A world of `lab`'s courses on the hosts and images of `head` (YAML
@@ -103,6 +115,19 @@ impl World {
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
         dev: bool,
     ) -> World {
+        World::start_tuned(lab, db, head, what, ready, dev, |_| {}).await
+    }
+
+    /// [`World::start_with`], with `tune` applied to the configuration.
+    pub async fn start_tuned(
+        lab: Lab,
+        db: Db,
+        head: &str,
+        what: &str,
+        ready: impl Fn(&[labpool::store::VmRow]) -> bool,
+        dev: bool,
+        tune: impl FnOnce(&mut labpool::config::Config),
+    ) -> World {
         crate::support::init_test_logs();
         let platform = Platform::start().await.expect("platform starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -125,6 +150,7 @@ impl World {
                 jwks = platform.jwks_url(),
             ),
         );
+        tune(&mut config);
         let try_it = if dev {
             let installed = labpool::http::try_it::TryIt::install(&mut config, false).await;
             Some(installed.expect("the try-it LMS installs"))
@@ -183,7 +209,7 @@ pub fn session_of(page: &Page) -> (String, String) {
 }
 
 /// The refusal page: its status and the reason it gives.
-fn assert_refused(page: &Page, status: u16, reason: &str) {
+pub fn assert_refused(page: &Page, status: u16, reason: &str) {
     assert_eq!(page.status, status, "status of: {}", page.body);
     assert!(
         page.body.contains(reason),
@@ -406,7 +432,7 @@ async fn pending_launch(browser: &Browser, w: &World, launch: &Launch) -> labpoo
         .unwrap_or_else(|| panic!("the platform's form post: {}", authorize.body))
 }
 
-async fn post(browser: &Browser, form: &labpool::lms::Form) -> Page {
+pub async fn post(browser: &Browser, form: &labpool::lms::Form) -> Page {
     browser.post_form(&form.action, &form.fields).await.unwrap()
 }
 
