@@ -192,6 +192,7 @@ async fn store_only(bed: &Bed, round: usize) -> Duration {
                 login_hint: "x".into(),
                 message_hint: None,
                 storage_secret: None,
+                storage_target: None,
                 created_at: now,
                 expires_at: now + 60_000,
                 used_at: None,

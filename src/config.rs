@@ -49,6 +49,13 @@ pub struct Config {
     /// The browser terminal's gateway.
     #[serde(default)]
     pub terminal: TerminalConfig,
+    /// The file holding the key that seals the store's secrets (64 hex
+    /// digits, mode 0600). `LABPOOL_SECRET_KEY_FILE` overrides it; then
+    /// systemd's `$CREDENTIALS_DIRECTORY/labpool-secret-key`. Unset with
+    /// SQLite: `<database file>.key`, generated on first start. Unset with
+    /// PostgreSQL: labpool refuses to start (replicas must share one key).
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
 }
 
 /// The browser terminal's gateway.
@@ -102,6 +109,9 @@ pub struct LtiConfig {
     /// Default 72h: longer than platforms cache a JWKS.
     #[serde(default = "default_key_grace")]
     pub key_grace: Duration,
+    /// Bounds on unauthenticated login initiations (`/lti/login`).
+    #[serde(default)]
+    pub logins: LoginLimits,
 }
 
 impl Default for LtiConfig {
@@ -112,6 +122,7 @@ impl Default for LtiConfig {
             registration_secret: None,
             registration: RegistrationConfig::default(),
             key_grace: default_key_grace(),
+            logins: LoginLimits::default(),
         }
     }
 }
@@ -133,7 +144,7 @@ pub struct RegistrationConfig {
     /// Networks (CIDR, e.g. `10.20.0.0/16`) registrations may reach whatever
     /// their kind; the only way to allow a cloud metadata address. Default none.
     #[serde(default)]
-    pub allowed_networks: Vec<ipnet::IpNet>,
+    pub allowed_networks: Vec<Cidr>,
 }
 
 impl Default for RegistrationConfig {
@@ -146,8 +157,48 @@ impl Default for RegistrationConfig {
     }
 }
 
+/// How many logins labpool starts before a platform answers: each stores a
+/// row until its launch or its expiry, and anyone may start one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginLimits {
+    /// Logins one client address may start at once (the token bucket's
+    /// size). Default 200: a class behind one NAT launching together.
+    #[serde(default = "default_login_burst")]
+    pub burst: u32,
+    /// Logins per second one client address regains. Default 2.
+    #[serde(default = "default_login_rate")]
+    pub per_second: u32,
+    /// Logins started and not yet launched, over all clients; beyond it new
+    /// logins get 503. Default 10000.
+    #[serde(default = "default_max_pending")]
+    pub max_pending: u32,
+}
+
+impl Default for LoginLimits {
+    fn default() -> Self {
+        LoginLimits {
+            burst: default_login_burst(),
+            per_second: default_login_rate(),
+            max_pending: default_max_pending(),
+        }
+    }
+}
+
 fn default_link_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+fn default_login_burst() -> u32 {
+    200
+}
+
+fn default_login_rate() -> u32 {
+    2
+}
+
+fn default_max_pending() -> u32 {
+    10_000
 }
 
 fn default_key_grace() -> Duration {
@@ -273,6 +324,12 @@ impl DatabaseUrl {
         &self.0
     }
 
+    /// Whether the URL carries a password (`user:password@` or a
+    /// `password=` parameter).
+    pub fn has_password(&self) -> bool {
+        self.redacted() != self.0 || self.0.contains("password=")
+    }
+
     fn redacted(&self) -> String {
         // scheme://user:password@rest -> scheme://user:***@rest
         let Some((scheme, rest)) = self.0.split_once("://") else {
@@ -335,6 +392,14 @@ pub struct HttpConfig {
     /// any other `Host` are refused (421), except `/healthz` and `/readyz`.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, as CIDRs
+    /// (`10.0.0.0/8`, `::1/128`). Default none: the peer address is the
+    /// client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Timeouts and the connection cap of the listener.
+    #[serde(default)]
+    pub limits: HttpLimits,
 }
 
 impl Default for HttpConfig {
@@ -342,7 +407,106 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: default_listen(),
             allowed_hosts: Vec::new(),
+            trusted_proxies: Vec::new(),
+            limits: HttpLimits::default(),
         }
+    }
+}
+
+/// How long the listener waits for slow clients, and how many it serves.
+/// Terminal sockets, once upgraded, are exempt from the timeouts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A request's line and headers must arrive within this (counted from
+    /// the first byte, or from the end of the previous request on a kept-alive
+    /// connection). Default 10s.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Duration,
+    /// A request's whole body must arrive within this. Default 30s.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Duration,
+    /// A connection with no bytes moving either way for this long is
+    /// closed. Default 60s.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Connections served at once; more get 503 and are closed. Default 1024.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_connections() -> u32 {
+    1024
+}
+
+/// An address block, `10.0.0.0/8` or `2001:db8::/32` (a bare address is one
+/// address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr(ipnet::IpNet);
+
+impl Cidr {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+            return Ok(Cidr(net.trunc()));
+        }
+        s.parse::<std::net::IpAddr>()
+            .map(|ip| Cidr(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("`{s}` is not an address block like 10.0.0.0/8 or ::1/128"))
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -406,6 +570,14 @@ pub struct GitSourceConfig {
     /// Without it the webhook is off.
     #[serde(default)]
     pub webhook_secret: Option<Secret>,
+    /// Webhook calls within this of the fetch the last one started are
+    /// folded into one fetch at its end. Default 10s.
+    #[serde(default = "default_webhook_min_interval")]
+    pub webhook_min_interval: Duration,
+}
+
+fn default_webhook_min_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// A secret from the configuration file; never printed.
@@ -586,6 +758,7 @@ impl Default for Config {
             terminal: TerminalConfig::default(),
             hosts: Vec::new(),
             images: BTreeMap::new(),
+            secret_key_file: None,
         }
     }
 }
@@ -614,6 +787,22 @@ impl Config {
     /// an image the catalog lacks).
     pub fn catalog_entry(&self, course: &crate::course::Course) -> Option<&ImageConfig> {
         course.image.as_ref().and_then(|i| self.images.get(i))
+    }
+
+    /// The keys of this configuration that hold secrets: a file holding
+    /// any must be private to labpool's user.
+    pub fn secrets_held(&self) -> Vec<&'static str> {
+        let git = self.source.git.as_ref();
+        [
+            (self.database.has_password(), "database (a password)"),
+            (
+                git.is_some_and(|g| g.webhook_secret.is_some()),
+                "source.git.webhook_secret",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(held, key)| held.then_some(key))
+        .collect()
     }
 
     /// The public base URL of labpool, without a trailing slash.
@@ -729,6 +918,11 @@ impl Config {
             config.source.folder = base.join(&config.source.folder);
         }
         if let Some(key) = &mut config.terminal.ssh_key
+            && key.is_relative()
+        {
+            *key = base.join(&*key);
+        }
+        if let Some(key) = &mut config.secret_key_file
             && key.is_relative()
         {
             *key = base.join(&*key);

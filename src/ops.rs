@@ -136,24 +136,91 @@ async fn open(common: &Common) -> anyhow::Result<(Config, Store)> {
     Ok((config, store))
 }
 
+/// [`open`] for the commands that read the store's secrets (`serve`,
+/// `keys`): first refuses secret-holding files that group or others may
+/// open (the configuration, when it holds a secret, and the SQLite store's
+/// files), then opens the secrets with the secret key (`secret_key`), so a
+/// wrong key stops the command before anything runs.
+async fn open_secrets(common: &Common) -> anyhow::Result<(Config, Store)> {
+    let held = match Config::load(&common.config) {
+        Ok(file) => file.secrets_held(),
+        Err(_) => Vec::new(), // `load_config` reports it below
+    };
+    if !held.is_empty() {
+        crate::file_modes::refuse_shared(
+            &common.config,
+            &format!("the configuration, which holds {}", held.join(", ")),
+        )?;
+    }
+    let config = load_config(common)?;
+    for file in crate::store::sqlite_files(config.database.expose()) {
+        crate::file_modes::refuse_shared(&file, "the state store, holding its secrets")?;
+    }
+    let (config, store) = open(common).await?;
+    crate::secret_key::unlock(&config, &store).await?;
+    Ok((config, store))
+}
+
+/// Crates that log what passes through them (WebSocket frames with the
+/// session tokens and terminal bytes, HTTP/2 frames, SSH channel data,
+/// Docker exec streams) at their debug and trace levels. They are held at
+/// `warn` whatever `LABPOOL_LOG` says: tokens and terminal bytes never reach
+/// a log.
+pub const PAYLOAD_TARGETS: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "axum::extract::ws",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "russh",
+    "russh_keys",
+    "bollard",
+    "reqwest",
+];
+
+/// Whether an event or span of `target` at `level` may be logged at all.
+pub fn loggable(target: &str, level: &tracing::Level) -> bool {
+    let payload = PAYLOAD_TARGETS.iter().any(|t| {
+        target
+            .strip_prefix(t)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    });
+    !payload || *level <= tracing::Level::WARN
+}
+
 fn init_logs(json: bool) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_env("LABPOOL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("labpool=info,warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // A filter of its own, not a directive added to the user's: directives
+    // can be outdone by a more specific one (`tungstenite::protocol=trace`).
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| {
+        loggable(meta.target(), meta.level())
+    }));
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let _ = if json {
         // The span fields (a launch's course, outcome and session; a
         // reconcile action's kind, course, host and VM; the pass) on every
         // line: the innermost span as `span`, all of them as `spans`. These
         // are the defaults, stated so that no upgrade drops them silently.
-        builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
+        tracing_subscriber::registry()
+            .with(
+                layer
+                    .json()
+                    .with_current_span(true)
+                    .with_span_list(true)
+                    .with_filter(filter),
+            )
             .try_init()
     } else {
-        builder.try_init()
+        tracing_subscriber::registry()
+            .with(layer.with_filter(filter))
+            .try_init()
     };
 }
 
@@ -276,7 +343,7 @@ pub enum KeysAction {
 
 /// `labpool keys [list|rotate]`.
 pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
-    let (config, store) = open(&common).await?;
+    let (config, store) = open_secrets(&common).await?;
     let now = crate::reconcile::now_ms();
     let grace = config.lti.key_grace.get().as_millis() as i64;
     if action == KeysAction::Rotate {
@@ -467,7 +534,7 @@ pub async fn lti(common: Common, action: LtiAction) -> anyhow::Result<u8> {
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
 pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
     init_logs(log_json);
-    let (mut config, store) = open(&common).await?;
+    let (mut config, store) = open_secrets(&common).await?;
     tracing::info!(
         config = %common.config.display(),
         database = %config.database,
@@ -667,4 +734,31 @@ fn write_source(out: &mut impl Write, source: &serde_json::Value) -> std::io::Re
         }
     }
     writeln!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    /// Issue 15 §7: at `LABPOOL_LOG=trace` tungstenite logged frames with
+    /// tokens and terminal bytes. Payload crates stop at warn, whatever
+    /// the directive; labpool's own trace stays available.
+    #[test]
+    fn payload_crates_never_log_below_warn() {
+        for target in [
+            "tungstenite",
+            "tungstenite::protocol",
+            "tokio_tungstenite::compat",
+            "h2::codec",
+            "russh::channels",
+            "bollard::docker",
+        ] {
+            assert!(!super::loggable(target, &Level::TRACE), "{target}");
+            assert!(!super::loggable(target, &Level::DEBUG), "{target}");
+            assert!(!super::loggable(target, &Level::INFO), "{target}");
+            assert!(super::loggable(target, &Level::WARN), "{target}");
+        }
+        assert!(super::loggable("labpool::http", &Level::TRACE));
+        assert!(super::loggable("tungstenitex", &Level::TRACE));
+    }
 }

@@ -2,9 +2,11 @@
 //! session's terminal page. A token names one session; whoever holds it may
 //! open that session's terminal until it expires, and nothing else.
 //!
-//! HS256 with a key generated on first start and kept in the store, so any
-//! replica can check a token another issued. (The algorithm is fixed here;
-//! a token cannot choose it.)
+//! HS256 with a key generated on first start and kept in the store, sealed
+//! with the secret key (`crate::secret_key`), so any replica can check a
+//! token another issued and a copy of the database alone forges nothing.
+//! (The algorithm is fixed here; a token cannot choose it, nor a lifetime
+//! longer than labpool issues.)
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -15,6 +17,13 @@ use crate::store::{Store, StoreError};
 /// and open its socket; a relaunch from the LMS issues a new one.
 pub const TOKEN_TTL_SECS: i64 = 300;
 const AUDIENCE: &str = "labpool-session";
+/// How far ahead of this replica's clock another replica's may be: a token
+/// issued (`iat`) further in the future is refused, since it would stretch
+/// a token's life past [`TOKEN_TTL_SECS`].
+const CLOCK_SKEW_SECS: i64 = 60;
+/// The longest-lived state labpool seals (the dashboard's login, 12 h):
+/// [`SessionTokens::unseal`] refuses anything that lives longer.
+pub const SEALED_MAX_SECS: i64 = 12 * 3600;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionClaims {
@@ -37,6 +46,10 @@ pub enum TokenError {
     Forged,
     #[error("the token is for another session")]
     OtherSession,
+    /// Signed by labpool's key, but not as labpool issues tokens (a token
+    /// minted with a stolen key, say): the reason says what is wrong.
+    #[error("the token's lifetime is not one labpool issues: {0}")]
+    Lifetime(&'static str),
 }
 
 #[derive(Clone)]
@@ -104,14 +117,19 @@ impl SessionTokens {
         validation.set_required_spec_claims(&["exp", "aud"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &validation)
             .map_err(|_| TokenError::Forged)?;
-        if data
+        let exp = data
             .claims
             .get("exp")
             .and_then(serde_json::Value::as_i64)
-            .unwrap_or(0)
-            <= now
-        {
+            .unwrap_or(0);
+        if exp <= now {
             return Err(TokenError::Expired);
+        }
+        // Nothing labpool seals lives longer: a far `exp` is not ours.
+        if exp - now > SEALED_MAX_SECS {
+            return Err(TokenError::Lifetime(
+                "it expires later than labpool's seals do",
+            ));
         }
         serde_json::from_value(data.claims).map_err(|_| TokenError::Forged)
     }
@@ -131,11 +149,30 @@ impl SessionTokens {
         // Expiry is checked below against the caller's clock.
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "aud"]);
-        let claims = jsonwebtoken::decode::<SessionClaims>(token, &self.decoding, &validation)
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token, &self.decoding, &validation)
             .map_err(|_| TokenError::Forged)?
             .claims;
+        if claims
+            .get("iat")
+            .and_then(serde_json::Value::as_i64)
+            .is_none()
+        {
+            return Err(TokenError::Lifetime("it has no iat (issued at)"));
+        }
+        let claims: SessionClaims =
+            serde_json::from_value(claims).map_err(|_| TokenError::Forged)?;
         if claims.exp <= now {
             return Err(TokenError::Expired);
+        }
+        // labpool issues tokens that live TOKEN_TTL_SECS from now: a longer
+        // one, or one issued in the future, was not made by `issue`.
+        if claims.exp - claims.iat > TOKEN_TTL_SECS {
+            return Err(TokenError::Lifetime(
+                "it lives longer than the tokens labpool issues",
+            ));
+        }
+        if claims.iat > now + CLOCK_SKEW_SECS {
+            return Err(TokenError::Lifetime("it was issued in the future"));
         }
         if claims.sid != session_id {
             return Err(TokenError::OtherSession);
@@ -174,6 +211,53 @@ mod tests {
         assert_eq!(
             tokens.verify(Some(&parts.join(".")), "s1", 1001),
             Err(TokenError::Forged)
+        );
+    }
+
+    /// Issue 15 §1: a token with `exp` a year ahead, signed with labpool's
+    /// key (as one made with the key read from a 0644 store was), was
+    /// accepted. Its lifetime is now refused, as are a missing `iat` and an
+    /// `iat` in the future.
+    #[test]
+    fn a_token_that_lives_longer_than_labpool_issues_is_refused() {
+        let tokens = SessionTokens::from_secret(b"k1");
+        let now = 1_000_000;
+        let year = 365 * 24 * 3600;
+        let forge = |claims: serde_json::Value| tokens.seal(&claims);
+        let claims = |iat: Option<i64>, exp: i64| {
+            let mut c = serde_json::json!({"sid": "s1", "exp": exp, "aud": AUDIENCE, "jti": "x"});
+            if let Some(iat) = iat {
+                c["iat"] = iat.into();
+            }
+            c
+        };
+        let year_long = forge(claims(Some(now), now + year));
+        assert_eq!(
+            tokens.verify(Some(&year_long), "s1", now + 1),
+            Err(TokenError::Lifetime(
+                "it lives longer than the tokens labpool issues"
+            ))
+        );
+        let no_iat = forge(claims(None, now + 60));
+        assert_eq!(
+            tokens.verify(Some(&no_iat), "s1", now + 1),
+            Err(TokenError::Lifetime("it has no iat (issued at)"))
+        );
+        let future = forge(claims(Some(now + year), now + year + 60));
+        assert_eq!(
+            tokens.verify(Some(&future), "s1", now + 1),
+            Err(TokenError::Lifetime("it was issued in the future"))
+        );
+        // Exactly what `issue` makes still opens the session.
+        let issued = forge(claims(Some(now), now + TOKEN_TTL_SECS));
+        assert!(tokens.verify(Some(&issued), "s1", now + 1).is_ok());
+        // Sealed state (the dashboard cookie) is capped the same way.
+        let sealed = forge(serde_json::json!({"exp": now + year, "aud": "labpool-dashboard"}));
+        assert_eq!(
+            tokens.unseal::<serde_json::Value>(&sealed, "labpool-dashboard", now),
+            Err(TokenError::Lifetime(
+                "it expires later than labpool's seals do"
+            ))
         );
     }
 }

@@ -40,6 +40,17 @@ pub async fn start(dir: tempfile::TempDir, platform: Platform, body: &str) -> Be
         token = platform.token_url(),
         jwks = platform.jwks_url(),
     );
+    // A PostgreSQL store needs a secret key file shared by its replicas
+    // (labpool generates one only beside a SQLite file).
+    let text = if body.contains("postgres") {
+        let key = dir.path().join("secret.key");
+        std::fs::write(&key, hex::encode(rand::random::<[u8; 32]>())).unwrap();
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        format!("{text}secret_key_file: secret.key\n")
+    } else {
+        text
+    };
     let file = dir.path().join("labpool.yaml");
     std::fs::write(&file, text).unwrap();
     let config = Config::load(&file).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));

@@ -33,7 +33,9 @@ pub struct AllowedHosts {
     scheme: String,
     /// Lowercase host (IPv6 in brackets) and port.
     names: Vec<(String, u16)>,
-    /// base_url's port, when base_url is a loopback address.
+    /// base_url's port, when base_url is a loopback address; 0 (a base
+    /// URL defaulted from `http.listen` on port 0, whose port is only known
+    /// once bound) stands for any port.
     loopback_port: Option<u16>,
     base_origin: String,
 }
@@ -116,18 +118,22 @@ impl AllowedHosts {
     fn allows_url_host(&self, url: &Url) -> bool {
         match (url.host(), url.port_or_known_default()) {
             (Some(host), Some(port)) => {
-                (self.loopback_port == Some(port) && is_loopback(&host))
+                (self.loopback_port_is(port) && is_loopback(&host))
                     || self.allows(&host.to_string().to_ascii_lowercase(), port)
             }
             _ => false,
         }
     }
 
+    fn loopback_port_is(&self, port: u16) -> bool {
+        self.loopback_port.is_some_and(|p| p == port || p == 0)
+    }
+
     fn allows(&self, host: &str, port: u16) -> bool {
         if self.names.iter().any(|(h, p)| h == host && *p == port) {
             return true;
         }
-        self.loopback_port == Some(port)
+        self.loopback_port_is(port)
             && Url::parse(&format!("http://{host}/"))
                 .ok()
                 .and_then(|u| u.host().map(|h| is_loopback(&h)))
@@ -294,6 +300,10 @@ mod tests {
         }
         assert!(h.allows_origin("http://localhost:8080"));
         assert!(!h.allows_origin("http://evil.example:8080"));
+        // base_url defaulted from `http.listen: 127.0.0.1:0`: any port.
+        let any = hosts("http://127.0.0.1:0", &[]);
+        assert!(any.allows_authority("127.0.0.1:41234"));
+        assert!(!any.allows_authority("evil.example:41234"));
     }
 
     #[test]

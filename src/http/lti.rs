@@ -4,15 +4,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Form;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
+use crate::http::client::LoginGate;
+use crate::http::listener::Peer;
 use crate::lti::login::{LOGIN_TTL_MS, state_cookie_name};
 use crate::lti::register::RegistrationStart;
 use crate::lti::{LaunchForm, LaunchResult, LoginRequest, Lti, Refusal, WaitStatus, pages};
@@ -24,7 +27,13 @@ const FULL_RETRY_AFTER_SECS: u32 = 60;
 
 fn refused(r: Refusal, what: &str) -> Response {
     tracing::warn!(kind = r.kind, reason = %r.reason, status = r.status.as_u16(), "{what} refused");
-    (r.status, no_store(), Html(pages::refusal(&r))).into_response()
+    let mut response = (r.status, no_store(), Html(pages::refusal(&r))).into_response();
+    if let Some(secs) = r.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// Launch pages are per-user and single-use: never cached.
@@ -32,15 +41,48 @@ fn no_store() -> [(header::HeaderName, &'static str); 1] {
     [(header::CACHE_CONTROL, "no-store")]
 }
 
-pub async fn login_get(State(lti): State<Arc<Lti>>, Query(req): Query<LoginRequest>) -> Response {
-    login(lti, req).await
+pub async fn login_get(
+    State(lti): State<Arc<Lti>>,
+    State(gate): State<Arc<LoginGate>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Query(req): Query<LoginRequest>,
+) -> Response {
+    login(lti, &gate, peer, &headers, req).await
 }
 
-pub async fn login_post(State(lti): State<Arc<Lti>>, Form(req): Form<LoginRequest>) -> Response {
-    login(lti, req).await
+pub async fn login_post(
+    State(lti): State<Arc<Lti>>,
+    State(gate): State<Arc<LoginGate>>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+    Form(req): Form<LoginRequest>,
+) -> Response {
+    login(lti, &gate, peer, &headers, req).await
 }
 
-async fn login(lti: Arc<Lti>, req: LoginRequest) -> Response {
+async fn login(
+    lti: Arc<Lti>,
+    gate: &LoginGate,
+    peer: Option<Extension<Peer>>,
+    headers: &HeaderMap,
+    req: LoginRequest,
+) -> Response {
+    // Anyone may start a login and each is stored until it expires: a
+    // client gets a bucket of them (the router outside `serve` has no
+    // peer, and no limit).
+    if let Some(Extension(ConnectInfo(peer))) = peer
+        && let Err((client, wait)) = gate.admit(peer.ip(), headers)
+    {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut r = Refusal::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("client {client} started too many logins (lti.logins.burst, per_second)"),
+        );
+        r.retry_after = Some(secs);
+        return refused(r, "login");
+    }
     let start = match lti.login(req, now_ms()).await {
         Ok(start) => start,
         Err(r) => return refused(r, "login"),

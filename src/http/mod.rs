@@ -5,9 +5,11 @@
 //! and ask the reconciler to act (wake, fetch now).
 
 pub mod admin;
+pub mod client;
 pub mod dashboard;
 pub mod headers;
 pub mod host;
+pub mod listener;
 pub mod lti;
 pub mod metrics;
 pub mod openapi;
@@ -35,6 +37,22 @@ pub struct App {
     pub admin: crate::admin::Admin,
     /// The try-it LMS, with `serve --dev` only.
     pub try_it: Option<Arc<try_it::TryIt>>,
+    /// Who may start how many logins (`lti.logins`, `http.trusted_proxies`).
+    pub logins: Arc<client::LoginGate>,
+    /// Webhook deliveries already served (replays fetch nothing).
+    pub deliveries: Arc<webhook::Deliveries>,
+}
+
+impl FromRef<App> for Arc<webhook::Deliveries> {
+    fn from_ref(app: &App) -> Arc<webhook::Deliveries> {
+        app.deliveries.clone()
+    }
+}
+
+impl FromRef<App> for Arc<client::LoginGate> {
+    fn from_ref(app: &App) -> Arc<client::LoginGate> {
+        app.logins.clone()
+    }
 }
 
 impl FromRef<App> for Reconciler {
@@ -62,7 +80,10 @@ impl App {
         )
         .await?;
         let gateway = Gateway::new(&reconciler);
+        let logins = Arc::new(client::LoginGate::new(reconciler.config()));
         Ok(App {
+            logins,
+            deliveries: Arc::default(),
             admin: crate::admin::Admin::new(reconciler.clone(), gateway.clone()),
             gateway,
             reconciler,
@@ -116,7 +137,7 @@ fn routes(app: App) -> Router {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; requests in flight
-/// are finished first.
+/// are finished first. `http.limits` bounds slow clients (`listener`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: App,
@@ -129,7 +150,6 @@ pub async fn serve(
         shutdown.await;
         gateway.shutdown();
     };
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = app.reconciler.config().http.limits.clone();
+    listener::serve(listener, router(app), &limits, shutdown).await
 }

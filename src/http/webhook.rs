@@ -9,6 +9,15 @@
 //! logged, the secret and the signature are not. Comparisons are constant
 //! time. The body is not trusted for anything but the signature: the fetch
 //! reads the remote itself.
+//!
+//! A captured delivery can be sent again (GitHub's signature covers the body
+//! only, a token covers nothing). So a delivery seen before (by its id, or
+//! by its signed body) is answered 200 and fetches nothing, and accepted
+//! deliveries only ask the reconciler for a fetch, which folds requests
+//! within `source.git.webhook_min_interval` into one (`request_fetch`).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -73,8 +82,69 @@ pub fn verify(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<&'static
     }
 }
 
+/// The headers forges put a delivery's unique id in: GitHub, GitLab, Gitea,
+/// Gogs, Bitbucket Cloud and Server, and a generic one for bearer senders.
+const DELIVERY_HEADERS: &[&str] = &[
+    "x-github-delivery",
+    "x-gitlab-event-uuid",
+    "x-gitea-delivery",
+    "x-gogs-delivery",
+    "x-hook-uuid",
+    "x-request-uuid",
+    "x-request-id",
+];
+
+/// How many recent deliveries are remembered: far more than a forge sends
+/// between two fetches; the oldest is forgotten first.
+const REMEMBERED: usize = 4096;
+
+/// Recently accepted deliveries, by id and by signed body.
+#[derive(Default)]
+pub struct Deliveries {
+    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl Deliveries {
+    /// Records the keys of a delivery; false if any was seen before.
+    fn first_time(&self, keys: &[String]) -> bool {
+        let mut guard = self.seen.lock().expect("deliveries");
+        let (set, order) = &mut *guard;
+        if keys.iter().any(|k| set.contains(k)) {
+            return false;
+        }
+        for k in keys {
+            set.insert(k.clone());
+            order.push_back(k.clone());
+        }
+        while order.len() > REMEMBERED {
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+/// What identifies a delivery: its id header, and for a signed body the
+/// body itself (an id header is not signed, so a replay may change it).
+fn delivery_keys(headers: &HeaderMap, body: &[u8], kind: &str) -> Vec<String> {
+    use sha2::Digest;
+    let mut keys: Vec<String> = DELIVERY_HEADERS
+        .iter()
+        .filter_map(|name| {
+            let v = headers.get(*name)?.to_str().ok()?.trim();
+            (!v.is_empty() && v.len() <= 200).then(|| format!("{name}:{v}"))
+        })
+        .collect();
+    if kind == "github" {
+        keys.push(format!("body:{}", hex::encode(sha2::Sha256::digest(body))));
+    }
+    keys
+}
+
 pub async fn receive(
     State(reconciler): State<Reconciler>,
+    State(deliveries): State<Arc<Deliveries>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
@@ -89,8 +159,20 @@ pub async fn receive(
     };
     match verify(&headers, &body, secret.expose()) {
         Ok(kind) => {
-            tracing::info!(kind, "webhook: fetching the course repository now");
-            reconciler.fetch_now();
+            if !deliveries.first_time(&delivery_keys(&headers, &body, kind)) {
+                tracing::warn!(
+                    kind,
+                    "webhook: a delivery seen before (a replay or a redelivery); not fetching again"
+                );
+                return (StatusCode::OK, "already received\n");
+            }
+            let due = reconciler.request_fetch();
+            let wait = due - crate::reconcile::now_ms();
+            if wait > 0 {
+                tracing::info!(kind, in_ms = wait, "webhook: folded into the next fetch");
+            } else {
+                tracing::info!(kind, "webhook: fetching the course repository now");
+            }
             (StatusCode::ACCEPTED, "fetching\n")
         }
         Err(refusal) => {

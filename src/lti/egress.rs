@@ -22,10 +22,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ipnet::IpNet;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::config::RegistrationConfig;
+use crate::config::{Cidr, RegistrationConfig};
 
 /// Bodies read from a platform are cut off here (a configuration or a JWKS
 /// is a few KiB).
@@ -41,7 +40,7 @@ pub struct AddressPolicy {
     pub allow_private: bool,
     /// Networks allowed whatever their kind (`127.0.0.0/8` for an LMS on
     /// the same machine, `169.254.169.254/32` if you really mean it).
-    pub allowed: Vec<IpNet>,
+    pub allowed: Vec<Cidr>,
 }
 
 /// Why an address is refused; `None`: it is public.
@@ -150,7 +149,7 @@ impl AddressPolicy {
         if self
             .allowed
             .iter()
-            .any(|net| net.contains(&ip) || net.contains(&canonical))
+            .any(|net| net.contains(ip) || net.contains(canonical))
         {
             return Ok(());
         }

@@ -17,6 +17,8 @@ use crate::store::{Store, StoreError, ToolKeyRow};
 pub enum KeyError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    SecretKey(#[from] crate::secret_key::SecretKeyError),
     #[error("cannot generate an RSA key")]
     Generate,
     #[error("stored tool key `{kid}` is unusable: {reason}")]

@@ -137,7 +137,25 @@ impl Lti {
                     });
                 }
                 (None, None) => {
-                    return Err(self.missing_cookie(&state).await);
+                    // Blackboard Learn names the storage frame at login only:
+                    // the login remembers it.
+                    let remembered = self
+                        .store
+                        .login(&state)
+                        .await?
+                        .and_then(|l| l.storage_target);
+                    let Some(target) = remembered else {
+                        return Err(self.missing_cookie(&state).await);
+                    };
+                    let platform_origin = url::Url::parse(&launch.registration.auth_login_url)
+                        .map(|u| u.origin().ascii_serialization())
+                        .unwrap_or_default();
+                    return Ok(LaunchResult::StorageCheck {
+                        target,
+                        state,
+                        id_token,
+                        platform_origin,
+                    });
                 }
             },
         }

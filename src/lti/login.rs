@@ -10,6 +10,15 @@ use crate::store::LoginRow;
 /// A login must be completed by a launch within this.
 pub const LOGIN_TTL_MS: i64 = 10 * 60 * 1000;
 
+/// The longest value a login parameter labpool keeps may have (bytes). The
+/// LTI specs expect short opaque strings (platforms send ids and JWTs of a
+/// few hundred bytes); each is stored until the login expires and goes
+/// back out in the redirect, so anything longer is refused before either.
+pub const MAX_PARAM_BYTES: usize = 4096;
+
+/// How long a client refused for the global cap is asked to wait.
+pub const FULL_RETRY_AFTER_SECS: u64 = 60;
+
 /// The login initiation parameters (query string or form).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct LoginRequest {
@@ -52,6 +61,25 @@ impl Lti {
             v.filter(|s| !s.is_empty())
                 .ok_or_else(|| Refusal::bad_launch(format!("login initiation without `{name}`")))
         };
+        // Before anything is looked up or stored.
+        for (name, value) in [
+            ("iss", &req.iss),
+            ("login_hint", &req.login_hint),
+            ("target_link_uri", &req.target_link_uri),
+            ("lti_message_hint", &req.lti_message_hint),
+            ("lti_deployment_id", &req.lti_deployment_id),
+            ("client_id", &req.client_id),
+            ("lti_storage_target", &req.lti_storage_target),
+        ] {
+            if let Some(v) = value
+                && v.len() > MAX_PARAM_BYTES
+            {
+                return Err(Refusal::bad_launch(format!(
+                    "login initiation with a `{name}` of {} bytes (at most {MAX_PARAM_BYTES})",
+                    v.len()
+                )));
+            }
+        }
         let iss = required(req.iss, "iss")?;
         let login_hint = required(req.login_hint, "login_hint")?;
         let target = required(req.target_link_uri, "target_link_uri")?;
@@ -88,22 +116,39 @@ impl Lti {
             .lti_storage_target
             .filter(|t| !t.is_empty())
             .map(|target| (target, random_token()));
-        self.store
-            .insert_login(&LoginRow {
-                state: state.clone(),
-                nonce: nonce.clone(),
-                issuer: iss.clone(),
-                client_id: registration.client_id.clone(),
-                deployment_id: req.lti_deployment_id.clone(),
-                target_link_uri: target,
-                login_hint: login_hint.clone(),
-                message_hint: req.lti_message_hint.clone(),
-                storage_secret: storage.as_ref().map(|(_, s)| s.clone()),
-                created_at: now,
-                expires_at: now + LOGIN_TTL_MS,
-                used_at: None,
-            })
+        let stored = self
+            .store
+            .insert_login_bounded(
+                &LoginRow {
+                    state: state.clone(),
+                    nonce: nonce.clone(),
+                    issuer: iss.clone(),
+                    client_id: registration.client_id.clone(),
+                    deployment_id: req.lti_deployment_id.clone(),
+                    target_link_uri: target,
+                    login_hint: login_hint.clone(),
+                    message_hint: req.lti_message_hint.clone(),
+                    storage_secret: storage.as_ref().map(|(_, s)| s.clone()),
+                    storage_target: storage.as_ref().map(|(t, _)| t.clone()),
+                    created_at: now,
+                    expires_at: now + LOGIN_TTL_MS,
+                    used_at: None,
+                },
+                self.max_pending_logins,
+            )
             .await?;
+        if !stored {
+            let mut refusal = Refusal::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "login-capacity",
+                format!(
+                    "{} logins are waiting for their launch (lti.logins.max_pending)",
+                    self.max_pending_logins
+                ),
+            );
+            refusal.retry_after = Some(FULL_RETRY_AFTER_SECS);
+            return Err(refusal);
+        }
 
         let mut redirect = url::Url::parse(&registration.auth_login_url).map_err(|e| {
             Refusal::internal(format!(

@@ -50,6 +50,9 @@ pub struct Refusal {
     pub reason: String,
     /// A URL that retries the launch where it can work (a new window).
     pub retry: Option<String>,
+    /// Seconds to send as `Retry-After` (a refusal for load, not for the
+    /// request itself).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -63,6 +66,7 @@ impl Refusal {
             kind,
             reason: reason.into(),
             retry: None,
+            retry_after: None,
         }
     }
     pub fn forged(reason: impl Into<String>) -> Refusal {
@@ -123,11 +127,14 @@ pub struct Lti {
     pub(crate) launches: launch_queue::LaunchQueue,
     /// The reconciler's metrics: launches are counted here.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Logins started and not launched beyond which new ones are refused.
+    pub(crate) max_pending_logins: u32,
 }
 
 impl Lti {
-    /// Sets up the tool over `store`: the first signing key and the token
-    /// key are created on first start. Launches are counted in `metrics`.
+    /// Sets up the tool over `store`: opens its secrets with the secret key
+    /// (`crate::secret_key`), and creates the first signing key and the
+    /// token key on first start. Launches are counted in `metrics`.
     pub async fn new(
         config: &Config,
         store: Store,
@@ -135,6 +142,9 @@ impl Lti {
         metrics: crate::metrics::Metrics,
     ) -> Result<Arc<Lti>, keys::KeyError> {
         let now = crate::reconcile::now_ms();
+        // The secrets below are sealed with the secret key (a no-op when the
+        // command already opened the store with it).
+        crate::secret_key::unlock(config, &store).await?;
         let tool_keys = keys::ToolKeys::load_or_create(&store, now).await?;
         let tokens = SessionTokens::load_or_create(&store, now).await?;
         let http = reqwest::Client::builder()
@@ -159,6 +169,7 @@ impl Lti {
             store,
             on_demand,
             metrics,
+            max_pending_logins: config.lti.logins.max_pending,
         }))
     }
 

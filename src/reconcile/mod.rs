@@ -112,6 +112,11 @@ struct FetchState {
     loaded: Option<String>,
     last_error: Option<String>,
     last_fetch_at: Option<i64>,
+    /// When the latest webhook-requested fetch was (or is) due: requests
+    /// within `webhook_min_interval` of it fold into one fetch.
+    requested_at: Option<i64>,
+    /// Fetches started in this process.
+    started: u64,
 }
 
 pub(crate) struct Inner {
@@ -127,6 +132,9 @@ pub(crate) struct Inner {
     pub(crate) passes: std::sync::atomic::AtomicU64,
     /// This labpool's metrics; the HTTP side shares them.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Held while a Git fetch runs: at most one at a time, whoever calls
+    /// `pass`.
+    pub(crate) fetching: tokio::sync::Mutex<()>,
 }
 
 /// The reconciler; cheap to clone.
@@ -172,6 +180,7 @@ impl Reconciler {
                 tasks: Mutex::new(JoinSet::new()),
                 passes: std::sync::atomic::AtomicU64::new(0),
                 metrics: crate::metrics::Metrics::new(),
+                fetching: tokio::sync::Mutex::new(()),
             }),
         })
     }
@@ -414,6 +423,11 @@ impl Reconciler {
         if self.inner.state.lock().expect("state").fetch.next_at > now {
             return None;
         }
+        // Another pass is fetching: its result is as new as ours would be.
+        let Ok(_fetching) = self.inner.fetching.try_lock() else {
+            return None;
+        };
+        self.inner.state.lock().expect("state").fetch.started += 1;
         let mirror = source::remote::Mirror::new(git);
         let m = mirror.clone();
         let fetched = tokio::task::spawn_blocking(move || m.fetch())
@@ -486,10 +500,51 @@ impl Reconciler {
         }
     }
 
-    /// Makes the next pass fetch the Git source at once (a webhook said so).
+    /// Makes the next pass fetch the Git source at once (an admin's resync).
     pub fn fetch_now(&self) {
         self.inner.state.lock().expect("state").fetch.next_at = 0;
         self.wake();
+    }
+
+    /// A webhook's request for a fetch. The first is served at once; those
+    /// within `webhook_min_interval` of it fold into one fetch due at the end
+    /// of that interval, so a burst (or a replayed delivery) costs at most
+    /// two fetches per interval, and the last push is never missed. Returns
+    /// when the fetch it joined is due (unix ms).
+    pub fn request_fetch(&self) -> i64 {
+        let Some(git) = &self.inner.config.source.git else {
+            return 0;
+        };
+        let min = git.webhook_min_interval.get().as_millis() as i64;
+        let now = now_ms();
+        let changed = {
+            let mut state = self.inner.state.lock().expect("state");
+            let fetch = &mut state.fetch;
+            let due = match fetch.requested_at {
+                // A fetch is already scheduled: join it.
+                Some(at) if at > now => at,
+                Some(at) if now < at + min => at + min,
+                _ => now,
+            };
+            fetch.requested_at = Some(due);
+            let earlier = due < fetch.next_at;
+            fetch.next_at = fetch.next_at.min(due);
+            if earlier { Some(due) } else { None }
+        };
+        // Only a sooner fetch needs the loop to look again (one wake per
+        // fold, not one per request).
+        match changed {
+            Some(due) => {
+                self.wake();
+                due
+            }
+            None => self.inner.state.lock().expect("state").fetch.next_at,
+        }
+    }
+
+    /// Git fetches this process started (for tests and status).
+    pub fn fetches_started(&self) -> u64 {
+        self.inner.state.lock().expect("state").fetch.started
     }
 
     /// Records a valid revision's courses in the store.

@@ -52,7 +52,9 @@ impl Mirror {
         let repo = match git2::Repository::open_bare(&self.path) {
             Ok(r) => r,
             Err(_) => {
-                std::fs::create_dir_all(&self.path).map_err(|e| self.fail(e.to_string()))?;
+                // 0700: the mirror is labpool's cache, no one else's to read.
+                crate::file_modes::create_private_dir(&self.path)
+                    .map_err(|e| self.fail(e.to_string()))?;
                 git2::Repository::init_bare(&self.path).map_err(|e| self.fail(e.message()))?
             }
         };

@@ -28,6 +28,9 @@ pub struct LoginRow {
     pub message_hint: Option<String>,
     /// Put in the platform's storage when the browser may not keep cookies.
     pub storage_secret: Option<String>,
+    /// The platform-storage frame the login named (`lti_storage_target`),
+    /// for launches that do not name it again (Blackboard Learn).
+    pub storage_target: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
@@ -111,10 +114,26 @@ pub enum WaitOutcome {
 
 impl Store {
     pub async fn insert_login(&self, login: &LoginRow) -> Result<(), StoreError> {
-        sqlx::query(
+        self.insert_login_bounded(login, u32::MAX).await?;
+        Ok(())
+    }
+
+    /// Stores `login` unless `max_pending` logins (unused, unexpired) are
+    /// already waiting for their launch; false when it was not stored. The
+    /// count and the insert are one statement, so concurrent logins
+    /// overshoot the cap by at most the number racing.
+    pub async fn insert_login_bounded(
+        &self,
+        login: &LoginRow,
+        max_pending: u32,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
             "INSERT INTO lti_logins (state, nonce, issuer, client_id, deployment_id,
-                 target_link_uri, login_hint, message_hint, storage_secret, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                 target_link_uri, login_hint, message_hint, storage_secret, storage_target,
+                 created_at, expires_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
+             WHERE (SELECT COUNT(*) FROM lti_logins
+                    WHERE used_at IS NULL AND expires_at > $11) < $13",
         )
         .bind(&login.state)
         .bind(&login.nonce)
@@ -125,11 +144,25 @@ impl Store {
         .bind(&login.login_hint)
         .bind(&login.message_hint)
         .bind(&login.storage_secret)
+        .bind(&login.storage_target)
         .bind(login.created_at)
         .bind(login.expires_at)
+        .bind(i64::from(max_pending))
         .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Logins started and not yet used nor expired.
+    pub async fn pending_logins(&self, now: i64) -> Result<i64, StoreError> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM lti_logins WHERE used_at IS NULL AND expires_at > $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
         .await?;
-        Ok(())
+        Ok(n)
     }
 
     /// A login by its state, used or not.
@@ -247,16 +280,22 @@ impl Store {
         Ok((booting, problem))
     }
 
-    /// Forgets expired logins and lapsed wait tickets.
+    /// Forgets expired logins and lapsed wait tickets, and gives the space
+    /// they took back (SQLite: to the file system, see [`Store::reclaim`]).
     pub async fn prune_launches(&self, now: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM lti_logins WHERE expires_at < $1")
+        let logins = sqlx::query("DELETE FROM lti_logins WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM launch_waits WHERE seen_at <= $1")
+            .await?
+            .rows_affected();
+        let waits = sqlx::query("DELETE FROM launch_waits WHERE seen_at <= $1")
             .bind(now - WAIT_STALE_MS)
             .execute(&self.pool)
-            .await?;
+            .await?
+            .rows_affected();
+        if logins + waits > 0 {
+            self.reclaim().await?;
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 
 use sqlx::FromRow;
 
+use super::sealing::{secret_row, tool_key_row};
 use super::{Store, StoreError};
 
 /// One of the tool's RS256 keys.
@@ -41,28 +42,36 @@ pub struct PlatformRow {
 }
 
 impl Store {
-    /// All tool keys, newest first.
+    /// All tool keys, newest first, their private keys unsealed.
     pub async fn tool_keys(&self) -> Result<Vec<ToolKeyRow>, StoreError> {
-        Ok(
-            // Newest first; at equal times the signing key (not retired) first.
-            sqlx::query_as(
-                "SELECT * FROM tool_keys
-                 ORDER BY created_at DESC, COALESCE(retired_at, 9223372036854775807) DESC, kid",
-            )
-            .fetch_all(&self.pool)
-            .await?,
+        let sealer = self.sealer()?;
+        // Newest first; at equal times the signing key (not retired) first.
+        let rows: Vec<ToolKeyRow> = sqlx::query_as(
+            "SELECT * FROM tool_keys
+             ORDER BY created_at DESC, COALESCE(retired_at, 9223372036854775807) DESC, kid",
         )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|mut row| {
+                row.private_pem = sealer
+                    .open(&tool_key_row(&row.kid), &row.private_pem)
+                    .map_err(|e| StoreError::WrongKey(e.to_string()))?;
+                Ok(row)
+            })
+            .collect()
     }
 
     /// Adds `key` as the signing key and retires every other live key at
     /// `key.created_at`, in one transaction (replicas never see two or none).
     pub async fn add_tool_key(&self, key: &ToolKeyRow) -> Result<(), StoreError> {
+        self.sealer()?;
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE tool_keys SET retired_at = $1 WHERE retired_at IS NULL")
             .bind(key.created_at)
             .execute(&mut *tx)
             .await?;
-        insert_tool_key_in(&mut tx, key).await?;
+        insert_tool_key_in(self, &mut tx, key).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -70,6 +79,7 @@ impl Store {
     /// Adds the first key unless one exists (two replicas starting at once
     /// both try; one wins). Returns whether `key` was added.
     pub async fn add_first_tool_key(&self, key: &ToolKeyRow) -> Result<bool, StoreError> {
+        self.sealer()?;
         let mut tx = self.begin_write().await?;
         let (live,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM tool_keys WHERE retired_at IS NULL")
@@ -79,7 +89,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        insert_tool_key_in(&mut tx, key).await?;
+        insert_tool_key_in(self, &mut tx, key).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -96,19 +106,22 @@ impl Store {
     }
 
     /// The secret called `name`, created with `generate` on first use. Every
-    /// replica gets the same value: the first writer wins.
+    /// replica gets the same value: the first writer wins. Stored sealed
+    /// with the key given to [`Store::unlock`].
     pub async fn secret(
         &self,
         name: &str,
         generate: impl FnOnce() -> String,
         now: i64,
     ) -> Result<String, StoreError> {
+        let sealer = self.sealer()?;
+        let row = secret_row(name);
         sqlx::query(
             "INSERT INTO secrets (name, value, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (name) DO NOTHING",
         )
         .bind(name)
-        .bind(generate())
+        .bind(sealer.seal(&row, &generate()))
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -116,7 +129,9 @@ impl Store {
             .bind(name)
             .fetch_one(&self.pool)
             .await?;
-        Ok(value)
+        sealer
+            .open(&row, &value)
+            .map_err(|e| StoreError::WrongKey(e.to_string()))
     }
 
     /// Registers a platform unless its issuer and client id are registered
@@ -188,14 +203,18 @@ impl Store {
 
 /// Inserts `key` as a live (not retired) key.
 async fn insert_tool_key_in(
+    store: &Store,
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     key: &ToolKeyRow,
 ) -> Result<(), StoreError> {
+    let sealed = store
+        .sealer()?
+        .seal(&tool_key_row(&key.kid), &key.private_pem);
     sqlx::query(
         "INSERT INTO tool_keys (kid, private_pem, created_at, retired_at) VALUES ($1, $2, $3, NULL)",
     )
     .bind(&key.kid)
-    .bind(&key.private_pem)
+    .bind(sealed)
     .bind(key.created_at)
     .execute(&mut **tx)
     .await?;

@@ -23,6 +23,8 @@ mod leases;
 mod lti;
 mod registration_links;
 mod rows;
+pub mod seal;
+mod sealing;
 mod sessions;
 mod source_status;
 mod tokens;
@@ -45,6 +47,7 @@ pub use rows::{
     Claimed, CourseRow, EventRow, HostRow, NewEvent, SessionKey, SessionRow, UnknownVmState, VmRow,
     VmState,
 };
+pub use sealing::Unlocked;
 pub use tokens::ApiTokenRow;
 
 /// Which database a [`Store`] talks to, chosen by the URL's scheme.
@@ -74,6 +77,12 @@ pub enum StoreError {
     TokenNameTaken(String),
     #[error("cannot lock the SQLite file for migrations")]
     Lock(#[source] std::io::Error),
+    #[error("the store's secrets are sealed and no secret key was given to open them")]
+    Locked,
+    #[error("the store's secrets were sealed with another key: {0}")]
+    WrongKey(String),
+    #[error("cannot create the SQLite file {0} with mode 0600")]
+    Create(String, #[source] std::io::Error),
 }
 
 /// How long SQLite waits for another connection's write lock before failing.
@@ -84,6 +93,10 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// The key that seals the secrets, once [`Store::unlock`] checked it;
+    /// shared by every clone, so the reconciler's and the tool's handles
+    /// agree.
+    sealer: std::sync::Arc<std::sync::OnceLock<seal::Sealer>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -157,6 +170,11 @@ impl Store {
                     .max_lifetime(None);
             }
         }
+        if let Some(db) = sqlite_file(&url).filter(|_| url.contains("mode=rwc")) {
+            // Before SQLite sees it: SQLite creates a missing file with the
+            // umask's mode (0644), and gives -wal and -shm the main file's.
+            create_private(&db)?;
+        }
         let pool = options.connect(&url).await?;
         // sqlx's SQLite migrator takes no lock: two labpools opening a new
         // file at once would both run the first migration. A lock file next
@@ -166,6 +184,17 @@ impl Store {
             Some(db) if backend == Backend::Sqlite => Some(lock_beside(&db).await?),
             _ => None,
         };
+        if backend == Backend::Sqlite && !is_sqlite_memory(&url) {
+            // Space freed by deletes goes back to the file system
+            // (`Store::reclaim`) rather than staying in the file for ever:
+            // pending logins come and go by the thousand. Only possible
+            // before the first table exists; older files switch below.
+            retry_while_locked(|| async {
+                pool.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
+                Ok(())
+            })
+            .await?;
+        }
         if backend == Backend::Sqlite {
             // WAL lets readers run beside the writer. It is a property of the
             // file, so setting it once here (before anyone else writes) is
@@ -186,7 +215,28 @@ impl Store {
             }
             Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&pool).await?,
         }
-        Ok(Store { pool, backend })
+        if backend == Backend::Sqlite && !is_sqlite_memory(&url) {
+            switch_to_incremental_vacuum(&pool).await;
+        }
+        Ok(Store {
+            pool,
+            backend,
+            sealer: Default::default(),
+        })
+    }
+
+    /// Gives the pages of deleted rows back to the file system: on SQLite
+    /// `incremental_vacuum` moves them to the end of the file and truncates
+    /// it, and a checkpoint lets the WAL file shrink too. (PostgreSQL's
+    /// autovacuum reuses dead rows' space by itself.)
+    pub async fn reclaim(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            self.pool.execute("PRAGMA incremental_vacuum").await?;
+            // Best effort: a reader in the middle of a snapshot only
+            // postpones the truncation to the next checkpoint.
+            let _ = self.pool.execute("PRAGMA wal_checkpoint(TRUNCATE)").await;
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
@@ -207,6 +257,34 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+}
+
+/// A file made before labpool set `auto_vacuum` keeps deleted rows' pages
+/// for ever; one `VACUUM` rewrites it in incremental mode. It runs under the
+/// migration lock; when another labpool has the file open the VACUUM
+/// cannot get its lock, and the file is left as it is (it still works, it
+/// just does not shrink) and switched at a later start.
+async fn switch_to_incremental_vacuum(pool: &AnyPool) {
+    const INCREMENTAL: i64 = 2;
+    let switched = async {
+        let mut conn = pool.acquire().await?;
+        let (mode,): (i64,) = sqlx::query_as("PRAGMA auto_vacuum")
+            .fetch_one(&mut *conn)
+            .await?;
+        if mode == INCREMENTAL {
+            return Ok::<bool, sqlx::Error>(false);
+        }
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL").await?;
+        conn.execute("VACUUM").await?;
+        Ok(true)
+    }
+    .await;
+    match switched {
+        Ok(true) => tracing::info!("SQLite store switched to incremental auto_vacuum"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e,
+            "cannot switch the SQLite store to incremental auto_vacuum now (another labpool has it open?); it keeps working and is switched at a later start"),
     }
 }
 
@@ -249,7 +327,9 @@ async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File, StoreError> 
     name.push(".lock");
     let path = std::path::PathBuf::from(name);
     let locked = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::OpenOptionsExt;
         let file = std::fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -260,6 +340,37 @@ async fn lock_beside(db: &std::path::Path) -> Result<std::fs::File, StoreError> 
     .await
     .map_err(|e| StoreError::Lock(std::io::Error::other(e)))?;
     locked.map_err(StoreError::Lock)
+}
+
+/// Creates the SQLite file `db` empty with mode 0600 unless it exists (an
+/// existing file keeps its mode: `serve` refuses a readable one).
+fn create_private(db: &std::path::Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Create(db.display().to_string(), e)),
+    }
+}
+
+/// The files of a SQLite store at `url`: the database first, then the
+/// journals SQLite keeps beside it (none for PostgreSQL or an in-memory
+/// database). The `.lock` file beside them holds nothing.
+pub fn sqlite_files(url: &str) -> Vec<std::path::PathBuf> {
+    let Some(db) = url.strip_prefix("sqlite:").and(sqlite_file(url)) else {
+        return Vec::new();
+    };
+    let with = |suffix: &str| {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        std::path::PathBuf::from(name)
+    };
+    vec![db.clone(), with("-wal"), with("-shm"), with("-journal")]
 }
 
 fn is_sqlite_memory(url: &str) -> bool {

@@ -72,8 +72,25 @@ impl Lab {
         let text = format!(
             "database: \"{database}\"\nsource: {{ folder: courses }}\nhttp: {{ listen: \"127.0.0.1:0\" }}\n{body}"
         );
+        // A PostgreSQL store needs a secret key file (labpool generates
+        // one only beside a SQLite file).
+        let text = if database.starts_with("postgres") {
+            let key = self.path().join("secret.key");
+            // One key per lab: a second configuration opens the same store.
+            if !key.exists() {
+                write_private(
+                    &key,
+                    &format!("{}\n", hex::encode(rand::random::<[u8; 32]>())),
+                );
+            }
+            format!("{text}secret_key_file: secret.key\n")
+        } else {
+            text
+        };
         let file = self.path().join("labpool.yaml");
-        std::fs::write(&file, &text).unwrap();
+        // 0600: it may hold secrets, and `serve` refuses such a file when
+        // others can read it.
+        write_private(&file, &text);
         match Config::load(&file) {
             Ok(c) => c,
             Err(e) => panic!("test config invalid: {:#?}", e.diagnostics),
@@ -128,4 +145,18 @@ pub fn count(vms: &[VmRow], course: &str, state: VmState) -> usize {
 
 pub fn on_host(vms: &[VmRow], host: &str) -> usize {
     vms.iter().filter(|v| v.host == host).count()
+}
+
+/// Writes `text` to `path` with mode 0600.
+pub fn write_private(path: &std::path::Path, text: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
 }

@@ -54,6 +54,18 @@ impl World {
 
     /// [`World::new`], with the try-it LMS when `dev`.
     pub async fn new_with(db: Db, warm: u32, max: u32, dev: bool) -> World {
+        World::new_tuned(db, warm, max, dev, |_| {}).await
+    }
+
+    /// [`World::new_with`], with `tune` applied to the configuration
+    /// before labpool starts on it.
+    pub async fn new_tuned(
+        db: Db,
+        warm: u32,
+        max: u32,
+        dev: bool,
+        tune: impl FnOnce(&mut labpool::config::Config),
+    ) -> World {
         let lab = Lab::new();
         let mut hosts = String::new();
         for name in ["h1", "h2"] {
@@ -79,7 +91,7 @@ impl World {
             count(vms, COURSE, VmState::Warm) == warm as usize
                 && count(vms, "python", VmState::Warm) == 1
         };
-        World::start_with(lab, db, &head, "pools warm", ready, dev).await
+        World::start_tuned(lab, db, &head, "pools warm", ready, dev, tune).await
     }
 
     /// A world of `lab`'s courses on the hosts and images of `head` (YAML
@@ -105,19 +117,18 @@ impl World {
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
         dev: bool,
     ) -> World {
-        World::start_configured(lab, db, head, LOOPBACK_REGISTRATION, what, ready, dev).await
+        World::start_tuned(lab, db, head, what, ready, dev, |_| {}).await
     }
 
-    /// [`World::start_with`], with `lti_extra` (YAML lines indented under
-    /// `lti:`) in the configuration.
-    pub async fn start_configured(
+    /// [`World::start_with`], with `tune` applied to the configuration.
+    pub async fn start_tuned(
         lab: Lab,
         db: Db,
         head: &str,
-        lti_extra: &str,
         what: &str,
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
         dev: bool,
+        tune: impl FnOnce(&mut labpool::config::Config),
     ) -> World {
         crate::support::init_test_logs();
         let platform = Platform::start().await.expect("platform starts");
@@ -134,13 +145,14 @@ impl World {
         let mut config = lab.config_on(
             &database,
             &format!(
-                "{head}lti:\n  base_url: \"{base}\"\n{lti_extra}  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+                "{head}lti:\n  base_url: \"{base}\"\n{LOOPBACK_REGISTRATION}  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
                 iss = platform.issuer(),
                 auth = platform.auth_url(),
                 token = platform.token_url(),
                 jwks = platform.jwks_url(),
             ),
         );
+        tune(&mut config);
         let try_it = if dev {
             let installed = labpool::http::try_it::TryIt::install(&mut config, false).await;
             Some(installed.expect("the try-it LMS installs"))
@@ -222,7 +234,7 @@ pub fn session_of(page: &Page) -> (String, String) {
 }
 
 /// The refusal page: its status and the reason it gives.
-fn assert_refused(page: &Page, status: u16, reason: &str) {
+pub fn assert_refused(page: &Page, status: u16, reason: &str) {
     assert_eq!(page.status, status, "status of: {}", page.body);
     assert!(
         page.body.contains(reason),
@@ -445,7 +457,7 @@ async fn pending_launch(browser: &Browser, w: &World, launch: &Launch) -> labpoo
         .unwrap_or_else(|| panic!("the platform's form post: {}", authorize.body))
 }
 
-async fn post(browser: &Browser, form: &labpool::lms::Form) -> Page {
+pub async fn post(browser: &Browser, form: &labpool::lms::Form) -> Page {
     browser.post_form(&form.action, &form.fields).await.unwrap()
 }
 

@@ -14,7 +14,7 @@ use labpool::store::{LinkUse, Store};
 use serde_json::{Value, json};
 
 use crate::lab::{Lab, count};
-use crate::lti::{CONTEXT, Db, LOOPBACK_REGISTRATION, World, session_of};
+use crate::lti::{CONTEXT, Db, World, session_of};
 use crate::store::PostgresDb;
 
 const SECRET_BODY: &str = "INTERNAL-ONLY: db_password=hunter2";
@@ -35,19 +35,19 @@ async fn world(db: Db, allow_loopback: bool) -> World {
     let head = format!(
         "reconcile: {{ boots_per_host: 10, orphan_grace: 1h, backoff: 1s }}\nhosts:\n{hosts}images:\n  tiny: {{ volume: base.qcow2 }}\n"
     );
-    let extra = if allow_loopback {
-        LOOPBACK_REGISTRATION
-    } else {
-        ""
-    };
-    World::start_configured(
+    World::start_tuned(
         lab,
         db,
         &head,
-        extra,
         "1 warm",
         |vms| count(vms, "linux", labpool::store::VmState::Warm) == 1,
         false,
+        move |config| {
+            // Worlds allow loopback (the test LMSs) by default.
+            if !allow_loopback {
+                config.lti.registration.allowed_networks.clear();
+            }
+        },
     )
     .await
 }

@@ -414,6 +414,109 @@ mod webhook {
         );
         assert_eq!(r.store().courses().await.unwrap()[0].revision, pushed);
     }
+
+    /// Issue 15 §7: one captured signed delivery was accepted 96 times in
+    /// 5 s and caused 91 fetches. Now a delivery seen before (same id, or
+    /// same signed body under a new id) fetches nothing, and distinct
+    /// deliveries within `webhook_min_interval` fold into one fetch.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replayed_and_bursting_deliveries_cost_one_fetch() {
+        let lab = Lab::new();
+        let remote_dir = tempfile::tempdir().unwrap();
+        let remote = git2::Repository::init(remote_dir.path()).unwrap();
+        commit(
+            &remote,
+            &[("courses/lab.yaml", Some(&course("lab", 1)))],
+            "One",
+        );
+        let branch = remote.head().unwrap().shorthand().unwrap().to_string();
+        let config = super::following::config(
+            &lab,
+            remote_dir.path(),
+            &format!("branch: {branch}, webhook_secret: s3cret, webhook_min_interval: 2s"),
+            "1h",
+        );
+        let r = lab.reconciler(config).await;
+        r.pass().await.unwrap();
+        r.settle().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = labpool::http::App::new(r.clone()).await.unwrap();
+        tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
+        let fetched = r.fetches_started();
+
+        // One delivery, replayed 20 times: the first fetches.
+        let body = br#"{"ref":"refs/heads/main","after":"1"}"#;
+        let good = github_signature("s3cret", body);
+        let delivery = [
+            ("X-Hub-Signature-256", good.as_str()),
+            ("X-GitHub-Delivery", "72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+        ];
+        let first_post = std::time::Instant::now();
+        assert_eq!(post(addr, &delivery, body).await, 202);
+        for _ in 0..19 {
+            assert_eq!(post(addr, &delivery, body).await, 200);
+        }
+        // The same signed body under a fresh id is the same delivery.
+        let renamed = [
+            ("X-Hub-Signature-256", good.as_str()),
+            ("X-GitHub-Delivery", "00000000-0000-0000-0000-000000000001"),
+        ];
+        assert_eq!(post(addr, &renamed, body).await, 200);
+        // GitLab's id, with its token.
+        let gitlab = [
+            ("X-Gitlab-Token", "s3cret"),
+            (
+                "X-Gitlab-Event-UUID",
+                "b1a2c3d4-0000-4000-8000-000000000001",
+            ),
+        ];
+        for _ in 0..5 {
+            r.pass().await.unwrap();
+        }
+        assert_eq!(
+            r.fetches_started(),
+            fetched + 1,
+            "one fetch for the replays"
+        );
+
+        // A burst of distinct deliveries right after: folded into one fetch
+        // at the end of the interval, none before.
+        assert_eq!(post(addr, &gitlab, body).await, 202);
+        assert_eq!(post(addr, &gitlab, body).await, 200, "a GitLab replay");
+        for i in 0..20 {
+            let body = format!(r#"{{"ref":"refs/heads/main","after":"{i}x"}}"#);
+            let sig = github_signature("s3cret", body.as_bytes());
+            let id = format!("burst-{i}");
+            let h = [
+                ("X-Hub-Signature-256", sig.as_str()),
+                ("X-GitHub-Delivery", id.as_str()),
+            ];
+            assert_eq!(post(addr, &h, body.as_bytes()).await, 202);
+        }
+        let deadline = first_post + std::time::Duration::from_secs(10);
+        while r.fetches_started() == fetched + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the folded fetch never ran"
+            );
+            r.pass().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            first_post.elapsed() >= std::time::Duration::from_millis(1900),
+            "the folded fetch waited for the interval: {:?}",
+            first_post.elapsed()
+        );
+        for _ in 0..5 {
+            r.pass().await.unwrap();
+        }
+        assert_eq!(
+            r.fetches_started(),
+            fetched + 2,
+            "22 deliveries, one more fetch"
+        );
+    }
 }
 
 /// An ssh remote's host key is checked against the configured known_hosts
@@ -480,6 +583,7 @@ fn ssh_host_keys_are_checked_against_known_hosts() {
             known_hosts: file,
             cache: dir.path().join("cache"),
             webhook_secret: None,
+            webhook_min_interval: "10s".parse().unwrap(),
         };
         Mirror::new(&config).fetch().unwrap_err().message
     };

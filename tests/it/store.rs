@@ -823,6 +823,7 @@ fn login_row(state: &str, deployment: Option<&str>, now: i64) -> LoginRow {
         login_hint: "hint".into(),
         message_hint: None,
         storage_secret: None,
+        storage_target: None,
         created_at: now,
         expires_at: now + 60_000,
         used_at: None,
