@@ -99,6 +99,13 @@ pub struct LtiConfig {
     /// Default 72h: longer than platforms cache a JWKS.
     #[serde(default = "default_key_grace")]
     pub key_grace: Duration,
+    /// Web origins, besides labpool's own and the registered platforms'
+    /// (issuer and authorization endpoint), whose pages may show the
+    /// session page in a frame (CSP `frame-ancestors`): an LMS whose pages
+    /// live elsewhere, e.g. `https://school.instructure.com` for Canvas
+    /// Cloud. Default none.
+    #[serde(default)]
+    pub frame_ancestors: Vec<String>,
 }
 
 impl Default for LtiConfig {
@@ -108,6 +115,7 @@ impl Default for LtiConfig {
             platforms: Vec::new(),
             registration_secret: None,
             key_grace: default_key_grace(),
+            frame_ancestors: Vec::new(),
         }
     }
 }
@@ -603,6 +611,22 @@ impl Config {
             );
             bad_url(format!("/lti/platforms/{i}/token_url"), &p.token_url);
             bad_url(format!("/lti/platforms/{i}/jwks_url"), &p.jwks_url);
+        }
+        // Each goes into a CSP header as is: only a bare origin (a `*.`
+        // host is fine), nothing that could add to the policy.
+        for (i, o) in self.lti.frame_ancestors.iter().enumerate() {
+            let bare = url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.origin().ascii_serialization() == o.trim_end_matches('/')
+            });
+            if !bare {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position(&format!("/lti/frame_ancestors/{i}")),
+                    Code::InvalidValue,
+                    format!("`{o}` is not a web origin like `https://lms.example.edu`"),
+                ));
+            }
         }
         let mut seen = HashMap::new();
         for (i, p) in self.lti.platforms.iter().enumerate() {

@@ -247,8 +247,10 @@ impl Store {
         Ok((booting, problem))
     }
 
-    /// Forgets expired logins and lapsed wait tickets.
+    /// Forgets expired logins, lapsed wait tickets and used codes that
+    /// have expired.
     pub async fn prune_launches(&self, now: i64) -> Result<(), StoreError> {
+        self.prune_codes(now).await?;
         sqlx::query("DELETE FROM lti_logins WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)

@@ -139,7 +139,7 @@ async fn the_try_it_page_launches_through_its_lms_into_a_session() {
         "{hops:?}"
     );
     assert!(hops.last().unwrap().ends_with("/lti/launch"), "{hops:?}");
-    let (session, token) = session_of(&page);
+    let (session, code) = session_of(&page);
     let row = w.store.session(&session).await.unwrap().expect("a session");
     assert_eq!(row.course, "linux");
     assert_eq!(row.key.issuer, issuer);
@@ -159,11 +159,11 @@ async fn the_try_it_page_launches_through_its_lms_into_a_session() {
         Some(try_it(&w).platform().current_kid().as_str())
     );
 
-    // Again, in another browser: the same session, a new token.
+    // Again, in another browser: the same session, a new code.
     let (again, _) = launch(&w, &Browser::new(), &ada).await;
-    let (session2, token2) = session_of(&again);
+    let (session2, code2) = session_of(&again);
     assert_eq!(session2, session);
-    assert_ne!(token2, token);
+    assert_ne!(code2, code);
 
     // Another course, another student, a typed name: sessions of their own.
     let (python, _) = launch(&w, &browser, &[("student", "ada"), ("course", "python")]).await;
