@@ -417,6 +417,7 @@
     term: term,
     state: function () { return state; },
     offset: function () { return offset; },
+    socketUrl: function () { return ws ? ws.url : ''; },
   };
 
   fit();

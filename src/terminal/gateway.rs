@@ -346,6 +346,13 @@ impl Gateway {
         Some(shared.scrollback.start + shared.scrollback.buf.len() as u64)
     }
 
+    /// When (unix ms) the newest token a page of `session` holds was
+    /// issued, as far as its hub knows; older tokens may not attach.
+    pub fn token_floor(&self, session: &str) -> Option<i64> {
+        let hub = self.inner.hubs.lock().expect("hubs").get(session)?.clone();
+        Some(hub.shared.lock().expect("hub").floor)
+    }
+
     /// `session` now runs on another VM (reset): its open terminal, if any,
     /// switches to the new VM's console at once rather than when the old
     /// VM's console drops.

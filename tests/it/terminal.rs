@@ -27,6 +27,8 @@ pub struct Term {
     pub offset: u64,
     pub statuses: Vec<String>,
     pub tokens: Vec<String>,
+    /// The ids (`jti`) of `tokens`, which a page acknowledges them by.
+    pub token_ids: Vec<String>,
 }
 
 /// What a page authenticates its socket with (its first message).
@@ -84,6 +86,7 @@ impl Term {
             offset: 0,
             statuses: Vec::new(),
             tokens: Vec::new(),
+            token_ids: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut attached = false;
@@ -130,7 +133,10 @@ impl Term {
                 let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                 match v["type"].as_str() {
                     Some("status") => self.statuses.push(v["state"].as_str().unwrap().into()),
-                    Some("token") => self.tokens.push(v["token"].as_str().unwrap().into()),
+                    Some("token") => {
+                        self.tokens.push(v["token"].as_str().unwrap().into());
+                        self.token_ids.push(v["id"].as_str().unwrap().into());
+                    }
                     _ => {}
                 }
             }
@@ -640,6 +646,52 @@ async fn the_terminal_refuses_bad_credentials_origins_and_ended_sessions() {
     Term::connect(&w.base, &bob2, &Cred::Code(code2), 0).await;
 }
 
+/// Issue 15 §3: "newest tab wins" let a holder of any live token close the
+/// student's socket and then receive a fresh token every minute. Now the
+/// renewal goes to the attached page only, and once the page acknowledges
+/// it, every older token (the one it attached with, say, seen by someone)
+/// is refused; the renewed one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_goes_to_the_attached_page_and_retires_older_tokens() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let (alice, code) = session_of(&w.launch(&w.student("alice")).await);
+    let mut tab = Term::connect(&w.base, &alice, &Cred::Code(code), 0).await;
+    let first = tab.token();
+    let floor = w.gateway.token_floor(&alice).unwrap();
+    // The renewal comes within a minute, to this socket.
+    let deadline = Instant::now() + Duration::from_secs(75);
+    while tab.tokens.len() < 2 {
+        match tab.next(deadline).await {
+            Some(Message::Close(c)) => panic!("closed before a renewal: {c:?}"),
+            None => panic!("socket ended before a renewal"),
+            Some(_) => {}
+        }
+    }
+    let renewed = tab.token();
+    // Not acknowledged yet: nothing changes for older tokens.
+    assert_eq!(w.gateway.token_floor(&alice), Some(floor));
+    let ack = json!({"type": "ack", "token_id": tab.token_ids[1]}).to_string();
+    tab.ws.send(Message::Text(ack.into())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.gateway.token_floor(&alice) == Some(floor) {
+        assert!(Instant::now() < deadline, "the ack did not raise the floor");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An ack naming a token this socket was not sent changes nothing.
+    let bogus = json!({"type": "ack", "token_id": "not-one-we-sent"}).to_string();
+    tab.ws.send(Message::Text(bogus.into())).await.unwrap();
+    let ws = Term::upgrade(&w.base, &alice, Some(&w.base)).await;
+    only_refused(
+        refused(ws, Some(first.auth(0))).await,
+        4401,
+        "a newer one is in use",
+        "the token before the renewal",
+    );
+    // The renewed token is the page's: a reload with it takes over.
+    let _reload = Term::connect(&w.base, &alice, &renewed, tab.end()).await;
+    assert_eq!(tab.closed(Duration::from_secs(5)).await.0, 4001);
+}
+
 /// A world of test hosts with one course whose sessions last `session`.
 async fn short_sessions(session: &str) -> World {
     let lab = Lab::new();
@@ -723,11 +775,25 @@ async fn a_launch_in_chromium_ends_in_a_working_terminal() {
     let fetched = chrome
         .client()
         .execute(
-            "return performance.getEntries().map(e => e.name).concat([location.href])",
+            // What went to a server: each URL the page loaded, without the
+            // fragment (which a browser never sends).
+            "return performance.getEntries().map(e => e.name.split('#')[0])",
             vec![],
         )
         .await
         .unwrap();
+    let socket = chrome
+        .client()
+        .execute("return labpool.socketUrl()", vec![])
+        .await
+        .unwrap();
+    let socket = url::Url::parse(socket.as_str().unwrap()).unwrap();
+    assert_eq!(socket.path(), format!("{}/terminal", url.path()));
+    assert_eq!(
+        (socket.query(), socket.fragment()),
+        (None, None),
+        "{socket}"
+    );
     for name in fetched.as_array().unwrap() {
         let name = name.as_str().unwrap();
         assert!(
