@@ -931,6 +931,29 @@ mod tests {
     }
 
     #[test]
+    fn frame_ancestors_are_bare_origins_only() {
+        // Each goes into the session page's CSP as is: nothing that could
+        // add a directive or a path.
+        let text = "lti:\n  frame_ancestors: [\"https://school.instructure.com\", \"https://*.instructure.com/\"]\n";
+        let config = Config::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(config.lti.frame_ancestors.len(), 2);
+        for bad in [
+            "https://lms.example.edu/course",
+            "https://a.example; script-src *",
+            "javascript:alert(1)",
+            "'self'",
+        ] {
+            let text = format!("lti:\n  frame_ancestors: [{bad:?}]\n");
+            let err = Config::parse(Path::new("c.yaml"), &text).unwrap_err();
+            assert!(
+                err.diagnostics[0].message.contains("is not a web origin"),
+                "{bad}: {:?}",
+                err.diagnostics
+            );
+        }
+    }
+
+    #[test]
     fn defaults_resolve_against_the_file_and_hide_passwords() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("labpool.yaml");

@@ -92,9 +92,9 @@ pub async fn launch(
     // a student's browser and open the attacker's lab in it (login CSRF).
     // Browsers send `Origin` with every form post.
     if form.storage_secret.is_some() && !same_origin(&headers, lti.origin()) {
-        lti.metrics().refused("state");
+        lti.metrics().refused("forged");
         return refused(
-            Refusal::state(
+            Refusal::forged(
                 "the platform-storage launch was posted from another site than labpool (its Origin is not labpool's)",
             ),
             "launch",
