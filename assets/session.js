@@ -1,29 +1,44 @@
 // labpool: the student's terminal page.
 //
 // Plain ES2017, no build step. Loaded after xterm.js (global `Terminal`) and
-// addon-fit.js (global `FitAddon.FitAddon`). Everything the page needs comes
-// from data- attributes on <body> (no inline script: CSP script-src 'self').
+// addon-fit.js (global `FitAddon.FitAddon`). The session id and the socket's
+// path come from data- attributes on <body> (no inline script: CSP
+// script-src 'self'); everything else comes over the socket.
 //
-// Wire protocol (one WebSocket to data-ws?token=…&from=OFFSET):
+// Credentials: the launch's one-time code arrives in the URL's fragment
+// (#code=…, never sent to a server); the page removes it from the address
+// bar at once and sends it as its socket's first message, and labpool
+// answers with a session token. The token lives in memory and in this tab's
+// sessionStorage (so a reload reconnects; where storage is blocked, a reload
+// asks to open the lab from the course again). No credential is ever put in
+// a URL.
+//
+// Wire protocol (one WebSocket to data-ws, no query):
+//   client→server text, first: {"type":"auth","code"|"token":…,"from":OFFSET}
 //   server→client binary: terminal output bytes; `offset` counts them so a
 //     reconnect asks only for what was missed.
 //   client→server binary: keystrokes.
-//   client→server text:   {"type":"resize","cols":N,"rows":N}
+//   client→server text:   {"type":"resize","cols":N,"rows":N} |
+//                          {"type":"ack","token_id":ID} (a token received)
 //   server→client text:   attached {offset} | status {state,message} |
-//                          token {token} | session {expires_at,now}
-//   close codes: 4000 ended, 4001 replaced by another tab, 4401 token
-//     refused, 4404 no such session; anything else → reconnect with backoff.
+//                          token {token,id,expires_at} |
+//                          session {expires_at,now,title,idle_ms}
+//   close codes: 4000 ended, 4001 replaced by another tab, 4401 credential
+//     refused, 4403 not labpool's page, 4404 no such session; anything else
+//     → reconnect with backoff.
 (function () {
   'use strict';
 
   var body = document.body;
   var data = body.dataset;
   var sessionId = data.session || '';
-  var token = data.token || '';
   var wsPath = data.ws || '/session/' + encodeURIComponent(sessionId) + '/terminal';
-  var expiresAt = Number(data.expiresAt) || 0;
-  var skew = (Number(data.now) || Date.now()) - Date.now();
-  var idleMs = Number(data.idleMs) || 0;
+  var expiresAt = 0;
+  var skew = 0;
+  var idleMs = 0;
+  var STORE_KEY = 'labpool.token.' + sessionId;
+  var code = takeCode();
+  var token = code ? '' : stored();
 
   var el = {
     title: document.getElementById('title'),
@@ -137,18 +152,37 @@
     el.noticeButton.onclick = null;
   }
 
-  // ---- token in the URL ---------------------------------------------------
+  // ---- credentials --------------------------------------------------------
+
+  // The launch's code, from the fragment; the address bar (and so history,
+  // bookmarks, a copied link) keeps only /session/<id>.
+  function takeCode() {
+    var m = /(?:^#|&)code=([^&]+)/.exec(location.hash || '');
+    if (!m) return '';
+    try {
+      history.replaceState(null, '', location.pathname + location.search);
+    } catch (e) {
+      location.hash = ''; // odd embeddings: at least blank the fragment
+    }
+    return decodeURIComponent(m[1]);
+  }
+
+  function stored() {
+    try {
+      return sessionStorage.getItem(STORE_KEY) || '';
+    } catch (e) {
+      return ''; // storage blocked (a third-party frame): memory only
+    }
+  }
 
   function setToken(next) {
-    if (next) token = next;
+    token = next;
+    code = ''; // spent either way
     try {
-      history.replaceState(
-        null,
-        '',
-        '/session/' + encodeURIComponent(sessionId) + '?token=' + encodeURIComponent(token)
-      );
+      if (next) sessionStorage.setItem(STORE_KEY, next);
+      else sessionStorage.removeItem(STORE_KEY);
     } catch (e) {
-      // replaceState can throw in odd embeddings; the old URL still works for a while.
+      // Memory only; a reload then asks for a new launch.
     }
   }
 
@@ -212,8 +246,7 @@
     if (state !== 'reconnecting') setState('connecting');
 
     var scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    var url = scheme + '//' + location.host + wsPath +
-      '?token=' + encodeURIComponent(token) + '&from=' + offset;
+    var url = scheme + '//' + location.host + wsPath;
     var sock;
     try {
       sock = new WebSocket(url);
@@ -235,6 +268,14 @@
     sock.onopen = function () {
       if (ws !== sock) return;
       clearTimeout(connectTimer);
+      // The credential goes first, in the message, never in the URL. A
+      // code is spent by this send: if the socket drops before the token
+      // comes back, there is nothing left to reconnect with.
+      var auth = { type: 'auth', from: offset };
+      if (code) auth.code = code;
+      else auth.token = token;
+      sock.send(JSON.stringify(auth));
+      if (code) code = '';
       fit();
       sendResize();
     };
@@ -273,11 +314,17 @@
           }
           break;
         case 'token':
-          if (typeof msg.token === 'string' && msg.token) setToken(msg.token);
+          if (typeof msg.token === 'string' && msg.token) {
+            setToken(msg.token);
+            // Tells labpool this page holds it: older tokens stop working.
+            if (typeof msg.id === 'string') sock.send(JSON.stringify({ type: 'ack', token_id: msg.id }));
+          }
           break;
         case 'session':
           if (typeof msg.now === 'number') skew = msg.now - Date.now();
           if (typeof msg.expires_at === 'number') expiresAt = msg.expires_at;
+          if (typeof msg.title === 'string' && msg.title) setTitle(msg.title);
+          if (typeof msg.idle_ms === 'number') setIdle(msg.idle_ms);
           tick();
           break;
         default:
@@ -308,9 +355,12 @@
           });
           break;
         case 4401:
+        case 4403:
         case 4404:
           stop('refused', ev.reason);
-          showNotice('This link has expired or is not valid. Launch the lab again from your course.');
+          // The token is no good any more: a reload must not retry it.
+          if (ev.code === 4401) setToken('');
+          showNotice('This link has expired or is not valid. Open the lab from your course again.');
           break;
         default:
           if (!stopped) {
@@ -350,24 +400,37 @@
 
   // ---- start --------------------------------------------------------------
 
-  if (el.title && data.title) el.title.textContent = data.title;
-  if (el.left && idleMs > 0) {
-    el.left.title = 'The session also ends after ' +
-      Math.round(idleMs / 60000) + ' minutes without typing.';
+  function setTitle(title) {
+    if (el.title) el.title.textContent = title;
+    document.title = title + ' — labpool';
+  }
+
+  function setIdle(ms) {
+    idleMs = ms;
+    if (el.left && idleMs > 0) {
+      el.left.title = 'The session also ends after ' +
+        Math.round(idleMs / 60000) + ' minutes without typing.';
+    }
   }
 
   window.labpool = {
     term: term,
     state: function () { return state; },
     offset: function () { return offset; },
+    socketUrl: function () { return ws ? ws.url : ''; },
   };
 
-  setToken(token);
-  setState('connecting');
   fit();
   if (document.fonts && document.fonts.ready) document.fonts.ready.then(fit);
-  term.focus();
   tick();
   setInterval(tick, 1000);
-  connect();
+  if (!code && !token) {
+    // A reload where the tab kept no token, or a copied link.
+    stop('refused');
+    showNotice('This page has no lab to open. Open the lab from your course again.');
+  } else {
+    setState('connecting');
+    term.focus();
+    connect();
+  }
 })();

@@ -27,7 +27,7 @@ use labpool::store::{VmRow, VmState};
 
 #[path = "support/bed.rs"]
 mod bed;
-use bed::{Bed, CLIENT, DEPLOYMENT, converge, first_output, socket_url};
+use bed::{Bed, CLIENT, DEPLOYMENT, converge, first_output, socket_of};
 
 /// Containers started cold, and launches then made.
 const ROUNDS: usize = 10;
@@ -199,7 +199,7 @@ async fn warm_claims(bed: &Bed) {
         assert_eq!(html.status(), 200);
         html.text().await.unwrap();
         let page = start.elapsed();
-        let (socket, _) = first_output(&socket_url(&bed.base, &location, 0)).await;
+        let (socket, _) = first_output(&socket_of(&bed.base, &location)).await;
         let total = start.elapsed().as_secs_f64() * 1000.0;
         println!(
             "  launch {}: post {s:.1} ms server-side, {c:.1} ms client-side, whole flow {f:.1} ms; redirect -> first shell byte {total:.0} ms (page {:.0} ms, socket -> byte {:.0} ms)",

@@ -27,7 +27,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 #[path = "support/bed.rs"]
 mod bed;
-use bed::{Bed, CLIENT, DEPLOYMENT, converge, first_output, socket_url};
+use bed::{Bed, CLIENT, DEPLOYMENT, converge, first_output, socket_of};
 
 const ROUNDS: usize = 5;
 const TERMINALS: usize = 200;
@@ -83,7 +83,7 @@ async fn first_byte(bed: &Bed) {
         let html = reqwest::get(&location).await.unwrap();
         assert_eq!(html.status(), 200);
         html.text().await.unwrap();
-        let (socket, opened) = first_output(&socket_url(&bed.base, &location, 0)).await;
+        let (socket, opened) = first_output(&socket_of(&bed.base, &location)).await;
         let total = start.elapsed();
         let booting = bed
             .store
@@ -164,10 +164,7 @@ async fn memory(bed: &Bed) {
             .expect("a VM for every session");
         let id = claimed.session.id;
         let token = tokens.issue(&id, now / 1000);
-        urls.push(format!(
-            "{}/session/{id}/terminal?token={token}&from=0",
-            bed.base.replacen("http", "ws", 1)
-        ));
+        urls.push(format!("{}\t{id}\t{token}", bed.base));
     }
     let list = bed.dir.path().join("urls");
     std::fs::write(&list, urls.join("\n")).unwrap();
@@ -216,7 +213,8 @@ async fn memory(bed: &Bed) {
     }
 }
 
-/// The child: opens every page's socket (a few at a time: the guest's SSH
+/// The child: opens every page's socket (each line of `list`: labpool's
+/// base URL, a session and its token) (a few at a time: the guest's SSH
 /// server takes only so many logins at once), waits for each shell's first
 /// output, says so, and holds them open until its stdin closes.
 fn pages(list: PathBuf) {
@@ -233,7 +231,9 @@ fn pages(list: PathBuf) {
             let gate = gate.clone();
             tasks.spawn(async move {
                 let _turn = gate.acquire().await.unwrap();
-                let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+                let fields: Vec<&str> = url.split('\t').collect();
+                let mut ws =
+                    bed::open(&bed::socket_with_token(fields[0], fields[1], fields[2])).await;
                 loop {
                     match tokio::time::timeout(Duration::from_secs(60), ws.next()).await {
                         Ok(Some(Ok(Message::Binary(b)))) if !b.is_empty() => break,

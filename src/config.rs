@@ -112,6 +112,13 @@ pub struct LtiConfig {
     /// Bounds on unauthenticated login initiations (`/lti/login`).
     #[serde(default)]
     pub logins: LoginLimits,
+    /// Web origins, besides labpool's own and the registered platforms'
+    /// (issuer and authorization endpoint), whose pages may show the
+    /// session page in a frame (CSP `frame-ancestors`): an LMS whose pages
+    /// live elsewhere, e.g. `https://school.instructure.com` for Canvas
+    /// Cloud. Default none.
+    #[serde(default)]
+    pub frame_ancestors: Vec<String>,
 }
 
 impl Default for LtiConfig {
@@ -123,6 +130,7 @@ impl Default for LtiConfig {
             registration: RegistrationConfig::default(),
             key_grace: default_key_grace(),
             logins: LoginLimits::default(),
+            frame_ancestors: Vec::new(),
         }
     }
 }
@@ -871,6 +879,22 @@ impl Config {
             bad_url(format!("/lti/platforms/{i}/token_url"), &p.token_url);
             bad_url(format!("/lti/platforms/{i}/jwks_url"), &p.jwks_url);
         }
+        // Each goes into a CSP header as is: only a bare origin (a `*.`
+        // host is fine), nothing that could add to the policy.
+        for (i, o) in self.lti.frame_ancestors.iter().enumerate() {
+            let bare = url::Url::parse(o).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.origin().ascii_serialization() == o.trim_end_matches('/')
+            });
+            if !bare {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position(&format!("/lti/frame_ancestors/{i}")),
+                    Code::InvalidValue,
+                    format!("`{o}` is not a web origin like `https://lms.example.edu`"),
+                ));
+            }
+        }
         let mut seen = HashMap::new();
         for (i, p) in self.lti.platforms.iter().enumerate() {
             if let Some(first) = seen.insert((&p.issuer, &p.client_id), i) {
@@ -1196,6 +1220,29 @@ mod tests {
         let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();
         let lines: Vec<usize> = err.diagnostics.iter().map(|d| d.position.line).collect();
         assert_eq!(lines, vec![2, 3]);
+    }
+
+    #[test]
+    fn frame_ancestors_are_bare_origins_only() {
+        // Each goes into the session page's CSP as is: nothing that could
+        // add a directive or a path.
+        let text = "lti:\n  frame_ancestors: [\"https://school.instructure.com\", \"https://*.instructure.com/\"]\n";
+        let config = Config::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(config.lti.frame_ancestors.len(), 2);
+        for bad in [
+            "https://lms.example.edu/course",
+            "https://a.example; script-src *",
+            "javascript:alert(1)",
+            "'self'",
+        ] {
+            let text = format!("lti:\n  frame_ancestors: [{bad:?}]\n");
+            let err = Config::parse(Path::new("c.yaml"), &text).unwrap_err();
+            assert!(
+                err.diagnostics[0].message.contains("is not a web origin"),
+                "{bad}: {:?}",
+                err.diagnostics
+            );
+        }
     }
 
     #[test]

@@ -1,12 +1,22 @@
-//! Session tokens: the short-lived, signed hand-off from a launch to the
-//! session's terminal page. A token names one session; whoever holds it may
-//! open that session's terminal until it expires, and nothing else.
+//! Session tokens: the short-lived credential the session's terminal page
+//! holds (in memory, never in a URL). A token names one session; whoever
+//! holds it may open that session's terminal until it expires, and nothing
+//! else. It is renewed over the socket, only to the page attached with it.
+//!
+//! A launch never hands a browser a token: its redirect carries a one-time
+//! *code* ([`SessionTokens::issue_code`], ~60 s, in the URL's fragment, so no
+//! server or proxy sees it), which the page trades for a token in its
+//! socket's first message; the store records each code used
+//! (`Store::redeem_code`), so a code works once, on any replica. A waiting
+//! page gets a *wait pass* ([`SessionTokens::wait_pass`]) the same way: only
+//! the browser the launch redirected holds it, and only it may poll.
 //!
 //! HS256 with a key generated on first start and kept in the store, sealed
 //! with the secret key (`crate::secret_key`), so any replica can check a
 //! token another issued and a copy of the database alone forges nothing.
 //! (The algorithm is fixed here; a token cannot choose it, nor a lifetime
-//! longer than labpool issues.)
+//! longer than labpool issues.) Tokens, codes and passes have audiences of
+//! their own: none is accepted as another.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -24,6 +34,31 @@ const CLOCK_SKEW_SECS: i64 = 60;
 /// The longest-lived state labpool seals (the dashboard's login, 12 h):
 /// [`SessionTokens::unseal`] refuses anything that lives longer.
 pub const SEALED_MAX_SECS: i64 = 12 * 3600;
+/// How long a launch's one-time code may wait to be traded for a token:
+/// a redirect and a page load, with room for a slow network.
+pub const CODE_TTL_SECS: i64 = 60;
+const CODE_AUDIENCE: &str = "labpool-code";
+/// How long a waiting page may poll with the pass its launch gave it
+/// (longer than any boot; the ticket lapses sooner when nobody polls).
+pub const WAIT_PASS_TTL_SECS: i64 = 3600;
+const WAIT_AUDIENCE: &str = "labpool-wait";
+
+/// What a one-time code says: the session it opens, until when, and a
+/// random id the store records when the code is used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeClaims {
+    pub sid: String,
+    pub exp: i64,
+    pub aud: String,
+    pub jti: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct WaitClaims {
+    ticket: String,
+    exp: i64,
+    aud: String,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionClaims {
@@ -34,6 +69,22 @@ pub struct SessionClaims {
     pub aud: String,
     /// Random: two tokens for one session are never equal.
     pub jti: String,
+    /// When it was issued, unix milliseconds: orders the tokens of one
+    /// session finer than `iat` (see [`SessionClaims::issued_ms`]).
+    #[serde(default)]
+    pub iat_ms: i64,
+}
+
+impl SessionClaims {
+    /// When the token was issued, unix ms (from `iat` for a token without
+    /// `iat_ms`).
+    pub fn issued_ms(&self) -> i64 {
+        if self.iat_ms > 0 {
+            self.iat_ms
+        } else {
+            self.iat * 1000
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,6 +101,8 @@ pub enum TokenError {
     /// minted with a stolen key, say): the reason says what is wrong.
     #[error("the token's lifetime is not one labpool issues: {0}")]
     Lifetime(&'static str),
+    #[error("this code was already used")]
+    Spent,
 }
 
 #[derive(Clone)]
@@ -86,15 +139,80 @@ impl SessionTokens {
 
     /// A token for `session_id`, valid from `now` (unix seconds).
     pub fn issue(&self, session_id: &str, now: i64) -> String {
+        self.issue_at_ms(session_id, now * 1000)
+    }
+
+    /// A token for `session_id`, valid from `now_ms` (unix milliseconds).
+    pub fn issue_at_ms(&self, session_id: &str, now_ms: i64) -> String {
+        let now = now_ms.div_euclid(1000);
         let claims = SessionClaims {
             sid: session_id.to_owned(),
             iat: now,
             exp: now + TOKEN_TTL_SECS,
             aud: AUDIENCE.to_owned(),
             jti: format!("{:016x}", rand::random::<u64>()),
+            iat_ms: now_ms,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing cannot fail")
+    }
+
+    /// A one-time code for `session_id`, good for [`CODE_TTL_SECS`] from
+    /// `now` (unix seconds). Single use is the store's part
+    /// (`Store::redeem_code` on [`code_id`]).
+    pub fn issue_code(&self, session_id: &str, now: i64) -> String {
+        self.seal(&CodeClaims {
+            sid: session_id.to_owned(),
+            exp: now + CODE_TTL_SECS,
+            aud: CODE_AUDIENCE.to_owned(),
+            jti: hex::encode(rand::random::<[u8; 16]>()),
+        })
+    }
+
+    /// Checks that `code` is one labpool signed, live at `now` and for
+    /// `session_id`. Whether it was used already is the store's to say.
+    pub fn open_code(
+        &self,
+        code: &str,
+        session_id: &str,
+        now: i64,
+    ) -> Result<CodeClaims, TokenError> {
+        if code.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        let claims: CodeClaims = self.unseal(code, CODE_AUDIENCE, now)?;
+        if claims.exp - now > CODE_TTL_SECS {
+            // Longer than labpool issues: not ours to honour.
+            return Err(TokenError::Forged);
+        }
+        if claims.sid != session_id {
+            return Err(TokenError::OtherSession);
+        }
+        Ok(claims)
+    }
+
+    /// The pass a launch's waiting page polls ticket `ticket` with.
+    pub fn wait_pass(&self, ticket: &str, now: i64) -> String {
+        self.seal(&WaitClaims {
+            ticket: ticket.to_owned(),
+            exp: now + WAIT_PASS_TTL_SECS,
+            aud: WAIT_AUDIENCE.to_owned(),
+        })
+    }
+
+    /// Checks a waiting page's pass for `ticket`.
+    pub fn check_wait_pass(
+        &self,
+        pass: Option<&str>,
+        ticket: &str,
+        now: i64,
+    ) -> Result<(), TokenError> {
+        let pass = pass.filter(|p| !p.is_empty()).ok_or(TokenError::Missing)?;
+        let claims: WaitClaims = self.unseal(pass, WAIT_AUDIENCE, now)?;
+        if claims.ticket != ticket {
+            return Err(TokenError::OtherSession);
+        }
+        Ok(())
     }
 
     /// Signs `claims` (which must carry `exp`) for audience `aud`: short-lived
@@ -181,9 +299,65 @@ impl SessionTokens {
     }
 }
 
+/// What the store keeps of a used code: its SHA-256 (a dump of the store
+/// holds nothing a browser could present).
+pub fn code_id(code: &CodeClaims) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(format!("{}:{}", code.sid, code.jti)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_code_opens_its_session_only_within_a_minute_and_is_no_token() {
+        let tokens = SessionTokens::from_secret(b"k1");
+        let code = tokens.issue_code("s1", 1000);
+        let claims = tokens.open_code(&code, "s1", 1001).unwrap();
+        assert_eq!(claims.sid, "s1");
+        assert_eq!(
+            tokens.open_code(&code, "s2", 1001),
+            Err(TokenError::OtherSession)
+        );
+        assert_eq!(
+            tokens.open_code(&code, "s1", 1000 + CODE_TTL_SECS),
+            Err(TokenError::Expired)
+        );
+        // A code is not a token, nor a token a code.
+        assert_eq!(
+            tokens.verify(Some(&code), "s1", 1001),
+            Err(TokenError::Forged)
+        );
+        let token = tokens.issue("s1", 1000);
+        assert_eq!(
+            tokens.open_code(&token, "s1", 1001),
+            Err(TokenError::Forged)
+        );
+        // Two codes are never the same, nor recorded the same.
+        let again = tokens.open_code(&tokens.issue_code("s1", 1000), "s1", 1001);
+        assert_ne!(code_id(&claims), code_id(&again.unwrap()));
+    }
+
+    #[test]
+    fn a_wait_pass_polls_its_ticket_only() {
+        let tokens = SessionTokens::from_secret(b"k1");
+        let pass = tokens.wait_pass("t1", 1000);
+        assert_eq!(tokens.check_wait_pass(Some(&pass), "t1", 1001), Ok(()));
+        assert_eq!(
+            tokens.check_wait_pass(Some(&pass), "t2", 1001),
+            Err(TokenError::OtherSession)
+        );
+        assert_eq!(
+            tokens.check_wait_pass(None, "t1", 1001),
+            Err(TokenError::Missing)
+        );
+        let code = tokens.issue_code("t1", 1000);
+        assert_eq!(
+            tokens.check_wait_pass(Some(&code), "t1", 1001),
+            Err(TokenError::Forged)
+        );
+    }
 
     #[test]
     fn a_token_opens_its_session_only_until_it_expires() {

@@ -91,26 +91,68 @@ pub async fn converge(bed: &Bed, what: &str, done: impl Fn(&[VmRow]) -> bool) ->
     }
 }
 
-/// The terminal socket of the session page a launch redirected to.
-pub fn socket_url(base: &str, location: &str, from: u64) -> String {
+/// A page's terminal socket: where it is, the origin the page is on, and
+/// the page's first message (its credential: never in the URL).
+pub struct PageSocket {
+    pub url: String,
+    pub origin: String,
+    pub auth: String,
+}
+
+/// The terminal socket of the session page a launch redirected to: the
+/// page trades the one-time code in the redirect's fragment for its token
+/// in the socket's first message.
+pub fn socket_of(base: &str, location: &str) -> PageSocket {
     let url = url::Url::parse(location).unwrap();
-    let token = url
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .unwrap();
-    format!(
-        "{}{}/terminal?token={token}&from={from}",
-        base.replacen("http", "ws", 1),
-        url.path()
-    )
+    let code = url
+        .fragment()
+        .and_then(|f| f.strip_prefix("code="))
+        .unwrap_or_else(|| panic!("no code in {location}"));
+    PageSocket {
+        url: format!("{}{}/terminal", base.replacen("http", "ws", 1), url.path()),
+        origin: base.to_owned(),
+        auth: serde_json::json!({"type": "auth", "code": code, "from": 0}).to_string(),
+    }
+}
+
+/// The socket of a page that already holds a session token.
+pub fn socket_with_token(base: &str, session: &str, token: &str) -> PageSocket {
+    PageSocket {
+        url: format!(
+            "{}/session/{session}/terminal",
+            base.replacen("http", "ws", 1)
+        ),
+        origin: base.to_owned(),
+        auth: serde_json::json!({"type": "auth", "token": token, "from": 0}).to_string(),
+    }
+}
+
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the socket from the page's origin and authenticates.
+pub async fn open(page: &PageSocket) -> Socket {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = page.url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", page.origin.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("socket");
+    ws.send(Message::Text(page.auth.clone().into()))
+        .await
+        .expect("auth message");
+    ws
 }
 
 /// Reads frames until the first byte of console output; also says when the
-/// gateway reported the console open.
-pub async fn first_output(url: &str) -> (Duration, Option<Duration>) {
+/// gateway reported the console open. The clock includes the socket's
+/// upgrade and the code's trade.
+pub async fn first_output(page: &PageSocket) -> (Duration, Option<Duration>) {
     let start = Instant::now();
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket");
+    let mut ws = open(page).await;
     let mut connected = None;
     loop {
         match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {

@@ -36,6 +36,14 @@ fn refused(r: Refusal, what: &str) -> Response {
     response
 }
 
+/// Whether the request's `Origin` is exactly `origin` (a missing one is not).
+pub(crate) fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
+    headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o == origin)
+}
+
 /// Launch pages are per-user and single-use: never cached.
 fn no_store() -> [(header::HeaderName, &'static str); 1] {
     [(header::CACHE_CONTROL, "no-store")]
@@ -116,9 +124,24 @@ async fn login(
 pub async fn launch(
     State(lti): State<Arc<Lti>>,
     jar: CookieJar,
+    headers: HeaderMap,
     Form(form): Form<LaunchForm>,
 ) -> Response {
     let started = Instant::now();
+    // The post carrying the platform-storage secret comes from labpool's
+    // own page (`pages::storage_check`), never from another site: without
+    // this a page elsewhere could post an attacker's launch and secret from
+    // a student's browser and open the attacker's lab in it (login CSRF).
+    // Browsers send `Origin` with every form post.
+    if form.storage_secret.is_some() && !same_origin(&headers, lti.origin()) {
+        lti.metrics().refused("forged");
+        return refused(
+            Refusal::forged(
+                "the platform-storage launch was posted from another site than labpool (its Origin is not labpool's)",
+            ),
+            "launch",
+        );
+    }
     let state_cookie = form
         .state
         .as_deref()
@@ -157,10 +180,10 @@ pub async fn launch(
     let mut response = match result {
         Err(r) => refused(r, "launch"),
         Ok(LaunchResult::Session {
-            session_id, token, ..
-        }) => Redirect::to(&lti.session_url(&session_id, &token)).into_response(),
-        Ok(LaunchResult::Waiting { ticket, .. }) => {
-            Redirect::to(&format!("{}/launch/wait/{ticket}", lti.base_url())).into_response()
+            session_id, code, ..
+        }) => Redirect::to(&lti.session_url(&session_id, &code)).into_response(),
+        Ok(LaunchResult::Waiting { ticket, pass, .. }) => {
+            Redirect::to(&lti.wait_url(&ticket, &pass)).into_response()
         }
         Ok(LaunchResult::Full { title }) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -278,11 +301,21 @@ pub async fn wait_page(State(lti): State<Arc<Lti>>, Path(ticket): Path<String>) 
     }
 }
 
-pub async fn wait_status(State(lti): State<Arc<Lti>>, Path(ticket): Path<String>) -> Response {
-    match lti.poll_wait(&ticket, now_ms()).await {
+/// The header a waiting page sends its pass in (never the query: URLs end
+/// up in access logs).
+pub const WAIT_PASS_HEADER: &str = "x-labpool-wait-pass";
+
+pub async fn wait_status(
+    State(lti): State<Arc<Lti>>,
+    Path(ticket): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let pass = headers.get(WAIT_PASS_HEADER).and_then(|v| v.to_str().ok());
+    match lti.poll_wait(&ticket, pass, now_ms()).await {
         Ok(status) => {
             let code = match status {
                 WaitStatus::Gone => StatusCode::NOT_FOUND,
+                WaitStatus::Refused => StatusCode::FORBIDDEN,
                 _ => StatusCode::OK,
             };
             (code, no_store(), Json(status)).into_response()

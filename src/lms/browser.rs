@@ -370,6 +370,12 @@ impl Browser {
         if let Some(fields) = form {
             request = request.form(fields);
         }
+        // Browsers name the origin of the page behind every POST (a form
+        // without an initiator here is one on the target's own site).
+        if method == reqwest::Method::POST {
+            let from = initiator.unwrap_or(&target);
+            request = request.header("origin", from.origin().ascii_serialization());
+        }
         if self.cookies_enabled {
             let jar = self.jar.lock().expect("jar lock");
             let cookies = applicable(&jar, &target, context);

@@ -30,15 +30,20 @@ pub struct LaunchForm {
 /// What a launch leads to.
 #[derive(Debug, Clone)]
 pub enum LaunchResult {
-    /// To the session's terminal page.
+    /// To the session's terminal page, with a one-time code the page
+    /// trades for its session token.
     Session {
         session_id: String,
-        token: String,
+        code: String,
         resumed: bool,
         course: String,
     },
-    /// No warm VM: to the waiting page.
-    Waiting { ticket: String, course: String },
+    /// No warm VM: to the waiting page, with the pass it polls with.
+    Waiting {
+        ticket: String,
+        pass: String,
+        course: String,
+    },
     /// The course is at its max.
     Full { title: String },
     /// Nothing says which course this link opens.
@@ -81,6 +86,9 @@ pub enum WaitStatus {
     },
     /// The ticket lapsed or the course went away: launch again.
     Gone,
+    /// The poll did not carry this ticket's pass: another browser than the
+    /// one the launch redirected here.
+    Refused,
 }
 
 impl Lti {
@@ -227,7 +235,7 @@ impl Lti {
                 tracing::Span::current().record("session", claimed.session.id.as_str());
                 tracing::info!(vm = %claimed.vm.id, resumed = claimed.resumed, "launch");
                 Ok(LaunchResult::Session {
-                    token: self.tokens.issue(&claimed.session.id, secs(now)),
+                    code: self.tokens.issue_code(&claimed.session.id, secs(now)),
                     session_id: claimed.session.id,
                     resumed: claimed.resumed,
                     course: course.title.clone(),
@@ -236,9 +244,11 @@ impl Lti {
             LaunchOutcome::Waiting(ticket) => {
                 (self.on_demand)();
                 self.decided(&course.name, Outcome::OnDemand);
-                // Not the ticket: its holder can poll the session's token.
+                // Neither the ticket nor its pass is logged: together they
+                // poll for the session.
                 tracing::info!("launch waits: no warm VM");
                 Ok(LaunchResult::Waiting {
+                    pass: self.tokens.wait_pass(&ticket.id, secs(now)),
                     ticket: ticket.id,
                     course: course.title.clone(),
                 })
@@ -373,8 +383,18 @@ impl Lti {
         refusal
     }
 
-    /// The waiting page's poll.
-    pub async fn poll_wait(&self, ticket_id: &str, now: i64) -> Result<WaitStatus, Refusal> {
+    /// The waiting page's poll, with the pass the launch gave the page
+    /// (only that browser may poll: the ticket turns into a session).
+    pub async fn poll_wait(
+        &self,
+        ticket_id: &str,
+        pass: Option<&str>,
+        now: i64,
+    ) -> Result<WaitStatus, Refusal> {
+        if let Err(e) = self.tokens.check_wait_pass(pass, ticket_id, secs(now)) {
+            tracing::warn!(reason = %e, "waiting page poll refused: not the launching browser's pass");
+            return Ok(WaitStatus::Refused);
+        }
         let Some(ticket) = self.store.wait_ticket(ticket_id).await? else {
             return Ok(WaitStatus::Gone);
         };
@@ -393,9 +413,9 @@ impl Lti {
                 self.metrics.wait_claimed(&course.name);
                 tracing::info!(course = %course.name, session = %claimed.session.id,
                     vm = %claimed.vm.id, "waiting launch got its VM");
-                let token = self.tokens.issue(&claimed.session.id, secs(now));
+                let code = self.tokens.issue_code(&claimed.session.id, secs(now));
                 Ok(WaitStatus::Ready {
-                    url: self.session_url(&claimed.session.id, &token),
+                    url: self.session_url(&claimed.session.id, &code),
                 })
             }
             WaitOutcome::Waiting { ahead } => {
@@ -409,9 +429,23 @@ impl Lti {
         }
     }
 
-    /// The terminal page of a session, with its token.
-    pub fn session_url(&self, session_id: &str, token: &str) -> String {
-        format!("{}/session/{session_id}?token={token}", self.base_url)
+    /// The terminal page of a session, with a one-time code in the
+    /// fragment: browsers never send a fragment to a server, so the code
+    /// is in no request line and no access log, and the page removes it
+    /// from the address bar once read.
+    pub fn session_url(&self, session_id: &str, code: &str) -> String {
+        format!("{}/session/{session_id}#code={code}", self.base_url)
+    }
+
+    /// labpool's own web origin (`lti.base_url`'s scheme, host and port), as
+    /// browsers send it in `Origin`.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The waiting page of a ticket, its pass in the fragment (as above).
+    pub fn wait_url(&self, ticket: &str, pass: &str) -> String {
+        format!("{}/launch/wait/{ticket}#pass={pass}", self.base_url)
     }
 }
 

@@ -112,6 +112,11 @@ pub struct Lti {
     pub(crate) store: Store,
     /// Public URL of labpool, no trailing slash.
     pub(crate) base_url: String,
+    /// Its web origin, as browsers send it in `Origin`.
+    pub(crate) origin: String,
+    /// Origins besides the platforms' that may frame the session page
+    /// (`lti.frame_ancestors`).
+    pub(crate) frame_ancestors: Vec<String>,
     pub(crate) key_grace_ms: i64,
     /// How long a registration link lives.
     pub(crate) link_ttl_ms: i64,
@@ -159,6 +164,8 @@ impl Lti {
             registry: platforms::Registry::new(&config.lti.platforms, store.clone()),
             catalog: catalog::Catalogs::new(store.clone()),
             base_url: config.base_url(),
+            origin: origin_of(&config.base_url()),
+            frame_ancestors: config.lti.frame_ancestors.clone(),
             key_grace_ms: config.lti.key_grace.get().as_millis() as i64,
             link_ttl_ms: config.lti.registration.link_ttl.get().as_millis() as i64,
             egress: egress.clone(),
@@ -231,6 +238,14 @@ impl Lti {
         let fresh = keys::ToolKeys::load(&self.store).await?;
         *self.tool_keys.write().expect("tool keys") = (Instant::now(), fresh.clone());
         Ok(fresh.jwks(now, self.key_grace_ms))
+    }
+}
+
+/// The web origin of `url` (`scheme://host[:port]`); empty when it has none.
+pub(crate) fn origin_of(url: &str) -> String {
+    match url::Url::parse(url).map(|u| u.origin()) {
+        Ok(origin @ url::Origin::Tuple(..)) => origin.ascii_serialization(),
+        _ => String::new(),
     }
 }
 

@@ -115,12 +115,26 @@ pub fn waiting(ticket: &str, course: &str) -> String {
 <script>
 const statusUrl = {status_url};
 const started = Date.now();
+// The pass the launch gave this browser, in the fragment (never sent to a
+// server): only it may poll. Kept for a reload of this tab, and taken out of
+// the address bar.
+const passKey = "labpool.wait." + location.pathname;
+let pass = (/(?:^#|&)pass=([^&]+)/.exec(location.hash) || [])[1] || "";
+try {{
+  if (pass) sessionStorage.setItem(passKey, pass); else pass = sessionStorage.getItem(passKey) || "";
+}} catch (e) {{}}
+try {{ history.replaceState(null, "", location.pathname); }} catch (e) {{}}
 async function poll() {{
   let next = 1500;
   try {{
-    const r = await fetch(statusUrl, {{ cache: "no-store" }});
+    const r = await fetch(statusUrl, {{ cache: "no-store", headers: {{ "X-Labpool-Wait-Pass": decodeURIComponent(pass) }} }});
     const s = await r.json();
     if (s.state === "ready") {{ location.replace(s.url); return; }}
+    if (s.state === "refused") {{
+      document.getElementById("progress").textContent =
+        "This wait belongs to another browser. Go back to your course and open the lab again.";
+      return;
+    }}
     if (s.state === "gone") {{
       document.getElementById("progress").textContent =
         "This wait has lapsed. Go back to your course and open the lab again.";

@@ -129,6 +129,28 @@ impl Registry {
         Ok(())
     }
 
+    /// The web origins of every registered platform (configured and
+    /// stored): its issuer's and its authorization endpoint's, the pages an
+    /// LMS frames a tool from on most platforms.
+    pub async fn origins(&self) -> Result<Vec<String>, StoreError> {
+        let stored = self.stored().await?;
+        let mut origins: Vec<String> = self
+            .configured
+            .iter()
+            .chain(stored.iter())
+            .flat_map(|r| {
+                [
+                    super::origin_of(&r.issuer),
+                    super::origin_of(&r.auth_login_url),
+                ]
+            })
+            .filter(|o| !o.is_empty())
+            .collect();
+        origins.sort();
+        origins.dedup();
+        Ok(origins)
+    }
+
     /// Makes the next lookup read the store (after a registration).
     pub fn forget_cache(&self) {
         *self.stored.write().expect("registry") = None;

@@ -280,9 +280,11 @@ impl Store {
         Ok((booting, problem))
     }
 
-    /// Forgets expired logins and lapsed wait tickets, and gives the space
+    /// Forgets expired logins, lapsed wait tickets and used codes that have
+    /// expired, and gives the space
     /// they took back (SQLite: to the file system, see [`Store::reclaim`]).
     pub async fn prune_launches(&self, now: i64) -> Result<(), StoreError> {
+        self.prune_codes(now).await?;
         let logins = sqlx::query("DELETE FROM lti_logins WHERE expires_at < $1")
             .bind(now)
             .execute(&self.pool)

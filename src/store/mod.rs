@@ -13,6 +13,7 @@
 //! is read; row locks on PostgreSQL. Partial unique indexes back the session
 //! invariants in case code ever gets this wrong.
 
+mod codes;
 mod counts;
 mod courses;
 mod events;

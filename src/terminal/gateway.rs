@@ -4,7 +4,11 @@
 //! while the session lives, so output that arrives while the student is
 //! away lands in the hub's scrollback and is replayed when a page attaches
 //! again (from the byte it had, so nothing shows twice). One page is
-//! attached at a time: a newer tab takes over and the older one is told so.
+//! attached at a time: a newer tab takes over and the older one is told so,
+//! but only with a credential at least as new as the newest the hub knows
+//! the attached page holds (`Shared::floor`): a stale or stolen session token
+//! cannot take the terminal from the page that holds the current one, and
+//! a launch from the LMS (a fresh token) always can.
 //! When the console drops (a VM restart, a host gone, the guest's SSH gone)
 //! the hub says so in the terminal and opens it again while the session
 //! lives; when the session ends it tells the page why and goes away.
@@ -106,7 +110,26 @@ pub struct Attachment {
     page: u64,
 }
 
+/// Why a page may not attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachError {
+    /// The session is over, with the reason the store gives.
+    Ended(String),
+    /// The page's token was issued before the newest one a page of this
+    /// session holds: it belongs to an earlier page (or was stolen from one).
+    Superseded,
+}
+
 impl Attachment {
+    /// The attached page confirmed it holds a token issued at `issued_at`
+    /// (unix ms): from now on no older token may attach. Does nothing once another page took over.
+    pub fn holds_token_from(&self, issued_at: i64) {
+        let mut shared = self.hub.shared.lock().expect("hub");
+        if shared.page.as_ref().is_some_and(|p| p.id == self.page) {
+            shared.floor = shared.floor.max(issued_at);
+        }
+    }
+
     /// Keystrokes; false once the hub is gone.
     pub async fn input(&self, bytes: Vec<u8>) -> bool {
         self.hub.input.send(ConsoleInput::Data(bytes)).await.is_ok()
@@ -148,6 +171,10 @@ struct Shared {
     next_page: u64,
     status: Status,
     ended: Option<String>,
+    /// When (unix ms) the newest session token a page of this
+    /// session is known to hold was issued: one it attached with, or a
+    /// renewal it acknowledged. Older tokens may not attach.
+    floor: i64,
 }
 
 struct Page {
@@ -241,9 +268,15 @@ impl Gateway {
     }
 
     /// Attaches a page to `session`'s hub, starting the hub if needed. The
-    /// caller has checked the session's token. `from` is how many output
-    /// bytes the page already has.
-    pub fn attach(&self, session: &str, from: u64) -> Result<Attachment, String> {
+    /// caller has checked the session's token, issued at `issued_at` (unix
+    /// ms). `from` is how many output bytes the page
+    /// already has.
+    pub fn attach(
+        &self,
+        session: &str,
+        from: u64,
+        issued_at: i64,
+    ) -> Result<Attachment, AttachError> {
         let hub = {
             let mut hubs = self.inner.hubs.lock().expect("hubs");
             match hubs.get(session) {
@@ -264,6 +297,7 @@ impl Gateway {
                             next_page: 0,
                             status: Status::Connecting,
                             ended: None,
+                            floor: 0,
                         }),
                     });
                     hubs.insert(session.to_string(), hub.clone());
@@ -274,8 +308,12 @@ impl Gateway {
         };
         let mut shared = hub.shared.lock().expect("hub");
         if let Some(reason) = &shared.ended {
-            return Err(reason.clone());
+            return Err(AttachError::Ended(reason.clone()));
         }
+        if issued_at < shared.floor {
+            return Err(AttachError::Superseded);
+        }
+        shared.floor = issued_at;
         // The newest tab takes over: the older one is told, then let go.
         if let Some(old) = shared.page.take() {
             let _ = old.tx.try_send(ToPage::Replaced);
@@ -306,6 +344,13 @@ impl Gateway {
         let hub = self.inner.hubs.lock().expect("hubs").get(session)?.clone();
         let shared = hub.shared.lock().expect("hub");
         Some(shared.scrollback.start + shared.scrollback.buf.len() as u64)
+    }
+
+    /// When (unix ms) the newest token a page of `session` holds was
+    /// issued, as far as its hub knows; older tokens may not attach.
+    pub fn token_floor(&self, session: &str) -> Option<i64> {
+        let hub = self.inner.hubs.lock().expect("hubs").get(session)?.clone();
+        Some(hub.shared.lock().expect("hub").floor)
     }
 
     /// `session` now runs on another VM (reset): its open terminal, if any,

@@ -3,8 +3,10 @@
 //! Everything is embedded in the binary: xterm.js and its fit addon (vendored
 //! by `scripts/vendor-xterm` into `assets/xterm/`), and the hand-written
 //! `assets/session.js` / `assets/session.css`. The page carries no inline
-//! script (the server sets `script-src 'self'`): the session's values go to
-//! the script through `data-` attributes on `<body>`.
+//! script (the server sets `script-src 'self'`). The page is the same shell
+//! for every request: it names only the session id from its own URL, and
+//! learns everything else (title, time left) over the socket once its
+//! credential is accepted, so an unauthenticated request learns nothing.
 
 use std::sync::LazyLock;
 
@@ -64,32 +66,11 @@ static ASSET_VERSION: LazyLock<String> = LazyLock::new(|| {
     hex::encode(&hash.finalize()[..6])
 });
 
-/// What the page shows about one session.
-#[derive(Debug, Clone, Copy)]
-pub struct PageInfo<'a> {
-    pub session_id: &'a str,
-    /// The course's title.
-    pub title: &'a str,
-    /// The session token the page reconnects with (kept fresh by the socket).
-    pub token: &'a str,
-    /// When the session ends, Unix milliseconds.
-    pub expires_at_ms: i64,
-    /// The server's clock when rendering, Unix milliseconds (the page
-    /// corrects its countdown for the browser's clock skew).
-    pub now_ms: i64,
-    /// How long without input ends the session, milliseconds.
-    pub idle_ms: i64,
-}
-
 /// The full HTML document of a session's page.
-pub fn render(info: &PageInfo<'_>) -> String {
-    let title = escape(info.title);
-    let session = escape(info.session_id);
-    let token = escape(info.token);
-    let ws = escape(&format!("/session/{}/terminal", info.session_id));
-    let expires_at = info.expires_at_ms;
-    let now = info.now_ms;
-    let idle = info.idle_ms;
+pub fn render(session_id: &str) -> String {
+    let title = "Your lab";
+    let session = escape(session_id);
+    let ws = escape(&format!("/session/{session_id}/terminal"));
     let v = ASSET_VERSION.as_str();
     format!(
         r#"<!DOCTYPE html>
@@ -102,7 +83,7 @@ pub fn render(info: &PageInfo<'_>) -> String {
 <link rel="stylesheet" href="/assets/xterm.css?v={v}">
 <link rel="stylesheet" href="/assets/session.css?v={v}">
 </head>
-<body data-session="{session}" data-token="{token}" data-title="{title}" data-expires-at="{expires_at}" data-now="{now}" data-idle-ms="{idle}" data-ws="{ws}" data-state="connecting">
+<body data-session="{session}" data-ws="{ws}" data-state="connecting">
 <header>
 <span id="title">{title}</span>
 <span id="left" aria-live="off"></span>
@@ -137,31 +118,14 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
 mod tests {
     use super::*;
 
-    fn info<'a>(title: &'a str, token: &'a str) -> PageInfo<'a> {
-        PageInfo {
-            session_id: "s-123",
-            title,
-            token,
-            expires_at_ms: 1_700_000_000_000,
-            now_ms: 1_699_999_000_000,
-            idle_ms: 900_000,
-        }
-    }
-
     #[test]
     fn render_escapes_hostile_values() {
         let hostile = r#""><script>alert(1)</script>'"#;
-        let page = render(&PageInfo {
-            session_id: hostile,
-            ..info(hostile, hostile)
-        });
+        let page = render(hostile);
         assert!(!page.contains("<script>alert"), "{page}");
         assert!(!page.contains(hostile), "{page}");
         assert!(!page.contains("</script>'"), "{page}");
         let escaped = "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;&#39;";
-        assert!(page.contains(&format!("<title>{escaped} — labpool</title>")));
-        assert!(page.contains(&format!(r#"data-token="{escaped}""#)));
-        assert!(page.contains(&format!(r#"data-title="{escaped}""#)));
         assert!(page.contains(&format!(r#"data-session="{escaped}""#)));
         assert!(page.contains(&format!(r#"data-ws="/session/{escaped}/terminal""#)));
         // The only scripts are the three external ones.
@@ -170,22 +134,22 @@ mod tests {
     }
 
     #[test]
-    fn render_carries_the_session_data() {
-        let page = render(&info("Linux 101", "tok.en"));
+    fn render_names_the_session_and_nothing_else() {
+        let page = render("s-123");
         assert!(page.starts_with("<!DOCTYPE html>"));
-        assert!(page.contains("<title>Linux 101 — labpool</title>"));
+        assert!(page.contains("<title>Your lab — labpool</title>"));
         assert!(page.contains(r#"<meta name="referrer" content="no-referrer">"#));
         assert!(page.contains(r#"<meta name="viewport""#));
         for attr in [
             r#"data-session="s-123""#,
-            r#"data-token="tok.en""#,
-            r#"data-title="Linux 101""#,
-            r#"data-expires-at="1700000000000""#,
-            r#"data-now="1699999000000""#,
-            r#"data-idle-ms="900000""#,
             r#"data-ws="/session/s-123/terminal""#,
         ] {
             assert!(page.contains(attr), "missing {attr}");
+        }
+        // No credential, no course, no times: those come over the socket
+        // once the page's credential is accepted.
+        for absent in ["data-token", "data-title", "data-expires-at", "token="] {
+            assert!(!page.contains(absent), "{absent} in {page}");
         }
         for id in [
             "title",
@@ -232,7 +196,7 @@ mod tests {
 
     #[test]
     fn page_references_every_asset() {
-        let page = render(&info("t", "k"));
+        let page = render("s");
         let v = ASSET_VERSION.as_str();
         assert_eq!(v.len(), 12);
         for (name, _, _) in ASSETS {

@@ -36,7 +36,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::lab::{Lab, converge, count};
 use crate::lti::{CONTEXT, Db, World, session_of};
-use crate::terminal::Term;
+use crate::terminal::{Cred, Term};
 
 /// The engine: `DOCKER_HOST` when it names a unix socket (the docker CLI
 /// these tests also run reads it too), else the one scripts/setup starts.
@@ -466,7 +466,7 @@ async fn a_launch_claims_a_warm_container_and_the_pool_refills() {
         .map(|v| v.id)
         .collect();
 
-    let (session, token) = session_of(&w.launch(&w.student("alice")).await);
+    let (session, code) = session_of(&w.launch(&w.student("alice")).await);
     let row = w.store.session(&session).await.unwrap().expect("session");
     assert_eq!(row.course, COURSE);
     assert_eq!(row.key.user_sub, "alice");
@@ -479,15 +479,15 @@ async fn a_launch_claims_a_warm_container_and_the_pool_refills() {
     let started = docker.inspect_container(&vm.domain, None).await.unwrap();
     assert_eq!(started.state.and_then(|s| s.running), Some(true));
     // The session page for it.
-    let page = reqwest::get(format!("{}/session/{session}?token={token}", w.base))
+    let page = reqwest::get(format!("{}/session/{session}", w.base))
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
 
     // A relaunch returns to the same session and the same container.
-    let (again, token2) = session_of(&w.launch(&w.student("alice")).await);
+    let (again, code2) = session_of(&w.launch(&w.student("alice")).await);
     assert_eq!(again, session);
-    assert_ne!(token2, token);
+    assert_ne!(code2, code);
     assert_eq!(vm_of(&w, &again).await.id, vm.id);
     let same = docker.inspect_container(&vm.domain, None).await.unwrap();
     assert_eq!(same.id, started.id, "the very container, not a new one");
@@ -510,10 +510,11 @@ async fn the_terminal_socket_gives_a_shell_in_the_students_container() {
     let _clean = Cleanup::course(COURSE);
     let w = world(COURSE, 1, 3, "{ expiry: 1h, idle: 30m }").await;
     let docker = engine().await;
-    let (session, token) = session_of(&w.launch(&w.student("erin")).await);
+    let (session, code) = session_of(&w.launch(&w.student("erin")).await);
     let vm = vm_of(&w, &session).await;
 
-    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let mut tab = Term::connect(&w.base, &session, &Cred::Code(code), 0).await;
+    let token = tab.token();
     tab.read_until(0, "$ ", Duration::from_secs(20)).await;
     run(&mut tab, "echo hel''lo", "hello").await;
     run(&mut tab, "id -un", "student").await;
@@ -549,11 +550,11 @@ async fn an_expired_session_takes_its_container_and_network_and_the_pool_refills
     let _clean = Cleanup::course(COURSE);
     let w = world(COURSE, 1, 3, "{ expiry: 5s, idle: 5s }").await;
     let docker = engine().await;
-    let (session, token) = session_of(&w.launch(&w.student("carol")).await);
+    let (session, code) = session_of(&w.launch(&w.student("carol")).await);
     let vm = vm_of(&w, &session).await;
     assert!(container_exists(&docker, &vm.domain).await);
     assert!(network_exists(&docker, &vm.volume).await);
-    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let mut tab = Term::connect(&w.base, &session, &Cred::Code(code), 0).await;
 
     let vms = converge(
         &w.reconciler,
@@ -1051,7 +1052,7 @@ async fn a_reset_and_a_removed_course_treat_containers_as_they_treat_vms() {
     let _clean = Cleanup::course(COURSE);
     let w = world(COURSE, 1, 3, "{ expiry: 1h, idle: 30m }").await;
     let docker = engine().await;
-    let (session, token) = session_of(&w.launch(&w.student("dave")).await);
+    let (session, code) = session_of(&w.launch(&w.student("dave")).await);
     let first = vm_of(&w, &session).await;
     converge(
         &w.reconciler,
@@ -1060,7 +1061,7 @@ async fn a_reset_and_a_removed_course_treat_containers_as_they_treat_vms() {
         |vms| count(vms, COURSE, VmState::Warm) == 1,
     )
     .await;
-    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let mut tab = Term::connect(&w.base, &session, &Cred::Code(code), 0).await;
     tab.read_until(0, "$ ", Duration::from_secs(20)).await;
     run(&mut tab, "touch /tmp/mine; ls /tmp/mi''ne", "/tmp/mine").await;
 

@@ -215,22 +215,64 @@ impl World {
     }
 }
 
-/// The session id and token of a redirect to the session page.
+/// The session id and one-time code of a redirect to the session page. The
+/// code is in the fragment, which no browser sends to a server; the URL has
+/// no query, so nothing secret reaches a request line or an access log.
 pub fn session_of(page: &Page) -> (String, String) {
     assert_eq!(page.status, 303, "a redirect to the session: {}", page.body);
-    let location = page.location.as_deref().expect("location");
+    code_of(page.location.as_deref().expect("location"))
+}
+
+/// The session id and one-time code of a session page's URL.
+pub fn code_of(location: &str) -> (String, String) {
     let url = url::Url::parse(location).expect("absolute URL");
     let id = url
         .path()
         .strip_prefix("/session/")
         .unwrap_or_else(|| panic!("not a session URL: {location}"))
         .to_owned();
-    let token = url
-        .query_pairs()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.into_owned())
-        .expect("token");
-    (id, token)
+    assert_eq!(
+        url.query(),
+        None,
+        "nothing in the session URL's query: {location}"
+    );
+    let code = url
+        .fragment()
+        .and_then(|f| f.strip_prefix("code="))
+        .unwrap_or_else(|| panic!("no code in the fragment: {location}"))
+        .to_owned();
+    (id, code)
+}
+
+/// A waiting page's poll, as its script makes it: the ticket's status URL,
+/// with the pass from the redirect's fragment in a header (`pass: None`
+/// leaves it out, as another browser would).
+pub async fn poll_wait(location: &str, pass: Option<&str>) -> (u16, serde_json::Value) {
+    let url = url::Url::parse(location).expect("absolute URL");
+    assert_eq!(
+        url.query(),
+        None,
+        "nothing in the waiting URL's query: {location}"
+    );
+    let mut status = url.clone();
+    status.set_fragment(None);
+    status.set_path(&format!("{}/status", url.path()));
+    let mut request = reqwest::Client::new().get(status);
+    if let Some(pass) = pass {
+        request = request.header(labpool::http::lti::WAIT_PASS_HEADER, pass);
+    }
+    let response = request.send().await.unwrap();
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap())
+}
+
+/// The pass in a waiting page's URL.
+pub fn pass_of(location: &str) -> String {
+    let url = url::Url::parse(location).expect("absolute URL");
+    url.fragment()
+        .and_then(|f| f.strip_prefix("pass="))
+        .unwrap_or_else(|| panic!("no pass in the fragment: {location}"))
+        .to_owned()
 }
 
 /// The refusal page: its status and the reason it gives.
@@ -254,7 +296,12 @@ async fn a_launch_claims_a_warm_vm_and_a_relaunch_returns_to_it() {
     // login initiation → platform authorization → form post → session.
     assert!(followed.hops[0].starts_with(&format!("{}/lti/login?", w.base)));
     assert!(followed.hops.iter().any(|h| h.contains("/authorize")));
-    let (session, token) = session_of(&followed.page);
+    let (session, code) = session_of(&followed.page);
+    // Issue 15 §3: no credential in any URL the browser requests (the code
+    // is only in the redirect's fragment, which is never sent).
+    for hop in &followed.hops {
+        assert!(!hop.contains(&code) && !hop.contains("token="), "{hop}");
+    }
 
     // The state cookie crossed sites as a browser would let it.
     let state = browser
@@ -284,11 +331,11 @@ async fn a_launch_claims_a_warm_vm_and_a_relaunch_returns_to_it() {
     assert_eq!(row.expires_at - row.created_at, 4 * 3600 * 1000);
 
     // Launching again (another browser, even) returns to the same VM with
-    // a new token.
+    // a new code.
     let again = w.launch(&w.student("alice")).await;
-    let (session2, token2) = session_of(&again);
+    let (session2, code2) = session_of(&again);
     assert_eq!(session2, session);
-    assert_ne!(token2, token);
+    assert_ne!(code2, code);
     // Another student gets another VM.
     let (bob, _) = session_of(&w.launch(&w.student("bob")).await);
     let bob = w.store.session(&bob).await.unwrap().unwrap();
@@ -301,32 +348,50 @@ async fn a_launch_claims_a_warm_vm_and_a_relaunch_returns_to_it() {
     .await;
 }
 
+/// The session page tells nobody anything (its credential goes over the
+/// socket), and only labpool and the registered LMSs may frame it (issue 15
+/// §7: it had no `frame-ancestors`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_session_page_wants_a_token_for_that_session() {
+async fn the_session_page_is_a_shell_framed_only_by_labpool_and_its_platforms() {
     let w = World::new(Db::Sqlite, 2, 10).await;
-    let (alice, alice_token) = session_of(&w.launch(&w.student("alice")).await);
-    let (bob, _) = session_of(&w.launch(&w.student("bob")).await);
+    let (alice, _) = session_of(&w.launch(&w.student("alice")).await);
     let browser = Browser::new();
-    let page = |id: &str, token: Option<&str>| {
-        let url = match token {
-            Some(t) => format!("{}/session/{id}?token={t}", w.base),
-            None => format!("{}/session/{id}", w.base),
-        };
-        let browser = browser.clone();
-        async move { browser.get(&url).await.unwrap() }
-    };
-    assert_eq!(page(&alice, Some(&alice_token)).await.status, 200);
-    let missing = page(&alice, None).await;
-    assert_refused(&missing, 401, "no token");
-    let other = page(&bob, Some(&alice_token)).await;
-    assert_refused(&other, 401, "another session");
-    let mut forged = alice_token.clone();
-    forged.replace_range(forged.len() - 4.., "AAAA");
-    assert_refused(
-        &page(&alice, Some(&forged)).await,
-        401,
-        "not one labpool signed",
+    let page = browser
+        .get(&format!("{}/session/{alice}", w.base))
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        !page.body.contains(COURSE) && !page.body.contains("Linux"),
+        "{}",
+        page.body
     );
+    // Any id gets the same shell: a request learns nothing of a session.
+    let other = browser
+        .get(&format!("{}/session/no-such-session", w.base))
+        .await
+        .unwrap();
+    assert_eq!(other.status, 200);
+    assert_eq!(
+        other.body.replace("no-such-session", &alice),
+        page.body,
+        "the shell differs by session"
+    );
+    let csp = page.header("content-security-policy").unwrap().to_owned();
+    let ancestors = csp
+        .split(';')
+        .map(str::trim)
+        .find_map(|d| d.strip_prefix("frame-ancestors "))
+        .unwrap_or_else(|| panic!("no frame-ancestors in {csp}"));
+    let platform = url::Url::parse(w.platform.issuer())
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    let mut sources: Vec<&str> = ancestors.split(' ').collect();
+    sources.sort();
+    assert_eq!(sources, ["'self'", platform.as_str()], "{csp}");
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -587,6 +652,23 @@ async fn platform_storage_stands_in_for_a_blocked_cookie() {
     assert_refused(&post(&browser, &wrong).await, 401, "platform&#39;s storage");
     let mut right = form.clone();
     right.fields.push(("storage_secret".into(), secret));
+
+    // Issue 15 §6: the same post from another site (a page there making a
+    // student's browser post an attacker's launch and secret: login CSRF)
+    // is refused; so is one that names no origin.
+    for origin in [Some("https://evil.example"), None] {
+        let mut request = reqwest::Client::new()
+            .post(&right.action)
+            .form(&right.fields);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(answer.status(), 401, "from {origin:?}");
+        let body = answer.text().await.unwrap();
+        assert!(body.contains("another site than labpool"), "{body}");
+    }
+    // From labpool's own page (the storage check's form), it opens the lab.
     session_of(&post(&browser, &right).await);
 }
 
@@ -866,15 +948,16 @@ async fn launches_beyond_the_warm_pool_wait_then_get_vms(db: Db) {
     let page = browser.get(&waiting[0]).await.unwrap();
     assert_eq!(page.status, 200);
     assert!(page.body.contains("Preparing your lab"));
-    let status: serde_json::Value = serde_json::from_str(
-        &browser
-            .get(&format!("{}/status", waiting[0]))
-            .await
-            .unwrap()
-            .body,
-    )
-    .unwrap();
-    assert_eq!(status["state"], "waiting");
+    let (code, status) = poll_wait(&waiting[0], Some(&pass_of(&waiting[0]))).await;
+    assert_eq!((code, &status["state"]), (200, &json!("waiting")));
+    // Issue 15 §3: a poll from another browser (the ticket seen in a log or
+    // over a shoulder, without the pass the launch gave its own browser, or
+    // with another ticket's pass) gets nothing, now or once a VM is ready.
+    let strangers = [None, Some(pass_of(&waiting[1]))];
+    for pass in &strangers {
+        let (code, status) = poll_wait(&waiting[0], pass.as_deref()).await;
+        assert_eq!((code, &status), (403, &json!({"state": "refused"})));
+    }
 
     // The reconciler builds one VM per waiting launch; each page moves on.
     let looping = w.reconciler.clone();
@@ -891,10 +974,18 @@ async fn launches_beyond_the_warm_pool_wait_then_get_vms(db: Db) {
             if ready.contains(url) {
                 continue;
             }
-            let page = browser.get(&format!("{url}/status")).await.unwrap();
-            let status: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+            if url == &waiting[0] {
+                for pass in &strangers {
+                    let (code, _) = poll_wait(url, pass.as_deref()).await;
+                    assert_eq!(code, 403, "a stranger's poll");
+                }
+            }
+            let (_, status) = poll_wait(url, Some(&pass_of(url))).await;
             if status["state"] == "ready" {
                 let target = status["url"].as_str().unwrap().to_owned();
+                // The hand-off carries a one-time code, like a launch's.
+                let (_, code) = code_of(&target);
+                assert!(!code.is_empty());
                 assert_eq!(browser.get(&target).await.unwrap().status, 200);
                 ready.insert(url.clone());
             }

@@ -260,11 +260,7 @@ async fn metrics_follow_the_pools_launches_and_refusals() {
         |vms| count(vms, COURSE, VmState::Warm) == 1,
     )
     .await;
-    let status = Browser::new()
-        .get(&format!("{waiting}/status"))
-        .await
-        .unwrap();
-    let status: Value = serde_json::from_str(&status.body).unwrap();
+    let (_, status) = crate::lti::poll_wait(&waiting, Some(&crate::lti::pass_of(&waiting))).await;
     assert_eq!(status["state"], "ready", "{status}");
     let s = scrape(&w.base).await;
     assert_eq!(
@@ -520,11 +516,11 @@ async fn json_logs_carry_the_launch_and_action_span_fields() {
     let (status, body) = get_json(&format!("{base}/readyz")).await;
     assert_eq!(status, 200, "{body}");
 
-    // A launch: its line names course, outcome and session, never the token.
+    // A launch: its line names course, outcome and session, never the code.
     let student =
         Launch::new(CLIENT, DEPLOYMENT, "alice", "link-1").in_context(CONTEXT, "Linux 101");
     let page = Browser::new().launch(&platform, &student).await.unwrap();
-    let (session, token) = session_of(&page);
+    let (session, code) = session_of(&page);
     let launch = serve.wait_for("launch", Duration::from_secs(10));
     let span = &launch["span"];
     assert_eq!(span["name"], "launch", "{launch}");
@@ -548,6 +544,6 @@ async fn json_logs_carry_the_launch_and_action_span_fields() {
         serve.log.push(line);
     }
     for line in &serve.log {
-        assert!(!line.contains(&token), "a token in the log: {line}");
+        assert!(!line.contains(&code), "a code in the log: {line}");
     }
 }

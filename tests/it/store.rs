@@ -49,6 +49,7 @@ on_both!(
     events_come_newest_first,
     one_lease_holder_at_a_time,
     a_batch_of_launches_is_decided_in_one_go,
+    a_code_is_redeemed_once_even_by_racing_replicas,
 );
 
 /// A store on a fresh database, and the URL it was opened with.
@@ -939,4 +940,41 @@ async fn a_batch_of_launches_is_decided_in_one_go(db: Db) {
         .await
         .unwrap();
     assert_eq!(out[0], LaunchOutcome::LoginRejected);
+}
+
+/// Issue 15 §3: a launch's one-time code works once. Twenty redemptions at
+/// the same instant (tabs, replicas, a code seen in a log) make one winner;
+/// the code stays spent until it would have expired anyway, then is pruned.
+async fn a_code_is_redeemed_once_even_by_racing_replicas(db: Db) {
+    let now = 1_000_000;
+    let racers = (0..20).map(|_| {
+        let store = db.store.clone();
+        tokio::spawn(async move { store.redeem_code("c0ffee", "s1", now + 60_000, now).await })
+    });
+    let mut wins = 0;
+    for racer in racers {
+        if racer.await.unwrap().unwrap() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "exactly one redemption wins");
+    assert!(
+        !db.redeem_code("c0ffee", "s1", now + 60_000, now + 1)
+            .await
+            .unwrap()
+    );
+    // Another code is another row.
+    assert!(
+        db.redeem_code("beef", "s1", now + 60_000, now)
+            .await
+            .unwrap()
+    );
+    // Pruned once expired: nothing of it is kept (an expired code is
+    // refused by its signed expiry before the store is asked).
+    db.prune_codes(now + 60_001).await.unwrap();
+    assert!(
+        db.redeem_code("c0ffee", "s1", now + 120_000, now + 60_001)
+            .await
+            .unwrap()
+    );
 }

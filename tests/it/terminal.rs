@@ -10,7 +10,6 @@ use labpool::session_token::SessionTokens;
 use labpool::store::VmState;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use crate::lab::{Lab, converge, count};
 use crate::lti::{CONTEXT, Db, World, session_of};
@@ -28,41 +27,87 @@ pub struct Term {
     pub offset: u64,
     pub statuses: Vec<String>,
     pub tokens: Vec<String>,
+    /// The ids (`jti`) of `tokens`, which a page acknowledges them by.
+    pub token_ids: Vec<String>,
+}
+
+/// What a page authenticates its socket with (its first message).
+#[derive(Debug, Clone)]
+pub enum Cred {
+    /// The launch's one-time code, from the redirect's fragment.
+    Code(String),
+    /// A session token labpool gave a page.
+    Token(String),
+}
+
+impl Cred {
+    pub fn auth(&self, from: u64) -> Message {
+        let msg = match self {
+            Cred::Code(c) => json!({"type": "auth", "code": c, "from": from}),
+            Cred::Token(t) => json!({"type": "auth", "token": t, "from": from}),
+        };
+        Message::Text(msg.to_string().into())
+    }
 }
 
 impl Term {
-    pub fn url(base: &str, session: &str, token: &str, from: u64) -> String {
+    /// The socket's URL: no query, nothing secret.
+    pub fn url(base: &str, session: &str) -> String {
         format!(
-            "{}/session/{session}/terminal?token={token}&from={from}",
+            "{}/session/{session}/terminal",
             base.replacen("http", "ws", 1)
         )
     }
 
-    /// Connects and reads up to the `attached` message.
-    pub async fn connect(base: &str, session: &str, token: &str, from: u64) -> Term {
-        let (ws, _) = tokio_tungstenite::connect_async(Term::url(base, session, token, from))
+    /// Opens the socket as a page of `origin` would (`None`: no `Origin`).
+    pub async fn upgrade(base: &str, session: &str, origin: Option<&str>) -> Socket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = Term::url(base, session).into_client_request().unwrap();
+        if let Some(origin) = origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().unwrap());
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
             .await
             .expect("socket upgrade");
+        ws
+    }
+
+    /// Connects as labpool's page, authenticates with `cred` and reads up
+    /// to the `attached` message (and, for a code, the token it is traded
+    /// for).
+    pub async fn connect(base: &str, session: &str, cred: &Cred, from: u64) -> Term {
+        let mut ws = Term::upgrade(base, session, Some(base)).await;
+        ws.send(cred.auth(from)).await.expect("auth message");
         let mut term = Term {
             ws,
             out: Vec::new(),
             offset: 0,
             statuses: Vec::new(),
             tokens: Vec::new(),
+            token_ids: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let mut attached = false;
+        while !attached || (matches!(cred, Cred::Code(_)) && term.tokens.is_empty()) {
             match term.next(deadline).await {
                 Some(Message::Text(t)) => {
                     let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                     if v["type"] == "attached" {
                         term.offset = v["offset"].as_u64().unwrap();
-                        return term;
+                        attached = true;
                     }
                 }
                 other => panic!("expected `attached`, got {other:?}"),
             }
         }
+        term
+    }
+
+    /// The page's newest session token, to reconnect with.
+    pub fn token(&self) -> Cred {
+        Cred::Token(self.tokens.last().expect("a token").clone())
     }
 
     async fn next(&mut self, deadline: Instant) -> Option<Message> {
@@ -88,7 +133,10 @@ impl Term {
                 let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
                 match v["type"].as_str() {
                     Some("status") => self.statuses.push(v["state"].as_str().unwrap().into()),
-                    Some("token") => self.tokens.push(v["token"].as_str().unwrap().into()),
+                    Some("token") => {
+                        self.tokens.push(v["token"].as_str().unwrap().into());
+                        self.token_ids.push(v["id"].as_str().unwrap().into());
+                    }
                     _ => {}
                 }
             }
@@ -233,10 +281,11 @@ async fn serial_world(pool_name: &str) -> (World, OwnPool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_student_works_in_the_terminal_of_a_real_vm() {
     let (w, _pool) = serial_world("labpool-test-terminal").await;
-    let (session, token) = session_of(&w.launch(&w.student("alice")).await);
+    let (session, code) = session_of(&w.launch(&w.student("alice")).await);
 
-    // The page: the course, the scripts, no CDN.
-    let page = reqwest::get(format!("{}/session/{session}?token={token}", w.base))
+    // The page: the scripts, no CDN (the course's title comes over the
+    // socket).
+    let page = reqwest::get(format!("{}/session/{session}", w.base))
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
@@ -246,7 +295,6 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
         .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
     let html = page.text().await.unwrap();
-    assert!(html.contains("Shell on a serial line"), "{html}");
     assert!(html.contains("/assets/xterm.js"), "{html}");
     let js = reqwest::get(format!("{}/assets/xterm.js", w.base))
         .await
@@ -254,7 +302,8 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
     assert_eq!(js.status(), 200);
 
     // Typing: the command's output comes back; the prompt came unasked.
-    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let mut tab = Term::connect(&w.base, &session, &Cred::Code(code), 0).await;
+    let token = tab.token();
     assert_eq!(tab.offset, 0);
     tab.read_until(0, "# ", Duration::from_secs(20)).await;
     let before = w.store.session(&session).await.unwrap().unwrap();
@@ -366,7 +415,7 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
     let (w, _pool) = serial_world("labpool-test-reset").await;
-    let (session, token) = session_of(&w.launch(&w.student("rae")).await);
+    let (session, code) = session_of(&w.launch(&w.student("rae")).await);
     let first = w.store.session(&session).await.unwrap().unwrap().vm_id;
     // The pool refills, so there is a warm VM to reset onto.
     converge(
@@ -376,7 +425,7 @@ async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
         |vms| count(vms, SERIAL, VmState::Warm) == 1,
     )
     .await;
-    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let mut tab = Term::connect(&w.base, &session, &Cred::Code(code), 0).await;
     tab.read_until(0, "# ", Duration::from_secs(20)).await;
     run(&mut tab, "touch /tmp/mine; ls /tmp/mi''ne", "/tmp/mine").await;
 
@@ -420,81 +469,227 @@ async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
     }
 }
 
+/// Sends `first` (if any) on `ws` and reads to the close: its code and
+/// reason, and every frame before it.
+async fn refused(mut ws: Socket, first: Option<Message>) -> (u16, String, Vec<Message>) {
+    if let Some(first) = first {
+        ws.send(first).await.unwrap();
+    }
+    let mut before = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => {
+                return (u16::from(frame.code), frame.reason.to_string(), before);
+            }
+            Ok(Some(Ok(msg))) => before.push(msg),
+            other => panic!("no close frame: {other:?} after {before:?}"),
+        }
+    }
+}
+
+/// Refused with `code` and a reason containing `reason`, and nothing else
+/// sent first: no output, no token (no renewal to a refused socket).
+fn only_refused(got: (u16, String, Vec<Message>), code: u16, reason: &str, what: &str) {
+    let (got_code, got_reason, before) = got;
+    assert_eq!(got_code, code, "{what}: {got_reason}");
+    assert!(got_reason.contains(reason), "{what}: {got_reason}");
+    assert!(
+        before.is_empty(),
+        "{what}: sent before the close: {before:?}"
+    );
+}
+
+/// Issue 15 §3: every credential that is not a live one for this session,
+/// from labpool's own page, is refused with its reason before anything of
+/// the VM (or a token) is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_terminal_refuses_bad_tokens_and_ended_sessions() {
+async fn the_terminal_refuses_bad_credentials_origins_and_ended_sessions() {
     let w = World::new(Db::Sqlite, 2, 10).await;
-    let (alice, _) = session_of(&w.launch(&w.student("alice")).await);
-    let (bob, bob_token) = session_of(&w.launch(&w.student("bob")).await);
+    let (alice, alice_code) = session_of(&w.launch(&w.student("alice")).await);
+    let (bob, bob_code) = session_of(&w.launch(&w.student("bob")).await);
     let now = labpool::reconcile::now_ms() / 1000;
-    let tokens = w.reconciler.store().clone();
-    let real = SessionTokens::load_or_create(&tokens, now * 1000)
+    let real = SessionTokens::load_or_create(w.reconciler.store(), now * 1000)
         .await
         .unwrap();
-    let expired = real.issue(&alice, now - 3600);
-    let forged = SessionTokens::from_secret(b"not labpool's key").issue(&alice, now);
+    let page = |first: Option<Message>| {
+        let base = w.base.clone();
+        let alice = alice.clone();
+        async move { refused(Term::upgrade(&base, &alice, Some(&base)).await, first).await }
+    };
+
+    // Another site's page, or none: closed before the credential is read.
+    // (The attack: `Origin: http://evil.example` attached.)
+    for origin in [Some("http://evil.example"), Some("null"), None] {
+        let ws = Term::upgrade(&w.base, &alice, origin).await;
+        let got = refused(ws, Some(Cred::Code(alice_code.clone()).auth(0))).await;
+        only_refused(
+            got,
+            4403,
+            "only labpool's own pages",
+            &format!("{origin:?}"),
+        );
+    }
+
+    // Tokens: none, expired, forged, another session's.
+    let bob_token = Term::connect(&w.base, &bob, &Cred::Code(bob_code.clone()), 0)
+        .await
+        .token();
     let cases = [
-        ("no token", String::new(), "no token"),
-        ("expired", expired, "expired"),
-        ("forged", forged, "not one labpool signed"),
+        ("no token", Cred::Token(String::new()), "no token"),
+        (
+            "expired",
+            Cred::Token(real.issue(&alice, now - 3600)),
+            "expired",
+        ),
+        (
+            "forged",
+            Cred::Token(SessionTokens::from_secret(b"not labpool's key").issue(&alice, now)),
+            "not one labpool signed",
+        ),
         ("bob's", bob_token.clone(), "another session"),
+        // Codes: another session's, a spent one, an expired one.
+        (
+            "bob's code",
+            Cred::Code(bob_code.clone()),
+            "another session",
+        ),
+        (
+            "expired code",
+            Cred::Code(real.issue_code(&alice, now - 120)),
+            "expired",
+        ),
     ];
-    for (what, token, reason) in &cases {
-        let page = reqwest::get(format!("{}/session/{alice}?token={token}", w.base))
-            .await
-            .unwrap();
-        assert_eq!(page.status(), 401, "page with {what} token");
-        assert!(page.text().await.unwrap().contains(reason), "{what}");
-        let (mut ws, _) = tokio_tungstenite::connect_async(Term::url(&w.base, &alice, token, 0))
-            .await
-            .unwrap();
-        let mut frames = Vec::new();
-        while let Some(Ok(msg)) = ws.next().await {
-            frames.push(msg);
-        }
-        match frames.as_slice() {
-            [Message::Close(Some(frame))] => {
-                assert_eq!(frame.code, CloseCode::Library(4401), "{what}");
-                assert!(frame.reason.contains(reason), "{what}: {}", frame.reason);
-            }
-            other => panic!("{what}: expected only a 4401 close, got {other:?}"),
-        }
+    for (what, cred, reason) in &cases {
+        only_refused(page(Some(cred.auth(0))).await, 4401, reason, what);
     }
+    // A first message that is not the auth message, or none at all.
+    let keys = Message::Binary(b"ls\r".to_vec().into());
+    only_refused(page(Some(keys)).await, 4401, "first message", "keys first");
+    let resize = Message::Text(
+        json!({"type": "resize", "cols": 80, "rows": 24})
+            .to_string()
+            .into(),
+    );
+    only_refused(
+        page(Some(resize)).await,
+        4401,
+        "first message",
+        "resize first",
+    );
+    only_refused(page(None).await, 4401, "no auth message within", "silent");
+
+    // The code works once: the page gets a token; the same code again (a
+    // code seen in a log, a history entry) gets nothing.
+    let mut tab = Term::connect(&w.base, &alice, &Cred::Code(alice_code.clone()), 0).await;
+    let alice_token = tab.token();
+    only_refused(
+        page(Some(Cred::Code(alice_code.clone()).auth(0))).await,
+        4401,
+        "already used",
+        "spent code",
+    );
+    // A token issued before the attached page's (an older page's, or one
+    // stolen from it) cannot take the terminal over; the page stays.
+    let stale = Cred::Token(real.issue(&alice, now - 30));
+    only_refused(
+        page(Some(stale.auth(0))).await,
+        4401,
+        "a newer one is in use",
+        "stale",
+    );
+    tab.resize(100, 30).await;
+    // The page's own token reconnects (a reload); a fresh launch, from the
+    // LMS, always takes over.
+    let mut reload = Term::connect(&w.base, &alice, &alice_token, 0).await;
+    assert_eq!(tab.closed(Duration::from_secs(5)).await.0, 4001);
+    let (_, fresh) = session_of(&w.launch(&w.student("alice")).await);
+    let _newest = Term::connect(&w.base, &alice, &Cred::Code(fresh), 0).await;
+    assert_eq!(reload.closed(Duration::from_secs(5)).await.0, 4001);
+    // …after which the earlier page's token is stale too.
+    only_refused(
+        page(Some(alice_token.auth(0))).await,
+        4401,
+        "a newer one is in use",
+        "old",
+    );
+
     // A token for a session that does not exist; an ended session.
-    let ghost = real.issue("no-such-session", now);
-    let mut t = Term::url(&w.base, "no-such-session", &ghost, 0);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&t).await.unwrap();
-    match ws.next().await {
-        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 4404),
-        other => panic!("{other:?}"),
-    }
+    let ghost = Cred::Token(real.issue("no-such-session", now));
+    let ws = Term::upgrade(&w.base, "no-such-session", Some(&w.base)).await;
+    only_refused(
+        refused(ws, Some(ghost.auth(0))).await,
+        4404,
+        "no such session",
+        "ghost",
+    );
     w.store
         .end_session(&bob, "expired", labpool::reconcile::now_ms())
         .await
         .unwrap();
-    t = Term::url(&w.base, &bob, &bob_token, 0);
-    let (mut ws, _) = tokio_tungstenite::connect_async(&t).await.unwrap();
-    match ws.next().await {
-        Some(Ok(Message::Close(Some(f)))) => {
-            assert_eq!((u16::from(f.code), f.reason.as_str()), (4000, "expired"))
-        }
-        other => panic!("{other:?}"),
-    }
-    let page = reqwest::get(format!("{}/session/{bob}?token={bob_token}", w.base))
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 410);
+    let ws = Term::upgrade(&w.base, &bob, Some(&w.base)).await;
+    only_refused(
+        refused(ws, Some(bob_token.auth(0))).await,
+        4000,
+        "expired",
+        "ended",
+    );
     // A relaunch (once the pool refilled) gives a new session with a fresh
-    // token, which works.
+    // code, which works.
     converge(&w.reconciler, Duration::from_secs(20), "refilled", |vms| {
         count(vms, crate::lti::COURSE, VmState::Warm) == 2
     })
     .await;
-    let (bob2, token2) = session_of(&w.launch(&w.student("bob")).await);
+    let (bob2, code2) = session_of(&w.launch(&w.student("bob")).await);
     assert_ne!(bob2, bob);
-    let page = reqwest::get(format!("{}/session/{bob2}?token={token2}", w.base))
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200);
+    Term::connect(&w.base, &bob2, &Cred::Code(code2), 0).await;
+}
+
+/// Issue 15 §3: "newest tab wins" let a holder of any live token close the
+/// student's socket and then receive a fresh token every minute. Now the
+/// renewal goes to the attached page only, and once the page acknowledges
+/// it, every older token (the one it attached with, say, seen by someone)
+/// is refused; the renewed one works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_goes_to_the_attached_page_and_retires_older_tokens() {
+    let w = World::new(Db::Sqlite, 2, 10).await;
+    let (alice, code) = session_of(&w.launch(&w.student("alice")).await);
+    let mut tab = Term::connect(&w.base, &alice, &Cred::Code(code), 0).await;
+    let first = tab.token();
+    let floor = w.gateway.token_floor(&alice).unwrap();
+    // The renewal comes within a minute, to this socket.
+    let deadline = Instant::now() + Duration::from_secs(75);
+    while tab.tokens.len() < 2 {
+        match tab.next(deadline).await {
+            Some(Message::Close(c)) => panic!("closed before a renewal: {c:?}"),
+            None => panic!("socket ended before a renewal"),
+            Some(_) => {}
+        }
+    }
+    let renewed = tab.token();
+    // Not acknowledged yet: nothing changes for older tokens.
+    assert_eq!(w.gateway.token_floor(&alice), Some(floor));
+    let ack = json!({"type": "ack", "token_id": tab.token_ids[1]}).to_string();
+    tab.ws.send(Message::Text(ack.into())).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.gateway.token_floor(&alice) == Some(floor) {
+        assert!(Instant::now() < deadline, "the ack did not raise the floor");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // An ack naming a token this socket was not sent changes nothing.
+    let bogus = json!({"type": "ack", "token_id": "not-one-we-sent"}).to_string();
+    tab.ws.send(Message::Text(bogus.into())).await.unwrap();
+    let ws = Term::upgrade(&w.base, &alice, Some(&w.base)).await;
+    only_refused(
+        refused(ws, Some(first.auth(0))).await,
+        4401,
+        "a newer one is in use",
+        "the token before the renewal",
+    );
+    // The renewed token is the page's: a reload with it takes over.
+    let _reload = Term::connect(&w.base, &alice, &renewed, tab.end()).await;
+    assert_eq!(tab.closed(Duration::from_secs(5)).await.0, 4001);
 }
 
 /// A world of test hosts with one course whose sessions last `session`.
@@ -519,11 +714,11 @@ async fn short_sessions(session: &str) -> World {
 /// Launches, attaches a page, and waits for the reconciler to end the
 /// session; returns the reason the page was given.
 async fn session_ends(w: &World, reason: &str) {
-    let (session, token) = session_of(&w.launch(&w.student("carol")).await);
+    let (session, code) = session_of(&w.launch(&w.student("carol")).await);
     let row = w.store.session(&session).await.unwrap().unwrap();
     // Test hosts have no consoles: the page attaches and is told the VM
     // cannot be reached, but the session is just as live.
-    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let mut tab = Term::connect(&w.base, &session, &Cred::Code(code), 0).await;
     let vms = converge(
         &w.reconciler,
         Duration::from_secs(30),
@@ -573,8 +768,39 @@ async fn a_launch_in_chromium_ends_in_a_working_terminal() {
         )
         .await;
     let url = chrome.client().current_url().await.unwrap();
+    // Issue 15 §3: the code is gone from the address bar (and so from
+    // history); no credential was in any URL the page loaded.
     assert!(url.path().starts_with("/session/"), "{url}");
-    assert!(url.query().unwrap_or("").contains("token="), "{url}");
+    assert_eq!((url.query(), url.fragment()), (None, None), "{url}");
+    let fetched = chrome
+        .client()
+        .execute(
+            // What went to a server: each URL the page loaded, without the
+            // fragment (which a browser never sends).
+            "return performance.getEntries().map(e => e.name.split('#')[0])",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let socket = chrome
+        .client()
+        .execute("return labpool.socketUrl()", vec![])
+        .await
+        .unwrap();
+    let socket = url::Url::parse(socket.as_str().unwrap()).unwrap();
+    assert_eq!(socket.path(), format!("{}/terminal", url.path()));
+    assert_eq!(
+        (socket.query(), socket.fragment()),
+        (None, None),
+        "{socket}"
+    );
+    for name in fetched.as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        assert!(
+            !name.contains("code=") && !name.contains("token="),
+            "{name}"
+        );
+    }
     chrome
         .wait_text("#title", "Shell on a serial line", Duration::from_secs(5))
         .await;
@@ -652,8 +878,9 @@ async fn an_ssh_course_terminal_works_through_the_socket() {
         count(vms, "term-ssh", VmState::Warm) == 1
     })
     .await;
-    let (session, token) = session_of(&w.launch(&w.student("erin")).await);
-    let mut tab = Term::connect(&w.base, &session, &token, 0).await;
+    let (session, code) = session_of(&w.launch(&w.student("erin")).await);
+    let mut tab = Term::connect(&w.base, &session, &Cred::Code(code), 0).await;
+    let token = tab.token();
     tab.resize(97, 31).await;
     tab.read_until(0, "$ ", Duration::from_secs(20)).await;
     run(&mut tab, "id -un", "student").await;

@@ -139,7 +139,7 @@ async fn the_try_it_page_launches_through_its_lms_into_a_session() {
         "{hops:?}"
     );
     assert!(hops.last().unwrap().ends_with("/lti/launch"), "{hops:?}");
-    let (session, token) = session_of(&page);
+    let (session, code) = session_of(&page);
     let row = w.store.session(&session).await.unwrap().expect("a session");
     assert_eq!(row.course, "linux");
     assert_eq!(row.key.issuer, issuer);
@@ -159,11 +159,11 @@ async fn the_try_it_page_launches_through_its_lms_into_a_session() {
         Some(try_it(&w).platform().current_kid().as_str())
     );
 
-    // Again, in another browser: the same session, a new token.
+    // Again, in another browser: the same session, a new code.
     let (again, _) = launch(&w, &Browser::new(), &ada).await;
-    let (session2, token2) = session_of(&again);
+    let (session2, code2) = session_of(&again);
     assert_eq!(session2, session);
-    assert_ne!(token2, token);
+    assert_ne!(code2, code);
 
     // Another course, another student, a typed name: sessions of their own.
     let (python, _) = launch(&w, &browser, &[("student", "ada"), ("course", "python")]).await;
@@ -364,8 +364,28 @@ async fn a_try_it_launch_in_chromium_ends_in_a_working_terminal() {
             Duration::from_secs(30),
         )
         .await;
-    chrome.close().await;
     assert_eq!(w.store.live_sessions().await.unwrap().len(), 1);
+    // The waiting page took its pass out of the address bar, polls with it,
+    // and moves on by itself once the reconciler has booted Alan's VM: to
+    // the session page, whose code it trades for a working terminal.
+    let waiting = chrome.client().current_url().await.unwrap();
+    assert_eq!(
+        (waiting.query(), waiting.fragment()),
+        (None, None),
+        "{waiting}"
+    );
+    let looping = w.reconciler.clone();
+    let reconciler = tokio::spawn(async move { looping.run(std::future::pending()).await });
+    chrome
+        .wait_js(connected, json!("connected"), Duration::from_secs(120))
+        .await;
+    let alan = chrome.client().current_url().await.unwrap();
+    assert!(alan.path().starts_with("/session/"), "{alan}");
+    assert_ne!(alan.path(), url.path());
+    assert_eq!((alan.query(), alan.fragment()), (None, None), "{alan}");
+    reconciler.abort();
+    chrome.close().await;
+    assert_eq!(w.store.live_sessions().await.unwrap().len(), 2);
 }
 
 /// `labpool serve ARGS` in a folder whose configuration listens on every
