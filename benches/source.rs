@@ -1,7 +1,9 @@
 //! `cargo bench --bench source`: how long from a commit in the course
 //! repository to the desired state updated (the store's applied revision),
 //! by webhook (target under 1 s) and by polling (target: within one
-//! interval). Real parts: a Git repository reached over file://, labpool's
+//! interval). Each commit is pushed after the previous one applied, and
+//! the bench measures a push's latency, not a burst: webhook calls are not
+//! folded (`webhook_min_interval: 0s`). Real parts: a Git repository reached over file://, labpool's
 //! reconciler loop and HTTP listener, a libvirt test host.
 
 use std::path::Path;
@@ -46,7 +48,7 @@ fn config(dir: &Path, remote: &Path, branch: &str, interval: &str) -> Config {
     )
     .unwrap();
     let text = format!(
-        "database: sqlite:labpool.db\nsource:\n  git: {{ url: \"file://{}\", branch: {branch}, path: courses, interval: {interval}, webhook_secret: {SECRET} }}\nreconcile: {{ resync: 30s, boots_per_host: 40, orphan_grace: 1h }}\nhosts:\n  - name: a\n    uri: \"test://{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 40, memory: 64GiB, vcpus: 64 }}\nimages:\n  tiny: {{ volume: base.qcow2 }}\n",
+        "database: sqlite:labpool.db\nsource:\n  git: {{ url: \"file://{}\", branch: {branch}, path: courses, interval: {interval}, webhook_secret: {SECRET}, webhook_min_interval: 0s }}\nreconcile: {{ resync: 30s, boots_per_host: 40, orphan_grace: 1h }}\nhosts:\n  - name: a\n    uri: \"test://{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 40, memory: 64GiB, vcpus: 64 }}\nimages:\n  tiny: {{ volume: base.qcow2 }}\n",
         remote.display(),
         node.display()
     );
@@ -125,7 +127,9 @@ async fn scenario(webhook: bool) -> Vec<Duration> {
         );
         let since = Instant::now();
         if webhook {
-            post_webhook(addr, br#"{"ref":"refs/heads/main"}"#).await;
+            // As GitHub sends it: the pushed commit in the (signed) body.
+            let body = format!(r#"{{"ref":"refs/heads/main","after":"{id}"}}"#);
+            post_webhook(addr, body.as_bytes()).await;
         }
         samples.push(until_applied(&store, &id, since).await);
     }

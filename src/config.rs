@@ -579,13 +579,13 @@ pub struct GitSourceConfig {
     #[serde(default)]
     pub webhook_secret: Option<Secret>,
     /// Webhook calls within this of the fetch the last one started are
-    /// folded into one fetch at its end. Default 10s.
+    /// folded into one fetch at its end. Default 5s.
     #[serde(default = "default_webhook_min_interval")]
     pub webhook_min_interval: Duration,
 }
 
 fn default_webhook_min_interval() -> Duration {
-    Duration::from_secs(10)
+    Duration::from_secs(5)
 }
 
 /// A secret from the configuration file; never printed.

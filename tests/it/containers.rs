@@ -1150,3 +1150,115 @@ async fn a_container_running_its_own_command_is_ready_by_its_output_marker() {
     assert_eq!(code, 0);
     assert!(out.contains("sleep 100000"), "PID 1 runs {out:?}");
 }
+
+/// Issue 15 §7: at `LABPOOL_LOG=trace`, tungstenite logged every frame,
+/// with the refreshed session tokens and the terminal's bytes. Now `labpool
+/// serve` at trace, through a real terminal in a container: neither the
+/// token nor what was typed nor what the shell printed reaches the log, in
+/// text or as the hex of a frame dump. The socket also outlives the
+/// listener's idle and header timeouts (1 s here): an upgraded terminal is
+/// no longer hyper's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_log_holds_no_token_and_no_terminal_bytes() {
+    use labpool::lms::{Browser, Platform, ToolRegistration};
+    const COURSE: &str = "itc-trace";
+    let _turn = turn().await;
+    let _clean = Cleanup::course(COURSE);
+    let lab = Lab::new();
+    lab.course_text(
+        COURSE,
+        &course_text(COURSE, 1, 2, "{ expiry: 1h, idle: 30m }"),
+    );
+    let platform = Platform::start().await.expect("platform starts");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    std::fs::write(
+        lab.path().join("labpool.yaml"),
+        format!(
+            "database: \"sqlite:labpool.db\"\nsource: {{ folder: courses }}\nhttp: {{ listen: \"127.0.0.1:{port}\", limits: {{ header_timeout: 1s, idle_timeout: 1s, body_timeout: 1s }} }}\n{head}lti:\n  base_url: \"{base}\"\n  platforms:\n    - issuer: \"{iss}\"\n      client_id: {client}\n      deployment_ids: [{deployment}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+            head = head("1h"),
+            client = crate::lti::CLIENT,
+            deployment = crate::lti::DEPLOYMENT,
+            iss = platform.issuer(),
+            auth = platform.auth_url(),
+            token = platform.token_url(),
+            jwks = platform.jwks_url(),
+        ),
+    )
+    .unwrap();
+    platform.register_tool(ToolRegistration::labpool_at(
+        &base,
+        crate::lti::CLIENT,
+        crate::lti::DEPLOYMENT,
+    ));
+    let log_path = lab.path().join("serve.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Kill(
+        std::process::Command::new(env!("CARGO_BIN_EXE_labpool"))
+            .args(["serve", "--config", "labpool.yaml"])
+            .current_dir(lab.path())
+            // Whatever the operator asks for, everything at trace included.
+            .env(
+                "LABPOOL_LOG",
+                "trace,tungstenite=trace,tokio_tungstenite=trace",
+            )
+            .env_remove("LABPOOL_CONFIG")
+            .env_remove("LABPOOL_DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("serve starts"),
+    );
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !log().contains("VM warm") {
+        assert!(Instant::now() < deadline, "no warm container: {}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let student = labpool::lms::Launch::new(
+        crate::lti::CLIENT,
+        crate::lti::DEPLOYMENT,
+        "trace-student",
+        "link-1",
+    )
+    .in_context(CONTEXT, "Linux 101");
+    let page = Browser::new().launch(&platform, &student).await.unwrap();
+    let (session, token) = session_of(&page);
+    let mut tab = Term::connect(&base, &session, &token, 0).await;
+    tab.read_until(0, "$ ", Duration::from_secs(20)).await;
+    // Longer than every listener timeout, with nothing moving.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let typed = "echo typed-sec''ret-7f3a9c";
+    run(&mut tab, typed, "typed-secret-7f3a9c").await;
+    tab.close().await;
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+
+    let text = log();
+    assert!(text.contains("TRACE"), "the trace level is on");
+    for secret in [
+        token.as_str(),
+        "typed-sec''ret-7f3a9c",
+        "typed-secret-7f3a9c",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} in the log");
+        let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(!text.contains(&hex), "{secret:?} as hex in the log");
+    }
+    assert!(
+        !text.contains("tungstenite"),
+        "a payload crate logged below warn"
+    );
+}
