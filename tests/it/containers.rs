@@ -1235,24 +1235,26 @@ async fn a_trace_log_holds_no_token_and_no_terminal_bytes() {
     )
     .in_context(CONTEXT, "Linux 101");
     let page = Browser::new().launch(&platform, &student).await.unwrap();
-    let (session, token) = session_of(&page);
-    let mut tab = Term::connect(&base, &session, &token, 0).await;
+    let (session, code) = session_of(&page);
+    let mut tab = Term::connect(&base, &session, &Cred::Code(code.clone()), 0).await;
     tab.read_until(0, "$ ", Duration::from_secs(20)).await;
     // Longer than every listener timeout, with nothing moving.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let typed = "echo typed-sec''ret-7f3a9c";
     run(&mut tab, typed, "typed-secret-7f3a9c").await;
+    // The one-time code the page traded and every token labpool gave it.
+    let mut secrets = vec![code.clone()];
+    secrets.extend(tab.tokens.iter().cloned());
+    assert!(secrets.len() > 1, "the socket handed the page a token");
     tab.close().await;
     let _ = child.0.kill();
     let _ = child.0.wait();
 
     let text = log();
     assert!(text.contains("TRACE"), "the trace level is on");
-    for secret in [
-        token.as_str(),
-        "typed-sec''ret-7f3a9c",
-        "typed-secret-7f3a9c",
-    ] {
+    secrets.extend(["typed-sec''ret-7f3a9c".into(), "typed-secret-7f3a9c".into()]);
+    for secret in &secrets {
+        let secret = secret.as_str();
         assert!(!text.contains(secret), "{secret:?} in the log");
         let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
         assert!(!text.contains(&hex), "{secret:?} as hex in the log");
