@@ -531,6 +531,32 @@ pub async fn lti(common: Common, action: LtiAction) -> anyhow::Result<u8> {
     }
 }
 
+/// Where the courses come from, for the start-up line: the Git remote
+/// (without any credentials written into its URL) and the folder in it, or
+/// the local folder.
+fn source_of(config: &Config) -> String {
+    match &config.source.git {
+        Some(git) => format!(
+            "git {} ({})",
+            without_userinfo(&git.url),
+            git.path.display()
+        ),
+        None => format!("folder {}", config.source.folder.display()),
+    }
+}
+
+/// `url` without a user or token written into it (`https://user:tok@…`).
+fn without_userinfo(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_password(None);
+            let _ = parsed.set_username("");
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
 pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
     init_logs(log_json);
@@ -538,20 +564,27 @@ pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u
     tracing::info!(
         config = %common.config.display(),
         database = %config.database,
-        courses = %config.source.folder.display(),
+        source = %source_of(&config),
         hosts = config.hosts.len(),
         "labpool serve starting"
     );
+    let listener = tokio::net::TcpListener::bind(&config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "listening");
+    // Without a configured base URL labpool is reached where it listens: with
+    // `http.listen` on port 0, that is the port it was given, which origin
+    // checks and every LTI URL must name.
+    if config.lti.base_url.is_none() {
+        config.lti.base_url = Some(format!("http://{address}"));
+    }
     // Before the LTI tool is built: it registers the try-it LMS in `config`.
     let try_it = if dev.dev {
         Some(crate::http::try_it::TryIt::install(&mut config, dev.dev_allow_remote).await?)
     } else {
         None
     };
-    let listener = tokio::net::TcpListener::bind(&config.http.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    tracing::info!(address = %listener.local_addr()?, "listening");
     let reconciler = Reconciler::new(config, store).await?;
     reconciler.check_engines().await;
     // One stop signal for both the reconciler and the HTTP server.
@@ -739,6 +772,22 @@ fn write_source(out: &mut impl Write, source: &serde_json::Value) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use tracing::Level;
+
+    /// Issue 15 §7: `serve`'s start-up line named the folder of courses even
+    /// when the source is Git; it names the remote, without credentials.
+    #[test]
+    fn the_start_up_line_names_the_git_remote_without_its_credentials() {
+        let mut config = crate::config::Config::default();
+        assert!(super::source_of(&config).starts_with("folder "));
+        let git = serde_json::json!({
+            "url": "https://ci:s3cret@git.example.edu/labs.git",
+            "path": "courses",
+        });
+        config.source.git = Some(serde_json::from_value(git).unwrap());
+        let line = super::source_of(&config);
+        assert_eq!(line, "git https://git.example.edu/labs.git (courses)");
+        assert!(!line.contains("s3cret"));
+    }
 
     /// Issue 15 §7: at `LABPOOL_LOG=trace` tungstenite logged frames with
     /// tokens and terminal bytes. Payload crates stop at warn, whatever

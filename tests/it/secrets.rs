@@ -22,6 +22,7 @@ use sha2::Digest;
 
 use crate::lab::write_private;
 use crate::store::PostgresDb;
+use crate::terminal::{Cred, Term, refused};
 
 /// The store a test runs on: a SQLite file in the test's folder, or a fresh
 /// PostgreSQL database (with a key file, which PostgreSQL requires).
@@ -315,25 +316,29 @@ async fn forged_tokens_from_the_store_are_refused(bed: Bed) {
         .open("secrets/session-token-key", &row)
         .unwrap();
 
-    let http = client();
-    let page = |token: String| {
-        let http = http.clone();
-        let url = format!("{base}/session/no-such-session?token={token}");
-        async move { http.get(url).send().await.unwrap().status().as_u16() }
+    // The socket checks the credential in its first message; its close
+    // code says whether it was refused (4401) or accepted and the session
+    // looked up (4404: there is no such session).
+    let socket = |token: String| {
+        let base = base.clone();
+        async move {
+            let ws = Term::upgrade(&base, "no-such-session", Some(&base)).await;
+            refused(ws, Some(Cred::Token(token).auth(0))).await.0
+        }
     };
     // Signed with the row as the key: refused as forged.
     let from_row = SessionTokens::from_secret(row.as_bytes());
-    assert_eq!(page(from_row.issue("no-such-session", now())).await, 401);
-    // The control: labpool's real key passes the token check (404: there is
-    // no such session) ...
+    assert_eq!(socket(from_row.issue("no-such-session", now())).await, 4401);
+    // The control: labpool's real key passes the token check ...
     let with_key = SessionTokens::from_secret(real.as_bytes());
-    assert_eq!(page(with_key.issue("no-such-session", now())).await, 404);
+    assert_eq!(socket(with_key.issue("no-such-session", now())).await, 4404);
     // ... but not a token that lives a year.
     let year = serde_json::json!({
         "sid": "no-such-session", "iat": now(), "exp": now() + 365 * 86400,
         "aud": "labpool-session", "jti": "x",
     });
-    assert_eq!(page(with_key.seal(&year)).await, 401);
+    assert_eq!(socket(with_key.seal(&year)).await, 4401);
+    let http = client();
 
     // The dashboard: a cookie naming an admin token, signed with the row,
     // does not run a resync; the same cookie signed with the key would.

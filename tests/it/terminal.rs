@@ -471,7 +471,7 @@ async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
 
 /// Sends `first` (if any) on `ws` and reads to the close: its code and
 /// reason, and every frame before it.
-async fn refused(mut ws: Socket, first: Option<Message>) -> (u16, String, Vec<Message>) {
+pub async fn refused(mut ws: Socket, first: Option<Message>) -> (u16, String, Vec<Message>) {
     if let Some(first) = first {
         ws.send(first).await.unwrap();
     }
