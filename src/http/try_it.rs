@@ -187,6 +187,9 @@ impl TryIt {
                 auth_login_url: platform.auth_url(),
                 token_url: platform.token_url(),
                 jwks_url: platform.jwks_url(),
+                // Anyone who reaches the page may launch any course anyway;
+                // courses need not name a platform that exists only here.
+                any_course: true,
             },
         );
         let base_origin = Url::parse(&base)
@@ -582,6 +585,7 @@ mod tests {
             auth_login_url: "https://canvas.example.edu/auth".into(),
             token_url: "https://canvas.example.edu/token".into(),
             jwks_url: "https://canvas.example.edu/jwks".into(),
+            any_course: false,
         });
         let try_it = TryIt::install(&mut config, false).await.unwrap();
         assert_eq!(try_it.page_url(), "http://127.0.0.1:8080/dev/");
@@ -589,6 +593,8 @@ mod tests {
         assert_eq!(registered.issuer, "http://127.0.0.1:8080/dev/lms");
         assert_eq!(registered.client_id, CLIENT_ID);
         assert_eq!(registered.deployment_ids, [DEPLOYMENT_ID]);
+        // Only the try-it LMS launches courses that do not name it.
+        assert!(registered.any_course && !config.lti.platforms[1].any_course);
         assert_eq!(
             registered.auth_login_url,
             "http://127.0.0.1:8080/dev/lms/authorize"

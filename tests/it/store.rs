@@ -841,6 +841,8 @@ fn launch_of(state: &str, user: &str, max: u32) -> LaunchRequest {
         key,
         max,
         expiry_ms: 3_600_000,
+        per_user: 1,
+        labs_per_user: 3,
     }
 }
 

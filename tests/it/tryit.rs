@@ -298,6 +298,9 @@ async fn a_try_it_launch_in_chromium_ends_in_a_working_terminal() {
     let head = qemu_config(&pool.0);
     let w = World::start_with(
         lab,
+        labpool::lms::Platform::start()
+            .await
+            .expect("platform starts"),
         Db::Sqlite,
         &head,
         "1 warm guest",
