@@ -232,7 +232,8 @@ impl TryIt {
 
     /// The launch a click on Launch prepares: a student's resource link
     /// launch of `course` from the try-it LMS course, the course named by
-    /// the link's custom parameter as Deep Linking would have set it. One
+    /// the link's plain custom parameter (which only this registration's
+    /// `any_course` lets through: see `Lti::resolve`). One
     /// link per course, so a student's launches of one course share a
     /// session.
     pub fn launch(&self, user_id: &str, name: &str, course: &str) -> Launch {
@@ -428,7 +429,8 @@ same VM; another student gets a VM of their own.</p>
 <dt>Authorization, JWKS</dt><dd><code>{auth}</code><br><code>{jwks}</code></dd>
 <dt>labpool's login and launch URLs</dt><dd><code>{base}/lti/login</code><br><code>{base}/lti/launch</code></dd>
 <dt>Context, link</dt><dd>LMS course <code>{context}</code>; one link per course, its custom parameter
-<code>{param}</code> naming the course (as Deep Linking sets it)</dd>
+<code>{param}</code> naming the course (only the try-it LMS may name a course so; on other LMSs a
+link opens a course through the placement labpool's Deep Linking signs, or its context)</dd>
 </dl>
 <p class="note">The platform's signing key is new at each start; the registration exists only while
 <code>labpool serve --dev</code> runs.</p>
