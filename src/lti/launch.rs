@@ -3,10 +3,10 @@
 //! that started the login, finds the course and, in one transaction, uses
 //! the login up and claims a VM (or queues the launch for one).
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
-
-use std::sync::Arc;
 
 use super::catalog::LaunchableCourse;
 use super::deep_link::Picker;
