@@ -57,9 +57,10 @@ impl Drop for LeftoversGo {
     }
 }
 
-fn course_text(warm: usize) -> String {
+/// The course, launchable from the LMS at `issuer`.
+fn course_text(warm: usize, issuer: &str) -> String {
     format!(
-        "name: {COURSE}\ntitle: Containers\nruntime: container\ncontainer: {{ image: {IMAGE}, cpus: 0.5, memory: 96MiB, user: student }}\npool: {{ warm: {warm}, max: {} }}\nlti: {{ contexts: [bench-class] }}\n",
+        "name: {COURSE}\ntitle: Containers\nruntime: container\ncontainer: {{ image: {IMAGE}, cpus: 0.5, memory: 96MiB, user: student }}\npool: {{ warm: {warm}, max: {} }}\nlti: {{ platforms: [{{ issuer: \"{issuer}\" }}], contexts: [bench-class] }}\n",
         2 * ROUNDS + 2
     )
 }
@@ -68,7 +69,12 @@ async fn bed() -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let courses = dir.path().join("courses");
     std::fs::create_dir(&courses).unwrap();
-    std::fs::write(courses.join(format!("{COURSE}.yaml")), course_text(0)).unwrap();
+    let platform = Platform::start().await.unwrap();
+    std::fs::write(
+        courses.join(format!("{COURSE}.yaml")),
+        course_text(0, platform.issuer()),
+    )
+    .unwrap();
     // orphan_grace: 1h, so another labpool's containers on this engine are
     // never this one's to collect.
     let body = format!(
@@ -78,7 +84,7 @@ async fn bed() -> Bed {
         courses = courses.display(),
         vms = 2 * ROUNDS + 2,
     );
-    bed::start(dir, Platform::start().await.unwrap(), &body).await
+    bed::start(dir, platform, &body).await
 }
 
 fn warm(vms: &[VmRow]) -> usize {
@@ -104,7 +110,7 @@ async fn cold_start(bed: &Bed) {
                 .path()
                 .join("courses")
                 .join(format!("{COURSE}.yaml")),
-            course_text(n),
+            course_text(n, bed.platform.issuer()),
         )
         .unwrap();
         let start = Instant::now();

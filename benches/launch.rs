@@ -35,17 +35,18 @@ async fn bed(database: Option<&str>) -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let courses = dir.path().join("courses");
     std::fs::create_dir(&courses).unwrap();
+    // The LMS is load, not server: it runs with the students.
+    let platform = clients().spawn(Platform::start()).await.unwrap().unwrap();
     std::fs::write(
         courses.join("class.yaml"),
         format!(
-            "name: class\ntitle: Class\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: {LAUNCHES}, max: 5000 }}\nlti: {{ contexts: [lms-class] }}\n"
+            "name: class\ntitle: Class\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: {LAUNCHES}, max: 5000 }}\nlti: {{ platforms: [{{ issuer: \"{}\" }}], contexts: [lms-class] }}\n",
+            platform.issuer()
         ),
     )
     .unwrap();
     let node = dir.path().join("node.xml");
     std::fs::write(&node, "<node><cpu><mhz>2000</mhz><model>x86</model><active>64</active><max>64</max><nodes>1</nodes><sockets>1</sockets><cores>64</cores><threads>1</threads></cpu><memory>1073741824</memory><pool type='dir'><name>labpool</name><uuid>35bb2ad9-388a-cdfe-461a-b8907f6e53fe</uuid><target><path>/fake/labpool</path></target><volume type='file'><name>base.qcow2</name><capacity unit='MiB'>64</capacity><target><path>/fake/labpool/base.qcow2</path><format type='qcow2'/></target></volume></pool></node>").unwrap();
-    // The LMS is load, not server: it runs with the students.
-    let platform = clients().spawn(Platform::start()).await.unwrap().unwrap();
     let database = database
         .map(str::to_owned)
         .unwrap_or_else(|| "sqlite:labpool.db".into());
@@ -215,6 +216,8 @@ async fn store_only(bed: &Bed, round: usize) -> Duration {
             },
             max: 1000,
             expiry_ms: 3_600_000,
+            per_user: 1,
+            labs_per_user: 3,
         });
     }
     let start = Instant::now();

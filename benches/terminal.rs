@@ -42,9 +42,10 @@ async fn bed() -> Bed {
     let dir = tempfile::tempdir().unwrap();
     let courses = dir.path().join("courses");
     std::fs::create_dir(&courses).unwrap();
+    let platform = Platform::start().await.unwrap();
     std::fs::write(
         courses.join(format!("{SERIAL}.yaml")),
-        format!("name: {SERIAL}\ntitle: Serial\nimage: busybox\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 2, max: 8 }}\nlti: {{ contexts: [bench-class] }}\nreadiness: {{ console_marker: GUEST-READY }}\n"),
+        format!("name: {SERIAL}\ntitle: Serial\nimage: busybox\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 2, max: 8 }}\nlti: {{ platforms: [{{ issuer: \"{}\" }}], contexts: [bench-class] }}\nreadiness: {{ console_marker: GUEST-READY }}\n", platform.issuer()),
     )
     .unwrap();
     std::fs::write(
@@ -60,7 +61,7 @@ async fn bed() -> Bed {
          terminal: {{ ssh_key: {IMAGES}/id_ed25519 }}\n\
          ",
     );
-    bed::start(dir, Platform::start().await.unwrap(), &body).await
+    bed::start(dir, platform, &body).await
 }
 
 fn warm(vms: &[VmRow], course: &str) -> usize {

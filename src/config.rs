@@ -119,6 +119,9 @@ pub struct LtiConfig {
     /// Cloud. Default none.
     #[serde(default)]
     pub frame_ancestors: Vec<String>,
+    /// What one student may hold across courses.
+    #[serde(default)]
+    pub limits: LaunchLimits,
 }
 
 impl Default for LtiConfig {
@@ -131,6 +134,7 @@ impl Default for LtiConfig {
             key_grace: default_key_grace(),
             logins: LoginLimits::default(),
             frame_ancestors: Vec::new(),
+            limits: LaunchLimits::default(),
         }
     }
 }
@@ -161,6 +165,25 @@ impl Default for RegistrationConfig {
             link_ttl: default_link_ttl(),
             allow_private_networks: false,
             allowed_networks: Vec::new(),
+        }
+    }
+}
+
+/// Limits on what one LMS user (an issuer's `sub`) may hold at once. Each
+/// course adds its own, smaller limit (`session.per_user`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchLimits {
+    /// Labs one user may hold across all courses: live sessions plus
+    /// launches waiting for a VM. Default 3.
+    #[serde(default = "default_labs_per_user")]
+    pub labs_per_user: u32,
+}
+
+impl Default for LaunchLimits {
+    fn default() -> Self {
+        LaunchLimits {
+            labs_per_user: default_labs_per_user(),
         }
     }
 }
@@ -209,6 +232,10 @@ fn default_max_pending() -> u32 {
     10_000
 }
 
+fn default_labs_per_user() -> u32 {
+    3
+}
+
 fn default_key_grace() -> Duration {
     Duration::from_secs(72 * 3600)
 }
@@ -229,6 +256,12 @@ pub struct PlatformConfig {
     pub token_url: String,
     /// The platform's JWKS: the only place its keys are taken from.
     pub jwks_url: String,
+    /// May launch every course, even one that does not name it in
+    /// `lti.platforms`, by a plain `labpool_course`: the try-it LMS of
+    /// `serve --dev` only. Never read from a file (so no configuration can
+    /// turn it on).
+    #[serde(skip)]
+    pub any_course: bool,
 }
 
 /// One host: a libvirt host (VM courses) or a Docker engine (container
@@ -916,6 +949,18 @@ impl Config {
                     "list the deployment ids allowed to launch (the LMS shows them when the tool is deployed)",
                 ));
             }
+        }
+        self.check_limits(path, doc, out);
+    }
+
+    fn check_limits(&self, path: &Path, doc: &Document, out: &mut Vec<Diagnostic>) {
+        if self.lti.limits.labs_per_user == 0 {
+            out.push(Diagnostic::new(
+                path,
+                doc.value_position("/lti/limits/labs_per_user"),
+                Code::InvalidValue,
+                "lti.limits.labs_per_user must be at least 1: with 0 nobody could launch",
+            ));
         }
     }
 

@@ -62,6 +62,9 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "platform-unreachable",
     "internal",
     "no-course",
+    "role",
+    "course-scope",
+    "user-limit",
 ];
 
 /// What a launch request led to.

@@ -386,6 +386,10 @@ pub enum TokenAction {
         /// hosts, resync.
         #[arg(long, value_enum, default_value_t = crate::admin::Scope::Read)]
         scope: crate::admin::Scope,
+        /// A read token that sees only this course (repeat for several):
+        /// an instructor's token. Default: every course.
+        #[arg(long = "course", value_name = "COURSE")]
+        courses: Vec<String>,
     },
     /// List tokens (never the tokens themselves).
     List,
@@ -403,15 +407,37 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
             .unwrap_or_else(|| "-".into())
     };
     match action {
-        TokenAction::Create { name, scope } => {
+        TokenAction::Create {
+            name,
+            scope,
+            courses,
+        } => {
             if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
                 eprintln!("labpool: a token name is 1 to 64 printable characters");
                 return Ok(exit::ERROR);
             }
-            match crate::admin::tokens::create(&store, &name, scope, now).await {
+            if !courses.is_empty() && scope != crate::admin::Scope::Read {
+                eprintln!(
+                    "labpool: --course makes a read token for some courses; admin tokens act on hosts and every course"
+                );
+                return Ok(exit::ERROR);
+            }
+            if let Some(bad) = courses
+                .iter()
+                .find(|c| c.parse::<crate::course::values::CourseName>().is_err())
+            {
+                eprintln!("labpool: `{bad}` is not a course name");
+                return Ok(exit::ERROR);
+            }
+            let scoped = (!courses.is_empty()).then_some(courses.as_slice());
+            match crate::admin::tokens::create_scoped(&store, &name, scope, scoped, now).await {
                 Ok((_, secret)) => {
+                    let seen = match scoped {
+                        Some(c) => format!(", courses {}", c.join(", ")),
+                        None => String::new(),
+                    };
                     eprintln!(
-                        "token `{name}` ({} scope) created; it is shown only now:",
+                        "token `{name}` ({} scope{seen}) created; it is shown only now:",
                         scope.as_str()
                     );
                     println!("{secret}");
@@ -436,8 +462,12 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
                     Some(at) => format!("revoked {}", time(Some(at))),
                     None => "active".into(),
                 };
+                let courses = match t.course_scope() {
+                    Some(c) => format!("  courses {}", c.join(",")),
+                    None => String::new(),
+                };
                 println!(
-                    "{:<20} {:<6} created {}  last used {}  {state}",
+                    "{:<20} {:<6} created {}  last used {}  {state}{courses}",
                     t.name,
                     t.scope,
                     time(Some(t.created_at)),

@@ -112,6 +112,24 @@ pub struct Overview {
     pub events: Vec<EventRow>,
 }
 
+impl Overview {
+    /// What `who` may see of it: a course-scoped read token sees its
+    /// courses, their sessions and events, and nothing that is not a
+    /// course's (hosts, the course source, events of no course).
+    pub fn seen_by(mut self, who: &crate::admin::Principal) -> Overview {
+        if !who.is_scoped() {
+            return self;
+        }
+        self.courses.retain(|c| who.sees(&c.name));
+        self.sessions.retain(|s| who.sees(&s.course));
+        self.events
+            .retain(|e| e.course.as_deref().is_some_and(|c| who.sees(c)));
+        self.hosts.clear();
+        self.source = serde_json::Value::Null;
+        self
+    }
+}
+
 /// Reads the overview at `now`, with the latest `events` events.
 pub async fn overview(
     config: &Config,

@@ -47,11 +47,27 @@ pub struct Principal {
     /// The token's name, for logs and the dashboard ("ended by …").
     pub name: String,
     pub scope: Scope,
+    /// A read token made with `--course`: the only courses it sees. None:
+    /// every course.
+    pub courses: Option<Vec<String>>,
 }
 
 impl Principal {
     pub fn may(&self, needed: Scope) -> bool {
         self.scope >= needed
+    }
+
+    /// Whether the token may see `course` (its VMs, sessions, events).
+    pub fn sees(&self, course: &str) -> bool {
+        self.courses
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|n| n == course))
+    }
+
+    /// Whether the token sees only some courses: it then sees nothing that
+    /// is not a course's (hosts, the source, events of no course).
+    pub fn is_scoped(&self) -> bool {
+        self.courses.is_some()
     }
 }
 
@@ -84,6 +100,18 @@ pub async fn create(
     scope: Scope,
     now: i64,
 ) -> Result<(ApiTokenRow, String), StoreError> {
+    create_scoped(store, name, scope, None, now).await
+}
+
+/// [`create`], for a token that sees only `courses` (when given; the
+/// caller allows that for read tokens only: acting is never per course).
+pub async fn create_scoped(
+    store: &Store,
+    name: &str,
+    scope: Scope,
+    courses: Option<&[String]>,
+    now: i64,
+) -> Result<(ApiTokenRow, String), StoreError> {
     let secret = format!(
         "{PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
@@ -96,6 +124,7 @@ pub async fn create(
         created_at: now,
         last_used_at: None,
         revoked_at: None,
+        courses: courses.map(|c| serde_json::to_string(c).expect("names serialize")),
     };
     store.insert_api_token(&row).await?;
     Ok((row, secret))
@@ -139,12 +168,14 @@ async fn principal_of(store: &Store, row: ApiTokenRow, now: i64) -> Result<Princ
         return Err(AuthError::Revoked(row.name));
     }
     let scope = Scope::parse(&row.scope).ok_or(AuthError::Unknown)?;
+    let courses = row.course_scope();
     // Best effort: a failed write must not refuse a valid token.
     let _ = store.touch_api_token(&row.id, now).await;
     Ok(Principal {
         token_id: row.id,
         name: row.name,
         scope,
+        courses,
     })
 }
 
@@ -167,6 +198,7 @@ mod tests {
             token_id: "t".into(),
             name: "n".into(),
             scope,
+            courses: None,
         };
         assert!(p(Scope::Admin).may(Scope::Read));
         assert!(p(Scope::Admin).may(Scope::Admin));

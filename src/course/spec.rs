@@ -197,6 +197,16 @@ pub struct SessionSpec {
     /// SSH settings, for `console: ssh` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
+    /// Labs of this course one student may hold at once: live sessions plus
+    /// launches waiting for a VM. A relaunch of the same link returns the
+    /// same session and does not count again. Default 1.
+    #[serde(default = "default_per_user")]
+    #[schemars(range(min = 1, max = 100), example = 1)]
+    pub per_user: u32,
+}
+
+fn default_per_user() -> u32 {
+    1
 }
 
 fn default_expiry() -> Duration {
@@ -214,6 +224,7 @@ impl Default for SessionSpec {
             idle: default_idle(),
             console: Console::default(),
             ssh: None,
+            per_user: default_per_user(),
         }
     }
 }
@@ -248,12 +259,21 @@ fn default_ssh_port() -> u16 {
     22
 }
 
-/// LMS settings of a course.
+/// LMS settings of a course: which platforms may launch it, and which LMS
+/// courses open it without Deep Linking.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LtiSpec {
+    /// The LMS platforms (and, optionally, which of labpool's deployments
+    /// on each) that may launch this lab, by link or by context. A launch
+    /// from any other platform is refused. Default: none, so the lab
+    /// launches from no LMS (only from the try-it LMS of `serve --dev`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("uniqueItems" = true))]
+    pub platforms: Vec<LtiPlatform>,
     /// LMS course (context) ids that launch this lab directly, for LMS links
     /// made without Deep Linking. Each id may belong to one course only.
+    /// Launches from these contexts must still come from one of `platforms`.
     #[serde(default)]
     #[schemars(inner(length(min = 1)), extend("uniqueItems" = true), example = [&"canvas-4821"])]
     pub contexts: Vec<String>,
@@ -261,8 +281,31 @@ pub struct LtiSpec {
 
 impl LtiSpec {
     fn is_empty(&self) -> bool {
-        self.contexts.is_empty()
+        self.contexts.is_empty() && self.platforms.is_empty()
     }
+
+    /// Whether a launch from `issuer`'s deployment `deployment` may open
+    /// this course.
+    pub fn allows(&self, issuer: &str, deployment: &str) -> bool {
+        self.platforms
+            .iter()
+            .any(|p| p.issuer == issuer && p.deployment.as_deref().is_none_or(|d| d == deployment))
+    }
+}
+
+/// An LMS platform that may launch a course.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LtiPlatform {
+    /// The platform's issuer (`iss` of its launches), exactly as registered
+    /// with labpool: `https://canvas.instructure.com`.
+    #[schemars(regex(pattern = r"^https?://\S+$"), example = &"https://canvas.instructure.com")]
+    pub issuer: String,
+    /// Only launches through this deployment of labpool on the platform
+    /// (`deployment_id`). Default: any deployment labpool knows there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255), example = &"1:8865aa05b4b79b64a91a86042e43af5ea8ae79eb")]
+    pub deployment: Option<String>,
 }
 
 /// What proves a VM is ready. Give a console marker or a port, not both;

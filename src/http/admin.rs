@@ -30,6 +30,8 @@ use crate::store::{EventRow, StoreError, VmRow};
 pub enum ApiError {
     Unauthorized,
     Forbidden(Scope),
+    /// A course-scoped read token asked for what is not a course's.
+    CoursesOnly,
     NotFound(String),
     Conflict(String),
     BadRequest(String),
@@ -56,6 +58,11 @@ impl IntoResponse for ApiError {
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!("this needs a token of scope `{}`", needed.as_str()),
+            ),
+            ApiError::CoursesOnly => (
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this token sees only its courses; hosts are shown to unscoped tokens".to_string(),
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
@@ -124,6 +131,23 @@ pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token)
+}
+
+trait Unscoped: Sized {
+    /// Refuses a course-scoped token (403, logged): what follows is not
+    /// any one course's.
+    fn unscoped(self) -> Result<Self, ApiError>;
+}
+
+impl Unscoped for Principal {
+    fn unscoped(self) -> Result<Principal, ApiError> {
+        if self.is_scoped() {
+            tracing::warn!(token = %self.name, "admin API: a course-scoped token asked for hosts");
+            Err(ApiError::CoursesOnly)
+        } else {
+            Ok(self)
+        }
+    }
 }
 
 impl Bearer {
@@ -333,9 +357,20 @@ pub struct Accepted {
 // Handlers.
 
 pub async fn courses(State(app): State<App>, b: Bearer) -> ApiResult<Vec<CourseInfo>> {
-    b.allowed(Scope::Read)?;
+    let p = b.allowed(Scope::Read)?;
     let rows = app.reconciler.store().courses().await?;
-    Ok(Json(rows.into_iter().map(course_info).collect()))
+    Ok(Json(
+        rows.into_iter()
+            .filter(|c| p.sees(&c.name))
+            .map(course_info)
+            .collect(),
+    ))
+}
+
+/// A course a scoped token does not see is not found: it learns nothing of
+/// other courses, not even that they exist.
+fn unseen(what: String) -> ApiError {
+    ApiError::NotFound(what)
 }
 
 fn course_info(row: crate::store::CourseRow) -> CourseInfo {
@@ -352,14 +387,14 @@ pub async fn course(
     b: Bearer,
     Path(name): Path<String>,
 ) -> ApiResult<CourseDetail> {
-    b.allowed(Scope::Read)?;
+    let p = b.allowed(Scope::Read)?;
     let store = app.reconciler.store();
     let row = store
         .courses()
         .await?
         .into_iter()
-        .find(|c| c.name == name)
-        .ok_or_else(|| ApiError::NotFound(format!("no course `{name}`")))?;
+        .find(|c| c.name == name && p.sees(&c.name))
+        .ok_or_else(|| unseen(format!("no course `{name}`")))?;
     let now = now_ms();
     let all_vms = store.vms().await?;
     let pool = overview::courses(store, &all_vms, now)
@@ -382,10 +417,12 @@ pub async fn course(
 }
 
 pub async fn pools(State(app): State<App>, b: Bearer) -> ApiResult<Vec<CourseStatus>> {
-    b.allowed(Scope::Read)?;
+    let p = b.allowed(Scope::Read)?;
     let store = app.reconciler.store();
     let vms = store.vms().await?;
-    Ok(Json(overview::courses(store, &vms, now_ms()).await?))
+    let mut pools = overview::courses(store, &vms, now_ms()).await?;
+    pools.retain(|c| p.sees(&c.name));
+    Ok(Json(pools))
 }
 
 #[derive(Debug, Deserialize)]
@@ -400,7 +437,7 @@ pub async fn vms(
     b: Bearer,
     Query(f): Query<VmFilter>,
 ) -> ApiResult<Vec<VmRow>> {
-    b.allowed(Scope::Read)?;
+    let p = b.allowed(Scope::Read)?;
     let state = match f.state.as_deref() {
         None => None,
         Some(s) => Some(
@@ -411,6 +448,7 @@ pub async fn vms(
     let vms = app.reconciler.store().vms().await?;
     Ok(Json(
         vms.into_iter()
+            .filter(|v| p.sees(&v.course))
             .filter(|v| f.course.as_ref().is_none_or(|c| &v.course == c))
             .filter(|v| f.host.as_ref().is_none_or(|h| &v.host == h))
             .filter(|v| state.is_none_or(|s| v.state == s))
@@ -419,10 +457,11 @@ pub async fn vms(
 }
 
 pub async fn vm(State(app): State<App>, b: Bearer, Path(id): Path<String>) -> ApiResult<VmRow> {
-    b.allowed(Scope::Read)?;
+    let p = b.allowed(Scope::Read)?;
     let vm = app.reconciler.store().vm(&id).await?;
-    vm.map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no VM `{id}`")))
+    vm.filter(|v| p.sees(&v.course))
+        .map(Json)
+        .ok_or_else(|| unseen(format!("no VM `{id}`")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -437,7 +476,7 @@ pub async fn sessions(
     b: Bearer,
     Query(f): Query<SessionFilter>,
 ) -> ApiResult<Vec<SessionView>> {
-    b.allowed(Scope::Read)?;
+    let p = b.allowed(Scope::Read)?;
     let store = app.reconciler.store();
     let limit = f.limit.unwrap_or(500).clamp(1, 5_000);
     let rows = store.sessions(!f.all.unwrap_or(false), limit).await?;
@@ -445,18 +484,20 @@ pub async fn sessions(
     let now = now_ms();
     Ok(Json(
         rows.into_iter()
+            .filter(|s| p.sees(&s.course))
             .filter(|s| f.course.as_ref().is_none_or(|c| &s.course == c))
             .map(|s| SessionView::new(s, &vms, now))
             .collect(),
     ))
 }
 
-async fn session_view(app: &App, id: &str) -> Result<SessionView, ApiError> {
+async fn session_view(app: &App, id: &str, p: &Principal) -> Result<SessionView, ApiError> {
     let store = app.reconciler.store();
     let row = store
         .session(id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no session `{id}`")))?;
+        .filter(|s| p.sees(&s.course))
+        .ok_or_else(|| unseen(format!("no session `{id}`")))?;
     let vms = store.vms().await?;
     Ok(SessionView::new(row, &vms, now_ms()))
 }
@@ -466,8 +507,8 @@ pub async fn session(
     b: Bearer,
     Path(id): Path<String>,
 ) -> ApiResult<SessionView> {
-    b.allowed(Scope::Read)?;
-    Ok(Json(session_view(&app, &id).await?))
+    let p = b.allowed(Scope::Read)?;
+    Ok(Json(session_view(&app, &id, &p).await?))
 }
 
 pub async fn end_session(
@@ -478,7 +519,7 @@ pub async fn end_session(
     let by = b.allowed(Scope::Admin)?;
     app.admin.end_session(&id, &by).await?;
     tracing::info!(session = %id, by = %by.name, "session ended by an admin");
-    Ok(Json(session_view(&app, &id).await?))
+    Ok(Json(session_view(&app, &id, &by).await?))
 }
 
 pub async fn reset_session(
@@ -504,7 +545,7 @@ async fn host_status(app: &App, name: &str) -> Result<(HostStatus, Vec<VmRow>), 
 }
 
 pub async fn hosts(State(app): State<App>, b: Bearer) -> ApiResult<Vec<HostStatus>> {
-    b.allowed(Scope::Read)?;
+    b.allowed(Scope::Read)?.unscoped()?;
     let store = app.reconciler.store();
     let vms = store.vms().await?;
     Ok(Json(
@@ -517,7 +558,7 @@ pub async fn host(
     b: Bearer,
     Path(name): Path<String>,
 ) -> ApiResult<HostDetail> {
-    b.allowed(Scope::Read)?;
+    b.allowed(Scope::Read)?.unscoped()?;
     let (host, vms) = host_status(&app, &name).await?;
     Ok(Json(HostDetail { host, vms }))
 }
@@ -557,9 +598,9 @@ pub async fn events(
     b: Bearer,
     Query(f): Query<EventFilter>,
 ) -> ApiResult<Vec<EventRow>> {
-    b.allowed(Scope::Read)?;
+    let p = b.allowed(Scope::Read)?;
     let limit = f.limit.unwrap_or(100).clamp(1, 1_000);
-    let filtered = f.course.is_some() || f.host.is_some();
+    let filtered = f.course.is_some() || f.host.is_some() || p.is_scoped();
     // Filters apply to a larger window of recent events.
     let rows = app
         .reconciler
@@ -568,6 +609,8 @@ pub async fn events(
         .await?;
     Ok(Json(
         rows.into_iter()
+            // A scoped token: only events of its courses.
+            .filter(|e| !p.is_scoped() || e.course.as_deref().is_some_and(|c| p.sees(c)))
             .filter(|e| f.course.is_none() || e.course == f.course)
             .filter(|e| f.host.is_none() || e.host == f.host)
             .take(limit as usize)

@@ -235,7 +235,7 @@ pub async fn page(
     let now = now_ms();
     let view =
         match overview::overview(app.reconciler.config(), app.reconciler.store(), now, 20).await {
-            Ok(view) => view,
+            Ok(view) => view.seen_by(&v.who),
             Err(e) => {
                 tracing::error!(error = %e, "dashboard: store");
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();

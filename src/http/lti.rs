@@ -166,6 +166,8 @@ pub async fn launch(
         Ok(LaunchResult::Session { .. }) => Outcome::Warm,
         Ok(LaunchResult::Waiting { .. }) => Outcome::OnDemand,
         Ok(LaunchResult::Full { .. }) => Outcome::Full,
+        // Counted (`user-limit`) and named by `Lti::launch`.
+        Ok(LaunchResult::UserLimit(_)) => Outcome::Refused,
         // Counted (`no-course`) and named by `Lti::launch`.
         Ok(LaunchResult::NeedsCourse(_)) => Outcome::Refused,
         Ok(LaunchResult::DeepLinking(_)) => Outcome::DeepLink,
@@ -191,6 +193,9 @@ pub async fn launch(
             Html(pages::full(&title)),
         )
             .into_response(),
+        Ok(LaunchResult::UserLimit(limit)) => {
+            (StatusCode::CONFLICT, Html(pages::user_limit(&limit))).into_response()
+        }
         Ok(LaunchResult::NeedsCourse(needs)) => {
             (StatusCode::NOT_FOUND, Html(pages::needs_course(&needs))).into_response()
         }

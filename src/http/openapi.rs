@@ -41,6 +41,9 @@ pub fn document(base_url: &str) -> Value {
         });
         if route.scope == Scope::Admin {
             responses["403"] = error_response("The token's scope is `read`; this needs `admin`.");
+        } else if route.path.starts_with("/hosts") {
+            responses["403"] =
+                error_response("The token is scoped to courses; hosts are for unscoped tokens.");
         }
         if route.path.contains('{') {
             responses["404"] = error_response("No such thing.");
@@ -65,7 +68,7 @@ pub fn document(base_url: &str) -> Value {
         "info": {
             "title": "labpool admin API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Courses, pools, VMs, sessions, hosts and events of one labpool, and the actions an admin takes. Every route needs `Authorization: Bearer <token>` (`labpool token create`); `read` tokens may GET, `admin` tokens may also POST.",
+            "description": "Courses, pools, VMs, sessions, hosts and events of one labpool, and the actions an admin takes. Every route needs `Authorization: Bearer <token>` (`labpool token create`); `read` tokens may GET, `admin` tokens may also POST. A read token made with `--course` (an instructor's) sees only those courses: other courses, their VMs, sessions and events are left out of lists and are 404 by name, and hosts are 403.",
         },
         "servers": [{ "url": base_url }],
         "paths": paths,
@@ -112,7 +115,7 @@ mod tests {
             assert!(op["responses"]["401"].is_object());
             assert_eq!(
                 op["responses"]["403"].is_object(),
-                route.scope == Scope::Admin,
+                route.scope == Scope::Admin || route.path.starts_with("/hosts"),
                 "{}",
                 route.path
             );

@@ -187,6 +187,9 @@ impl TryIt {
                 auth_login_url: platform.auth_url(),
                 token_url: platform.token_url(),
                 jwks_url: platform.jwks_url(),
+                // Anyone who reaches the page may launch any course anyway;
+                // courses need not name a platform that exists only here.
+                any_course: true,
             },
         );
         let base_origin = Url::parse(&base)
@@ -229,7 +232,8 @@ impl TryIt {
 
     /// The launch a click on Launch prepares: a student's resource link
     /// launch of `course` from the try-it LMS course, the course named by
-    /// the link's custom parameter as Deep Linking would have set it. One
+    /// the link's plain custom parameter (which only this registration's
+    /// `any_course` lets through: see `Lti::resolve`). One
     /// link per course, so a student's launches of one course share a
     /// session.
     pub fn launch(&self, user_id: &str, name: &str, course: &str) -> Launch {
@@ -419,7 +423,8 @@ same VM; another student gets a VM of their own.</p>
 <dt>Authorization, JWKS</dt><dd><code>{auth}</code><br><code>{jwks}</code></dd>
 <dt>labpool's login and launch URLs</dt><dd><code>{base}/lti/login</code><br><code>{base}/lti/launch</code></dd>
 <dt>Context, link</dt><dd>LMS course <code>{context}</code>; one link per course, its custom parameter
-<code>{param}</code> naming the course (as Deep Linking sets it)</dd>
+<code>{param}</code> naming the course (only the try-it LMS may name a course so; on other LMSs a
+link opens a course through the placement labpool's Deep Linking signs, or its context)</dd>
 </dl>
 <p class="note">The platform's signing key is new at each start; the registration exists only while
 <code>labpool serve --dev</code> runs.</p>
@@ -576,6 +581,7 @@ mod tests {
             auth_login_url: "https://canvas.example.edu/auth".into(),
             token_url: "https://canvas.example.edu/token".into(),
             jwks_url: "https://canvas.example.edu/jwks".into(),
+            any_course: false,
         });
         let try_it = TryIt::install(&mut config, false).await.unwrap();
         assert_eq!(try_it.page_url(), "http://127.0.0.1:8080/dev/");
@@ -583,6 +589,8 @@ mod tests {
         assert_eq!(registered.issuer, "http://127.0.0.1:8080/dev/lms");
         assert_eq!(registered.client_id, CLIENT_ID);
         assert_eq!(registered.deployment_ids, [DEPLOYMENT_ID]);
+        // Only the try-it LMS launches courses that do not name it.
+        assert!(registered.any_course && !config.lti.platforms[1].any_course);
         assert_eq!(
             registered.auth_login_url,
             "http://127.0.0.1:8080/dev/lms/authorize"

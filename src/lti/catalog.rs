@@ -28,6 +28,18 @@ pub struct LaunchableCourse {
     pub console: crate::course::spec::Console,
     /// The account an SSH console logs in as.
     pub ssh_user: Option<String>,
+    /// Who may launch it (`lti.platforms`) and from where (`lti.contexts`).
+    pub lti: crate::course::spec::LtiSpec,
+    /// `session.per_user`: labs of this course one student may hold.
+    pub per_user: u32,
+}
+
+impl LaunchableCourse {
+    /// Whether a launch through `registration`'s deployment `deployment`
+    /// may open this course.
+    pub fn allows(&self, registration: &super::platforms::Registration, deployment: &str) -> bool {
+        registration.any_course || self.lti.allows(&registration.issuer, deployment)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +112,8 @@ impl Catalogs {
                 idle_ms: course.session.idle.get().as_millis() as i64,
                 console: course.session.console,
                 ssh_user: course.session.ssh.as_ref().map(|s| s.user.clone()),
+                lti: course.lti.clone(),
+                per_user: course.session.per_user,
             });
             for context in &course.lti.contexts {
                 catalog.by_context.insert(context.clone(), entry.clone());

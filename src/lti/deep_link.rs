@@ -1,12 +1,15 @@
 //! Deep Linking 2.0: an instructor creating an assignment picks a labpool
-//! course; labpool answers the platform with a signed
-//! LtiDeepLinkingResponse whose resource link carries the course as the
-//! `labpool_course` custom parameter, which later launches resolve.
+//! course (among those that name the platform); labpool answers the
+//! platform with a signed LtiDeepLinkingResponse whose resource link
+//! carries the course as the `labpool_course` custom parameter (for people
+//! reading the link) and as a signed `labpool_placement` (see
+//! `placement.rs`), which later launches resolve.
 
 use jsonwebtoken::{Algorithm, Header};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::placement::PLACEMENT_PARAM;
 use super::verify::{CLAIM, DL_CLAIM, Launch};
 use super::{COURSE_PARAM, Lti, Refusal, secs};
 
@@ -33,7 +36,11 @@ struct PickRequest {
     client_id: String,
     deployment_id: String,
     return_url: String,
-    data: Option<String>,
+    /// The platform is the try-it LMS, which may place any course.
+    #[serde(default)]
+    any_course: bool,
+    /// The platform's `data`, whatever JSON it is, echoed unchanged.
+    data: Option<serde_json::Value>,
 }
 
 /// The auto-posted answer to the platform.
@@ -65,12 +72,16 @@ impl Lti {
             client_id: launch.registration.client_id.clone(),
             deployment_id: launch.claims.deployment().to_owned(),
             return_url: settings.deep_link_return_url.clone(),
+            any_course: launch.registration.any_course,
             data: settings.data.clone(),
         });
+        let deployment = launch.claims.deployment();
         Ok(Picker {
+            // Only the courses this platform may launch.
             courses: catalog
                 .courses
                 .iter()
+                .filter(|c| c.allows(&launch.registration, deployment))
                 .map(|c| (c.name.clone(), c.title.clone()))
                 .collect(),
             request,
@@ -93,6 +104,22 @@ impl Lti {
         let chosen = catalog
             .course(course)
             .ok_or_else(|| Refusal::bad_launch(format!("no course `{course}` is offered")))?;
+        // The picker offered only these; a hand-edited form is refused too.
+        if !request.any_course && !chosen.lti.allows(&request.issuer, &request.deployment_id) {
+            return Err(Refusal::course_scope(format!(
+                "course `{course}` may not be launched from `{}` (deployment `{}`): its file \
+                 does not name this platform under lti.platforms",
+                request.issuer, request.deployment_id
+            )));
+        }
+        // What later launches of the link open: signed, since a custom
+        // parameter is otherwise anything an instructor types.
+        let placement = self.placements.seal(
+            &chosen.name,
+            &request.issuer,
+            &request.deployment_id,
+            secs(now),
+        );
         let keys = self.tool_keys().await.map_err(Refusal::internal)?;
         let key = keys
             .signing()
@@ -111,12 +138,12 @@ impl Lti {
                 "type": "ltiResourceLink",
                 "title": chosen.title,
                 "url": self.launch_url(),
-                "custom": { COURSE_PARAM: chosen.name },
+                "custom": { COURSE_PARAM: chosen.name, PLACEMENT_PARAM: placement },
             }],
             format!("{DL_CLAIM}msg"): format!("Linked to the {} lab", chosen.title),
         });
         if let Some(data) = &request.data {
-            claims[format!("{DL_CLAIM}data")] = json!(data);
+            claims[format!("{DL_CLAIM}data")] = data.clone();
         }
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(key.kid.clone());

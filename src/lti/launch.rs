@@ -3,11 +3,14 @@
 //! that started the login, finds the course and, in one transaction, uses
 //! the login up and claims a VM (or queues the launch for one).
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::catalog::LaunchableCourse;
 use super::deep_link::Picker;
+use super::placement::PLACEMENT_PARAM;
 use super::verify::{Launch, LaunchClaims};
 use super::{COURSE_PARAM, Lti, Refusal, secs};
 use crate::metrics::Outcome;
@@ -46,6 +49,8 @@ pub enum LaunchResult {
     },
     /// The course is at its max.
     Full { title: String },
+    /// The user holds as many labs as the course or labpool allows.
+    UserLimit(Box<UserLimit>),
     /// Nothing says which course this link opens.
     NeedsCourse(Box<NeedsCourse>),
     /// An instructor choosing a course (Deep Linking).
@@ -57,6 +62,25 @@ pub enum LaunchResult {
         id_token: String,
         platform_origin: String,
     },
+}
+
+/// Why [`Lti::resolve`] found no course to open.
+enum Unresolved {
+    /// Nothing names one: the instructor is told what to set up.
+    Needs(Box<NeedsCourse>),
+    /// The link names a course this launch may not open.
+    Refused(Refusal),
+}
+
+/// The user already holds as many labs as allowed.
+#[derive(Debug, Clone)]
+pub struct UserLimit {
+    /// The course launched.
+    pub title: String,
+    /// Titles of the courses whose labs the user holds (live or waiting).
+    pub held: Vec<String>,
+    /// Back to the LMS (`launch_presentation.return_url`), if it gave one.
+    pub return_url: Option<String>,
 }
 
 /// What the instructor must configure, shown when a launch has no course.
@@ -182,15 +206,23 @@ impl Lti {
 
         if claims.is_deep_linking() {
             self.use_login(login, now).await?;
+            // The picker places labs that every student of the LMS course
+            // may then launch: only people who build the course may choose.
+            if !super::roles::may_place(claims) {
+                return Err(Refusal::role(
+                    "a Deep Linking request needs an instructor, content developer or \
+                     administrator role; this launch has none",
+                ));
+            }
             return Ok(LaunchResult::DeepLinking(Box::new(
                 self.picker(&launch, now).await?,
             )));
         }
 
         let catalog = self.catalog.get().await?;
-        let course = match self.resolve(&catalog, claims) {
+        let course = match self.resolve(&catalog, &launch) {
             Ok(course) => course.clone(),
-            Err(needs) => {
+            Err(Unresolved::Needs(needs)) => {
                 self.use_login(login, now).await?;
                 self.metrics.refused("no-course");
                 tracing::Span::current().record("outcome", Outcome::Refused.as_str());
@@ -198,6 +230,11 @@ impl Lti {
                     context = ?needs.context_id, named = ?needs.named,
                     "launch refused: no course configured for this link");
                 return Ok(LaunchResult::NeedsCourse(needs));
+            }
+            Err(Unresolved::Refused(refusal)) => {
+                // Used up, so the same id_token cannot be posted again.
+                self.use_login(login, now).await?;
+                return Err(refusal);
             }
         };
         // The course name is from the course files, the session id is
@@ -214,6 +251,8 @@ impl Lti {
             key,
             max: course.max,
             expiry_ms: course.expiry_ms,
+            per_user: course.per_user,
+            labs_per_user: self.labs_per_user,
         };
         let outcome = self
             .launches
@@ -253,6 +292,24 @@ impl Lti {
                     course: course.title.clone(),
                 })
             }
+            LaunchOutcome::UserLimit { held } => {
+                self.metrics.refused("user-limit");
+                tracing::Span::current().record("outcome", Outcome::Refused.as_str());
+                // Course names only: the user's id stays out of the log.
+                tracing::warn!(held = ?held, per_course = course.per_user,
+                    per_user = self.labs_per_user,
+                    "launch refused: the user already holds as many labs as allowed");
+                let title = |name: &String| {
+                    catalog
+                        .course(name)
+                        .map_or_else(|| name.clone(), |c| c.title.clone())
+                };
+                Ok(LaunchResult::UserLimit(Box::new(UserLimit {
+                    title: course.title.clone(),
+                    held: held.iter().map(title).collect(),
+                    return_url: claims.return_url(),
+                })))
+            }
             LaunchOutcome::Full { in_use } => {
                 self.decided(&course.name, Outcome::Full);
                 tracing::warn!(in_use, max = course.max, "launch refused: lab is full");
@@ -270,31 +327,80 @@ impl Lti {
         tracing::Span::current().record("outcome", outcome.as_str());
     }
 
-    /// The course a launch opens: the link's custom parameter (Deep
-    /// Linking puts it there), else the course listing the LMS context.
+    /// The course a launch opens, in order: a placement labpool signed
+    /// (Deep Linking puts it on the link), else the course listing the LMS
+    /// context. Either way the course must name the launching platform
+    /// (and deployment) in `lti.platforms`. A plain `labpool_course`
+    /// anyone could type is refused, unless it names the very course the
+    /// context maps to (it then adds nothing), or the platform is the
+    /// try-it LMS of `serve --dev`.
     fn resolve<'c>(
         &self,
         catalog: &'c super::catalog::Catalog,
-        claims: &LaunchClaims,
-    ) -> Result<&'c std::sync::Arc<LaunchableCourse>, Box<NeedsCourse>> {
-        let named = claims.custom(COURSE_PARAM);
-        let found = match &named {
-            Some(name) => catalog.course(name),
-            None => claims
-                .context
-                .as_ref()
-                .and_then(|c| catalog.for_context(&c.id)),
-        };
-        found.ok_or_else(|| {
-            Box::new(NeedsCourse {
+        launch: &Launch,
+    ) -> Result<&'c Arc<LaunchableCourse>, Unresolved> {
+        let claims = &launch.claims;
+        let registration = &launch.registration;
+        let deployment = claims.deployment();
+        let context = claims.context.as_ref().map(|c| c.id.as_str());
+        let needs = |named: Option<String>| {
+            Unresolved::Needs(Box::new(NeedsCourse {
                 issuer: claims.iss.clone(),
-                context_id: claims.context.as_ref().map(|c| c.id.clone()),
+                context_id: context.map(str::to_owned),
                 context_title: claims.context.as_ref().and_then(|c| c.title.clone()),
                 named,
                 instructor: is_instructor(claims),
-                courses: catalog.courses.iter().map(|c| c.name.clone()).collect(),
-            })
-        })
+                // Only what this platform may launch: other platforms'
+                // courses are not its instructors' business.
+                courses: catalog
+                    .courses
+                    .iter()
+                    .filter(|c| c.allows(registration, deployment))
+                    .map(|c| c.name.clone())
+                    .collect(),
+            }))
+        };
+        let permitted = |course: &'c Arc<LaunchableCourse>| {
+            if course.allows(registration, deployment) {
+                Ok(course)
+            } else {
+                Err(Unresolved::Refused(Refusal::course_scope(format!(
+                    "course `{}` may not be launched from `{}` (deployment `{deployment}`): \
+                     its file does not name this platform under lti.platforms",
+                    course.name, registration.issuer
+                ))))
+            }
+        };
+        if let Some(token) = claims.custom(PLACEMENT_PARAM) {
+            let placement = self
+                .placements
+                .open(&token, &registration.issuer, deployment)
+                .map_err(|e| Unresolved::Refused(Refusal::course_scope(e.to_string())))?;
+            return match catalog.course(&placement.course) {
+                Some(course) => permitted(course),
+                None => Err(needs(Some(placement.course))),
+            };
+        }
+        let mapped = context.and_then(|id| catalog.for_context(id));
+        if let Some(named) = claims.custom(COURSE_PARAM) {
+            if registration.any_course {
+                return catalog.course(&named).ok_or_else(|| needs(Some(named)));
+            }
+            if let Some(course) = mapped.filter(|c| c.name == named) {
+                return permitted(course);
+            }
+            return Err(Unresolved::Refused(Refusal::course_scope(format!(
+                "the link names course `{named}` by a plain `{COURSE_PARAM}` custom parameter, \
+                 which anyone could type: labpool opens a course named on a link only when its \
+                 content picker (Deep Linking) placed it there. Choose the lab with the LMS's \
+                 content picker, or list this LMS course (`{}`) under the course's lti.contexts",
+                context.unwrap_or("no context")
+            ))));
+        }
+        match mapped {
+            Some(course) => permitted(course),
+            None => Err(needs(None)),
+        }
     }
 
     /// Uses the login up outside a claim (deep linking, unresolved course),
@@ -467,14 +573,5 @@ fn session_key(launch: &Launch) -> SessionKey {
 /// Instructors, teaching assistants and administrators: they are shown how
 /// to set a link up; students are told to ask them.
 pub fn is_instructor(claims: &LaunchClaims) -> bool {
-    let Some(serde_json::Value::Array(roles)) = &claims.roles else {
-        return false;
-    };
-    roles.iter().filter_map(|r| r.as_str()).any(|r| {
-        r.ends_with("#Instructor")
-            || r.ends_with("#Administrator")
-            || r.ends_with("#ContentDeveloper")
-            || r.ends_with("#TeachingAssistant")
-            || r.ends_with("/Instructor")
-    })
+    super::roles::may_place(claims)
 }

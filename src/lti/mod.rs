@@ -17,8 +17,10 @@ pub mod launch;
 pub mod launch_queue;
 pub mod login;
 pub mod pages;
+pub mod placement;
 pub mod platforms;
 pub mod register;
+pub mod roles;
 pub mod verify;
 
 use std::sync::{Arc, RwLock};
@@ -90,6 +92,15 @@ impl Refusal {
     pub fn platform_unreachable(reason: impl Into<String>) -> Refusal {
         Refusal::new(StatusCode::BAD_GATEWAY, "platform-unreachable", reason)
     }
+    /// The launch's roles may not do what it asks (a learner's Deep
+    /// Linking request).
+    pub fn role(reason: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::FORBIDDEN, "role", reason)
+    }
+    /// The course does not let this platform, deployment or link launch it.
+    pub fn course_scope(reason: impl Into<String>) -> Refusal {
+        Refusal::new(StatusCode::FORBIDDEN, "course-scope", reason)
+    }
     pub fn internal(e: impl std::fmt::Display) -> Refusal {
         Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     }
@@ -126,6 +137,10 @@ pub struct Lti {
     pub(crate) platform_keys: jwks::PlatformKeys,
     pub(crate) tool_keys: RwLock<(Instant, keys::ToolKeys)>,
     pub(crate) tokens: SessionTokens,
+    /// Signs and opens Deep Linking placements (`labpool_placement`).
+    pub(crate) placements: placement::Placements,
+    /// `lti.limits.labs_per_user`: labs one user may hold across courses.
+    pub(crate) labs_per_user: u32,
     pub(crate) catalog: catalog::Catalogs,
     /// Tells the reconciler a pool needs refilling (a claim, a waiting launch).
     pub(crate) on_demand: Box<dyn Fn() + Send + Sync>,
@@ -152,6 +167,7 @@ impl Lti {
         crate::secret_key::unlock(config, &store).await?;
         let tool_keys = keys::ToolKeys::load_or_create(&store, now).await?;
         let tokens = SessionTokens::load_or_create(&store, now).await?;
+        let placements = placement::Placements::load_or_create(&store, now).await?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("labpool/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
@@ -172,6 +188,8 @@ impl Lti {
             platform_keys: jwks::PlatformKeys::new(http.clone(), egress),
             tool_keys: RwLock::new((Instant::now(), tool_keys)),
             tokens,
+            placements,
+            labs_per_user: config.lti.limits.labs_per_user,
             launches: launch_queue::LaunchQueue::start(store.clone()),
             store,
             on_demand,

@@ -3,7 +3,7 @@
 
 use super::Refusal;
 use super::deep_link::Picker;
-use super::launch::NeedsCourse;
+use super::launch::{NeedsCourse, UserLimit};
 use super::register::Registered;
 
 /// Escapes text for HTML element content and quoted attributes.
@@ -169,6 +169,39 @@ pub fn full(title: &str) -> String {
     )
 }
 
+/// The student already holds as many labs as allowed: which ones, and the
+/// way back to the LMS.
+pub fn user_limit(u: &UserLimit) -> String {
+    let held = match u.held.as_slice() {
+        [] => "another lab".to_owned(),
+        titles => titles
+            .iter()
+            .map(|t| format!("<strong>{}</strong>", escape(t)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let back = u
+        .return_url
+        .as_deref()
+        .map(|url| {
+            format!(
+                r#"<p><a href="{}">Back to your course</a></p>"#,
+                escape(url)
+            )
+        })
+        .unwrap_or_default();
+    page(
+        "You already have a lab",
+        &format!(
+            "<h1>You already have a lab</h1><p>You cannot open {} now: you already have {held} \
+             open or on its way, and that is as many as you may have at once.</p>\
+             <p>Go back to that lab from its link in your course, or end it there, then open \
+             this one again.</p>{back}",
+            escape(&u.title)
+        ),
+    )
+}
+
 pub fn needs_course(n: &NeedsCourse) -> String {
     let context = match (&n.context_title, &n.context_id) {
         (Some(t), Some(id)) => format!("{} (context id <code>{}</code>)", escape(t), escape(id)),
@@ -202,11 +235,12 @@ pub fn needs_course(n: &NeedsCourse) -> String {
             r#"<h1>This link is not connected to a lab yet</h1>{named}
 <p>Do one of these:</p>
 <ol>
-<li>Edit the assignment and choose the lab with the LMS's content picker (Deep Linking), or set the custom parameter <code>labpool_course=&lt;course name&gt;</code> on the link.</li>
-<li>Or add {context} to the course file: <code>lti: {{ contexts: ["{id}"] }}</code>, and merge it.</li>
+<li>Edit the assignment and choose the lab with the LMS's content picker (Deep Linking). A course name typed into the link's custom parameters is not enough: labpool opens only the placements its picker signed.</li>
+<li>Or add {context} to the course file, with this LMS as a platform that may launch it: <code>lti: {{ platforms: [{{ issuer: "{issuer}" }}], contexts: ["{id}"] }}</code>, and merge it.</li>
 </ol>
 <p class="note">{offered}</p>"#,
             id = escape(n.context_id.as_deref().unwrap_or("<context id>")),
+            issuer = escape(&n.issuer),
         )
     } else {
         "<h1>This lab is not set up yet</h1><p>Your instructor has not connected this link to a lab. Please let them know.</p>".to_owned()
@@ -302,7 +336,7 @@ pub fn picker(p: &Picker) -> String {
         })
         .collect();
     let body = if p.courses.is_empty() {
-        "<h1>No labs to choose from</h1><p>labpool offers no courses yet: add a course file to the course repository first.</p>".to_owned()
+        "<h1>No labs to choose from</h1><p>No course may be launched from this LMS: labpool offers none yet, or no course file names this platform under <code>lti.platforms</code>.</p>".to_owned()
     } else {
         format!(
             r#"<h1>Choose a lab{for_context}</h1>

@@ -24,6 +24,9 @@ pub struct Registration {
     /// Registered through Dynamic Registration: its deployments are learned
     /// from signed launches (Canvas names a deployment only when it launches).
     pub dynamic: bool,
+    /// May launch any course by a plain `labpool_course` (the try-it LMS of
+    /// `serve --dev`; see `PlatformConfig::any_course`).
+    pub any_course: bool,
 }
 
 impl Registration {
@@ -40,6 +43,7 @@ impl Registration {
             token_url: p.token_url.clone(),
             jwks_url: p.jwks_url.clone(),
             dynamic: false,
+            any_course: p.any_course,
         }
     }
 
@@ -52,6 +56,7 @@ impl Registration {
             token_url: row.token_url.clone(),
             jwks_url: row.jwks_url.clone(),
             dynamic: true,
+            any_course: false,
         }
     }
 }

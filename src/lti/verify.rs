@@ -56,6 +56,11 @@ pub struct LaunchClaims {
     pub custom: Option<Map<String, Value>>,
     #[serde(rename = "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings")]
     pub deep_linking: Option<DeepLinkingSettings>,
+    #[serde(
+        rename = "https://purl.imsglobal.org/spec/lti/claim/launch_presentation",
+        default
+    )]
+    pub launch_presentation: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -79,8 +84,10 @@ pub struct DeepLinkingSettings {
     pub deep_link_return_url: String,
     #[serde(default)]
     pub accept_types: Vec<String>,
+    /// Opaque to labpool and echoed unchanged in the response. The spec
+    /// says a string, but platforms send objects too: any JSON value.
     #[serde(default)]
-    pub data: Option<String>,
+    pub data: Option<Value>,
 }
 
 impl LaunchClaims {
@@ -90,6 +97,19 @@ impl LaunchClaims {
 
     pub fn deployment(&self) -> &str {
         self.deployment_id.as_deref().unwrap_or_default()
+    }
+
+    /// Where the platform asks to send the user back
+    /// (`launch_presentation.return_url`): only an absolute http(s) URL,
+    /// so a page can link to it safely.
+    pub fn return_url(&self) -> Option<String> {
+        let url = self
+            .launch_presentation
+            .as_ref()?
+            .get("return_url")?
+            .as_str()?;
+        let parsed = url::Url::parse(url).ok()?;
+        matches!(parsed.scheme(), "http" | "https").then(|| parsed.into())
     }
 
     /// A custom parameter as text (platforms send strings; numbers are
@@ -185,6 +205,19 @@ impl Lti {
                 "issuer `{iss}` is not registered with labpool"
             )));
         }
+        // Security Framework §5.1.3: every audience must be one the tool
+        // trusts, i.e. one of labpool's own client ids at this issuer. A
+        // token also addressed to another party was not minted for labpool
+        // alone (the other party could replay it here, or it could ours).
+        let trusted: Vec<&str> = candidates.iter().map(|r| r.client_id.as_str()).collect();
+        if let Some(stranger) = audiences.iter().find(|a| !trusted.contains(a))
+            && audiences.iter().any(|a| trusted.contains(a))
+        {
+            return Err(Refusal::forged(format!(
+                "audience `{stranger}` is not one labpool trusts: an id_token for labpool \
+                 must name only labpool's client ids at `{iss}`"
+            )));
+        }
         let registration = candidates
             .into_iter()
             .find(|r| audiences.contains(&r.client_id.as_str()))
@@ -239,7 +272,14 @@ impl Lti {
                 _ => Refusal::forged(format!("the id_token is invalid: {e}")),
             }
         })?;
-        let iat = data.claims.get("iat").and_then(Value::as_i64).unwrap_or(0);
+        // jsonwebtoken's required claims do not cover `iat`: check it here,
+        // so a token without one is named for what it lacks.
+        let iat = match data.claims.get("iat") {
+            None | Some(Value::Null) => return Err(Refusal::forged("id_token has no `iat`")),
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| Refusal::forged("id_token `iat` is not a number of seconds"))?,
+        };
         if iat > now + LEEWAY_SECS as i64 {
             return Err(Refusal::forged(
                 "the id_token was issued in the future (iat)",

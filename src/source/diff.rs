@@ -486,6 +486,33 @@ fn changed(
     if user(b) != user(h) {
         s.push(change("ssh.user", or_none(user(b)), or_none(user(h))));
     }
+    if b.session.per_user != h.session.per_user {
+        s.push(change(
+            "session.per_user",
+            b.session.per_user,
+            h.session.per_user,
+        ));
+    }
+    if b.lti.platforms != h.lti.platforms {
+        // Who may launch the course: a reviewer should see it change.
+        let list = |c: &Course| {
+            let names: Vec<String> = c
+                .lti
+                .platforms
+                .iter()
+                .map(|p| match &p.deployment {
+                    Some(d) => format!("{} (deployment {d})", p.issuer),
+                    None => p.issuer.clone(),
+                })
+                .collect();
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        };
+        s.push(change("lti.platforms", list(b), list(h)));
+    }
     if b.lti.contexts != h.lti.contexts {
         let list = |c: &Course| match c.lti.contexts.join(", ") {
             l if l.is_empty() => "none".to_string(),
@@ -1131,6 +1158,35 @@ mod tests {
         let (courses, _, summary) = diff(&[a], &[b], None);
         assert!(courses.is_empty());
         assert_eq!(summary.unchanged, 1);
+    }
+
+    #[test]
+    fn who_may_launch_and_the_per_user_limit_show_as_settings() {
+        let a = course("a", serde_json::json!({}));
+        let b = course(
+            "a",
+            serde_json::json!({
+                "lti": { "platforms": [{ "issuer": "https://lms.example", "deployment": "d1" }] },
+                "session": { "per_user": 2 },
+            }),
+        );
+        let (courses, _, _) = diff(&[a], &[b], None);
+        let settings: Vec<(String, String, String)> = courses[0]
+            .settings
+            .iter()
+            .map(|c| (c.field.clone(), c.from.clone(), c.to.clone()))
+            .collect();
+        assert_eq!(
+            settings,
+            [
+                ("session.per_user".into(), "1".into(), "2".into()),
+                (
+                    "lti.platforms".into(),
+                    "none".into(),
+                    "https://lms.example (deployment d1)".into()
+                ),
+            ]
+        );
     }
 
     #[test]

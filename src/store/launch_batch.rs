@@ -6,11 +6,15 @@
 //! batch size: group commit for claims.
 //!
 //! Per batch, in order:
-//! 1. PostgreSQL: the advisory lock of every key, in sorted order (another
-//!    labpool serving launches from the same store waits, never deadlocks).
+//! 1. PostgreSQL: the advisory lock of every key and every user, in sorted
+//!    order (another labpool serving launches from the same store waits,
+//!    never deadlocks).
 //! 2. Use the logins up: each state once, and only if its nonce, issuer,
 //!    client and deployment match the id_token's.
-//! 3. Keys with a live session get it back (`resumed`).
+//! 3. Keys with a live session get it back (`resumed`); it is not a new lab.
+//!    The other launches count against their user's limits (live sessions
+//!    plus live wait tickets, per course and in all), in arrival order; one
+//!    over a limit is refused (`UserLimit`).
 //! 4. Per course, launches queue behind launches already waiting (first
 //!    come, first served); the first ones in the queue take the oldest-ready
 //!    warm VMs, locked (`FOR UPDATE SKIP LOCKED` on PostgreSQL).
@@ -119,7 +123,12 @@ impl Store {
         };
 
         if self.backend == Backend::Postgres {
-            let keys: BTreeSet<String> = batch.iter().map(|l| l.key.lock_name()).collect();
+            // Keys (one session per key) and users (the per-user limits),
+            // all in one sorted order, so batches never wait in a cycle.
+            let keys: BTreeSet<String> = batch
+                .iter()
+                .flat_map(|l| [l.key.lock_name(), l.key.user_lock_name()])
+                .collect();
             sqlx::query(
                 "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM
                  (SELECT json_array_elements_text($1::json) AS k ORDER BY k) AS sorted",
@@ -192,8 +201,10 @@ impl Store {
 
         // 3. Live sessions come back.
         let mut pending: Vec<usize> = Vec::new();
+        let mut users_sessions: Vec<SessionRow> = Vec::new();
         if !leaders.is_empty() {
-            let resumed = self.live_claims_in(&mut tx, batch, &leaders).await?;
+            let resumed;
+            (resumed, users_sessions) = self.live_claims_in(&mut tx, batch, &leaders).await?;
             for &i in &leaders {
                 match resumed.get(&batch[i].key) {
                     Some(claimed) => {
@@ -202,6 +213,19 @@ impl Store {
                     None => pending.push(i),
                 }
             }
+        }
+        // 3b. Per-user limits: what each user holds, then this batch's new
+        // launches in arrival order.
+        if !pending.is_empty() {
+            let waits = self.users_waits_in(&mut tx, batch, &pending, now).await?;
+            let mut holdings = Holdings::new(&users_sessions, &waits);
+            pending.retain(|&i| match holdings.admit(&batch[i]) {
+                Ok(()) => true,
+                Err(held) => {
+                    outcomes[i] = Some(LaunchOutcome::UserLimit { held });
+                    false
+                }
+            });
         }
         // 4–5. Per course: the queue, warm VMs for its head, tickets or
         // Full for the rest.
@@ -250,13 +274,14 @@ impl Store {
             .collect())
     }
 
-    /// The live sessions (and their VMs) of the `leaders`' keys.
+    /// The live sessions (and their VMs) of the `leaders`' keys, and every
+    /// live session of their users.
     async fn live_claims_in(
         &self,
         tx: &mut Transaction<'_, Any>,
         batch: &[LaunchRequest],
         leaders: &[usize],
-    ) -> Result<HashMap<SessionKey, Claimed>, StoreError> {
+    ) -> Result<(HashMap<SessionKey, Claimed>, Vec<SessionRow>), StoreError> {
         let users: BTreeSet<&str> = leaders
             .iter()
             .map(|&i| batch[i].key.user_sub.as_str())
@@ -267,14 +292,14 @@ impl Store {
         );
         let q = sqlx::query_as::<_, SessionRow>(&sql).bind(json_array(users.iter().copied()));
         let wanted: HashSet<&SessionKey> = leaders.iter().map(|&i| &batch[i].key).collect();
-        let sessions: Vec<SessionRow> = q
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
+        let users: Vec<SessionRow> = q.fetch_all(&mut **tx).await?;
+        let sessions: Vec<SessionRow> = users
+            .iter()
             .filter(|s| wanted.contains(&s.key))
+            .cloned()
             .collect();
         if sessions.is_empty() {
-            return Ok(HashMap::new());
+            return Ok((HashMap::new(), users));
         }
         let sql = format!(
             "SELECT * FROM vms WHERE id {}",
@@ -305,7 +330,30 @@ impl Store {
                 },
             );
         }
-        Ok(out)
+        Ok((out, users))
+    }
+
+    /// The live wait tickets of the users of the `pending` launches.
+    async fn users_waits_in(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        batch: &[LaunchRequest],
+        pending: &[usize],
+        now: i64,
+    ) -> Result<Vec<WaitTicket>, StoreError> {
+        let users: BTreeSet<&str> = pending
+            .iter()
+            .map(|&i| batch[i].key.user_sub.as_str())
+            .collect();
+        let sql = format!(
+            "SELECT * FROM launch_waits WHERE seen_at > $1 AND user_sub {}",
+            in_json_list(self.backend, 2)
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(now - WAIT_STALE_MS)
+            .bind(json_array(users.iter().copied()))
+            .fetch_all(&mut **tx)
+            .await?)
     }
 
     /// Steps 4–5 for the `launches` (indexes into `batch`) of one course.
@@ -596,4 +644,65 @@ async fn insert_tickets_in(
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// What each user (issuer and `sub`) holds while a batch is decided: live
+/// sessions and live wait tickets, per course. New launches are admitted
+/// against the course's `per_user` and labpool's `labs_per_user`, and what
+/// they are admitted to counts for the launches after them.
+struct Holdings<'a> {
+    /// (issuer, sub) → course → labs held.
+    held: HashMap<(&'a str, &'a str), HashMap<String, u32>>,
+    /// Keys that already wait in their course: their launch is the same
+    /// lab polled again, not a new one.
+    waiting: HashSet<(&'a SessionKey, &'a str)>,
+}
+
+impl<'a> Holdings<'a> {
+    fn new(sessions: &'a [SessionRow], waits: &'a [WaitTicket]) -> Holdings<'a> {
+        let mut holdings = Holdings {
+            held: HashMap::new(),
+            waiting: HashSet::new(),
+        };
+        let keyed = sessions
+            .iter()
+            .map(|s| (&s.key, s.course.as_str()))
+            .chain(waits.iter().map(|t| (&t.key, t.course.as_str())));
+        for (key, course) in keyed {
+            *holdings
+                .held
+                .entry((key.issuer.as_str(), key.user_sub.as_str()))
+                .or_default()
+                .entry(course.to_owned())
+                .or_default() += 1;
+        }
+        holdings.waiting = waits.iter().map(|t| (&t.key, t.course.as_str())).collect();
+        holdings
+    }
+
+    /// Counts `launch` as held, or says which courses its user holds when
+    /// a limit is reached.
+    fn admit(&mut self, launch: &'a LaunchRequest) -> Result<(), Vec<String>> {
+        if self
+            .waiting
+            .contains(&(&launch.key, launch.course.as_str()))
+        {
+            return Ok(());
+        }
+        let user = (launch.key.issuer.as_str(), launch.key.user_sub.as_str());
+        let courses = self.held.entry(user).or_default();
+        let in_course = courses.get(&launch.course).copied().unwrap_or(0);
+        let total: u32 = courses.values().sum();
+        if in_course >= launch.per_user || total >= launch.labs_per_user {
+            let mut held: Vec<String> = courses
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(c, _)| c.clone())
+                .collect();
+            held.sort();
+            return Err(held);
+        }
+        *courses.entry(launch.course.clone()).or_default() += 1;
+        Ok(())
+    }
 }

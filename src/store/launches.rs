@@ -61,6 +61,11 @@ pub struct LaunchRequest {
     pub max: u32,
     /// How long a new session lasts (ms), from the claim.
     pub expiry_ms: i64,
+    /// The course's `session.per_user`: labs of this course the user may
+    /// hold (live sessions plus live wait tickets).
+    pub per_user: u32,
+    /// `lti.limits.labs_per_user`: labs the user may hold in all courses.
+    pub labs_per_user: u32,
 }
 
 impl LaunchRequest {
@@ -86,6 +91,11 @@ pub enum LaunchOutcome {
     /// The course is at its max: every VM it may have is taken.
     Full {
         in_use: i64,
+    },
+    /// The user (issuer and `sub`) already holds as many labs as the course
+    /// or labpool allows; `held` names their courses, sorted.
+    UserLimit {
+        held: Vec<String>,
     },
 }
 

@@ -171,6 +171,13 @@ impl SessionKey {
         ])
         .expect("strings serialize")
     }
+
+    /// The user (issuer and `sub`) as a lock name: what per-user limits
+    /// count under. It never equals a key's [`lock_name`](Self::lock_name)
+    /// (three strings, not five).
+    pub fn user_lock_name(&self) -> String {
+        serde_json::to_string(&["user", &self.issuer, &self.user_sub]).expect("strings serialize")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, FromRow)]

@@ -17,6 +17,20 @@ pub struct ApiTokenRow {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// A read token scoped to courses: their names as a JSON array. None:
+    /// every course.
+    #[serde(skip)]
+    pub courses: Option<String>,
+}
+
+impl ApiTokenRow {
+    /// The courses the token is limited to; None for every course. A
+    /// scope that does not parse is no course at all (never every one).
+    pub fn course_scope(&self) -> Option<Vec<String>> {
+        self.courses
+            .as_deref()
+            .map(|json| serde_json::from_str(json).unwrap_or_default())
+    }
 }
 
 /// How often a token's `last_used_at` is written at most: every request
@@ -37,14 +51,16 @@ impl Store {
             return Err(StoreError::TokenNameTaken(row.name.clone()));
         }
         sqlx::query(
-            "INSERT INTO api_tokens (id, name, scope, token_sha256, created_at, last_used_at, revoked_at)
-             VALUES ($1, $2, $3, $4, $5, NULL, NULL)",
+            "INSERT INTO api_tokens (id, name, scope, token_sha256, created_at, last_used_at,
+                                     revoked_at, courses)
+             VALUES ($1, $2, $3, $4, $5, NULL, NULL, $6)",
         )
         .bind(&row.id)
         .bind(&row.name)
         .bind(&row.scope)
         .bind(&row.token_sha256)
         .bind(row.created_at)
+        .bind(&row.courses)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -538,3 +538,122 @@ async fn the_openapi_description_is_valid_openapi_3_1() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Issue 15 §5: read tokens could not be scoped, so an instructor's token
+/// saw every course. A token made with `--course linux` sees linux only:
+/// in lists, by name (404 for others), on the dashboard; hosts are 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_course_scoped_read_token_sees_only_its_courses() {
+    let w = World::new(Db::Sqlite, 1, 3).await;
+    let (linux, _) = session_of(&w.launch(&w.student("alice")).await);
+    // A python session, claimed directly (python maps no LMS context).
+    let python = w
+        .store
+        .courses()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name == "python")
+        .unwrap();
+    let now = now_ms();
+    let mut key = w.store.session(&linux).await.unwrap().unwrap().key;
+    key.resource_link_id = "python-link".into();
+    let py = w
+        .store
+        .claim("python", &python.spec_hash, &key, now, now + 3_600_000)
+        .await
+        .unwrap()
+        .expect("a warm python VM");
+    // `labpool token create --scope read --course linux`, through the CLI.
+    let create = |name: &str, scope: &str| {
+        labpool_in(
+            w.lab.path(),
+            &[
+                "token",
+                "create",
+                "--name",
+                name,
+                "--scope",
+                scope,
+                "--course",
+                COURSE,
+                "--config",
+                "labpool.yaml",
+            ],
+        )
+    };
+    let out = create("teacher", "read");
+    assert_eq!(out.status, 0, "{out:?}");
+    let token = out.stdout.trim().to_owned();
+    // Course scopes are for read tokens only.
+    let refused = create("x", "admin");
+    assert_ne!(refused.status, 0, "{refused:?}");
+
+    let api = |path: &str| format!("{}/api/v1{path}", w.base);
+    let names = |v: &Value, field: &str| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x[field].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (s, courses) = call("get", &api("/courses"), Some(&token)).await;
+    assert_eq!((s, names(&courses, "name")), (200, vec![COURSE.to_owned()]));
+    let (_, pools) = call("get", &api("/pools"), Some(&token)).await;
+    assert_eq!(names(&pools, "name"), [COURSE]);
+    let (_, sessions) = call("get", &api("/sessions"), Some(&token)).await;
+    assert_eq!(names(&sessions, "id"), std::slice::from_ref(&linux));
+    let (_, vms) = call("get", &api("/vms"), Some(&token)).await;
+    assert!(names(&vms, "course").iter().all(|c| c == COURSE), "{vms}");
+    let (_, events) = call("get", &api("/events?limit=1000"), Some(&token)).await;
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["course"] == COURSE),
+        "{events}"
+    );
+    for hidden in [
+        "/courses/python".to_owned(),
+        format!("/sessions/{}", py.session.id),
+        format!("/vms/{}", py.vm.id),
+    ] {
+        assert_eq!(
+            call("get", &api(&hidden), Some(&token)).await.0,
+            404,
+            "{hidden}"
+        );
+    }
+    assert_eq!(call("get", &api("/hosts"), Some(&token)).await.0, 403);
+    assert_eq!(call("get", &api("/hosts/h1"), Some(&token)).await.0, 403);
+    // Its own course by name works.
+    assert_eq!(
+        call("get", &api(&format!("/courses/{COURSE}")), Some(&token))
+            .await
+            .0,
+        200
+    );
+
+    // The dashboard shows the same.
+    let page = client()
+        .get(format!("{}/admin", w.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Linux basics") && html.contains(&linux),
+        "{html}"
+    );
+    assert!(
+        !html.contains("Python lab") && !html.contains(&py.session.id),
+        "{html}"
+    );
+    // An unscoped read token still sees both.
+    let all = tokens(&w).await;
+    let (_, courses) = call("get", &api("/courses"), Some(&all.read)).await;
+    assert_eq!(names(&courses, "name").len(), 2);
+}

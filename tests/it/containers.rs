@@ -35,8 +35,9 @@ use labpool::store::{VmRow, VmState};
 use tokio::io::AsyncWriteExt;
 
 use crate::lab::{Lab, converge, count};
-use crate::lti::{CONTEXT, Db, World, session_of};
+use crate::lti::{CONTEXT, Db, World, lti_block, session_of};
 use crate::terminal::{Cred, Term};
+use labpool::lms::Platform;
 
 /// The engine: `DOCKER_HOST` when it names a unix socket (the docker CLI
 /// these tests also run reads it too), else the one scripts/setup starts.
@@ -317,9 +318,11 @@ fn head(orphan_grace: &str) -> String {
     )
 }
 
-fn course_text(name: &str, warm: u32, max: u32, session: &str) -> String {
+/// A container course; launchable from `lms` when given.
+fn course_text(name: &str, warm: u32, max: u32, session: &str, lms: Option<&Platform>) -> String {
     format!(
-        "name: {name}\ntitle: Container lab {name}\nruntime: container\ncontainer:\n  image: {IMAGE}\n  cpus: {CPUS}\n  memory: 96MiB\n  user: student\npool: {{ warm: {warm}, max: {max} }}\nsession: {session}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+        "name: {name}\ntitle: Container lab {name}\nruntime: container\ncontainer:\n  image: {IMAGE}\n  cpus: {CPUS}\n  memory: 96MiB\n  user: student\npool: {{ warm: {warm}, max: {max} }}\nsession: {session}\n{}",
+        lms.map(|l| lti_block(l, &[CONTEXT])).unwrap_or_default()
     )
 }
 
@@ -327,9 +330,11 @@ fn course_text(name: &str, warm: u32, max: u32, session: &str) -> String {
 async fn world(course: &'static str, warm: u32, max: u32, session: &str) -> World {
     assert!(course.starts_with(PREFIX));
     let lab = Lab::new();
-    lab.course_text(course, &course_text(course, warm, max, session));
+    let lms = Platform::start().await.expect("platform starts");
+    lab.course_text(course, &course_text(course, warm, max, session, Some(&lms)));
     World::start(
         lab,
+        lms,
         Db::Sqlite,
         &head("1h"),
         "warm containers",
@@ -700,7 +705,7 @@ async fn labelled_orphans_are_collected_after_the_grace_and_unlabelled_ones_left
     let lab = Lab::new();
     lab.course_text(
         COURSE,
-        &course_text(COURSE, 1, 2, "{ expiry: 1h, idle: 30m }"),
+        &course_text(COURSE, 1, 2, "{ expiry: 1h, idle: 30m }", None),
     );
     let config = lab.config(&head(&format!("{}s", GRACE.as_secs())));
     let r = lab.reconciler(config).await;
@@ -989,13 +994,22 @@ async fn a_docker_host_over_tls_needs_labpools_client_certificate() {
         .expect("the engine answers labpool's client certificate");
     // ...and a whole pool comes up through it, as on the socket.
     let lab = Lab::new();
-    lab.course_text(COURSE, &course_text(COURSE, 1, 2, "{ expiry: 1h }"));
+    let lms = Platform::start().await.expect("platform starts");
+    lab.course_text(
+        COURSE,
+        &course_text(COURSE, 1, 2, "{ expiry: 1h }", Some(&lms)),
+    );
     let head = format!(
         "reconcile: {{ boots_per_host: 2, orphan_grace: 1h, backoff: 1s }}\nhosts:\n  - name: tls\n    runtime: container\n    uri: \"{TLS_ENGINE}\"\n    tls: {{ ca: {TLS_DIR}/ca.pem, cert: {TLS_DIR}/cert.pem, key: {TLS_DIR}/key.pem }}\n    capacity: {{ vms: 4, memory: 1GiB, vcpus: 2 }}\n"
     );
-    let w = World::start(lab, Db::Sqlite, &head, "a warm container over TLS", |vms| {
-        count(vms, COURSE, VmState::Warm) == 1
-    })
+    let w = World::start(
+        lab,
+        lms,
+        Db::Sqlite,
+        &head,
+        "a warm container over TLS",
+        |vms| count(vms, COURSE, VmState::Warm) == 1,
+    )
     .await;
     let vms = w.store.vms().await.unwrap();
     let warm = vms.iter().find(|v| v.course == COURSE).expect("its row");
@@ -1014,7 +1028,7 @@ async fn without_docker_the_vm_courses_run_and_the_missing_engine_is_named() {
     lab.course("vm-only", "tiny", "64MiB", 1, 2);
     lab.course_text(
         "itc-no-engine",
-        &course_text("itc-no-engine", 1, 2, "{ expiry: 1h }"),
+        &course_text("itc-no-engine", 1, 2, "{ expiry: 1h }", None),
     );
     let head = format!(
         "reconcile: {{ boots_per_host: 4, orphan_grace: 1h, backoff: 1s }}\nhosts:\n  - name: vms\n    uri: \"{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 10, memory: 16GiB, vcpus: 16 }}\n  - name: gone-docker\n    runtime: container\n    uri: unix:///nonexistent/docker.sock\n    capacity: {{ vms: 4, memory: 1GiB, vcpus: 2 }}\nimages:\n  tiny: {{ volume: base.qcow2 }}\n",
@@ -1072,6 +1086,7 @@ async fn a_reset_and_a_removed_course_treat_containers_as_they_treat_vms() {
         token_id: "t".into(),
         name: "instructor".into(),
         scope: labpool::admin::Scope::Admin,
+        courses: None,
     };
     let at = tab.out.len();
     let done = admin.reset_session(&session, &by).await.expect("reset");
@@ -1160,16 +1175,16 @@ async fn a_container_running_its_own_command_is_ready_by_its_output_marker() {
 /// no longer hyper's connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trace_log_holds_no_token_and_no_terminal_bytes() {
-    use labpool::lms::{Browser, Platform, ToolRegistration};
+    use labpool::lms::{Browser, ToolRegistration};
     const COURSE: &str = "itc-trace";
     let _turn = turn().await;
     let _clean = Cleanup::course(COURSE);
     let lab = Lab::new();
+    let platform = Platform::start().await.expect("platform starts");
     lab.course_text(
         COURSE,
-        &course_text(COURSE, 1, 2, "{ expiry: 1h, idle: 30m }"),
+        &course_text(COURSE, 1, 2, "{ expiry: 1h, idle: 30m }", Some(&platform)),
     );
-    let platform = Platform::start().await.expect("platform starts");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

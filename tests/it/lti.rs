@@ -54,7 +54,7 @@ impl World {
 
     /// [`World::new`], with the try-it LMS when `dev`.
     pub async fn new_with(db: Db, warm: u32, max: u32, dev: bool) -> World {
-        World::new_tuned(db, warm, max, dev, |_| {}).await
+        World::new_among(db, warm, max, dev, &[]).await
     }
 
     /// [`World::new_with`], with `tune` applied to the configuration
@@ -66,6 +66,25 @@ impl World {
         dev: bool,
         tune: impl FnOnce(&mut labpool::config::Config),
     ) -> World {
+        World::new_among_tuned(db, warm, max, dev, &[], tune).await
+    }
+
+    /// [`World::new_with`], with `others` registered as well; the courses
+    /// name only the world's own platform.
+    pub async fn new_among(db: Db, warm: u32, max: u32, dev: bool, others: &[Platform]) -> World {
+        World::new_among_tuned(db, warm, max, dev, others, |_| {}).await
+    }
+
+    /// [`World::new_among`] with `tune` applied to the configuration.
+    pub async fn new_among_tuned(
+        db: Db,
+        warm: u32,
+        max: u32,
+        dev: bool,
+        others: &[Platform],
+        tune: impl FnOnce(&mut labpool::config::Config),
+    ) -> World {
+        let platform = Platform::start().await.expect("platform starts");
         let lab = Lab::new();
         let mut hosts = String::new();
         for name in ["h1", "h2"] {
@@ -77,12 +96,16 @@ impl World {
         lab.course_text(
             COURSE,
             &format!(
-                "name: {COURSE}\ntitle: Linux basics\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: {warm}, max: {max} }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+                "name: {COURSE}\ntitle: Linux basics\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: {warm}, max: {max} }}\n{}",
+                lti_block(&platform, &[CONTEXT])
             ),
         );
         lab.course_text(
             "python",
-            "name: python\ntitle: Python lab\nimage: tiny\nvm: { vcpus: 1, memory: 64MiB }\npool: { warm: 1, max: 5 }\n",
+            &format!(
+                "name: python\ntitle: Python lab\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 5 }}\n{}",
+                lti_block(&platform, &[])
+            ),
         );
         let head = format!(
             "reconcile: {{ boots_per_host: 100, orphan_grace: 1h, backoff: 1s }}\nhosts:\n{hosts}images:\n  tiny: {{ volume: base.qcow2 }}\n"
@@ -91,38 +114,71 @@ impl World {
             count(vms, COURSE, VmState::Warm) == warm as usize
                 && count(vms, "python", VmState::Warm) == 1
         };
-        World::start_tuned(lab, db, &head, "pools warm", ready, dev, tune).await
+        World::start_tuned(
+            lab,
+            platform,
+            others,
+            db,
+            &head,
+            "pools warm",
+            ready,
+            dev,
+            tune,
+        )
+        .await
     }
 
     /// A world of `lab`'s courses on the hosts and images of `head` (YAML
-    /// before the `lti` section), with the platform registered, serving
-    /// once the pools satisfy `ready`.
+    /// before the `lti` section), with `platform` registered, serving once
+    /// the pools satisfy `ready`. Courses that launch from `platform` name
+    /// it (see [`lti_block`]).
     pub async fn start(
         lab: Lab,
+        platform: Platform,
         db: Db,
         head: &str,
         what: &str,
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
     ) -> World {
-        World::start_with(lab, db, head, what, ready, false).await
+        World::start_with(lab, platform, db, head, what, ready, false).await
     }
 
     /// [`World::start`], with the try-it LMS installed as `serve --dev`
     /// installs it when `dev`.
     pub async fn start_with(
         lab: Lab,
+        platform: Platform,
         db: Db,
         head: &str,
         what: &str,
         ready: impl Fn(&[labpool::store::VmRow]) -> bool,
         dev: bool,
     ) -> World {
-        World::start_tuned(lab, db, head, what, ready, dev, |_| {}).await
+        World::start_among(lab, platform, &[], db, head, what, ready, dev).await
     }
 
-    /// [`World::start_with`], with `tune` applied to the configuration.
+    /// [`World::start_with`], with `others` registered too (same client
+    /// and deployment ids as `platform`): other LMSs labpool trusts.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_among(
+        lab: Lab,
+        platform: Platform,
+        others: &[Platform],
+        db: Db,
+        head: &str,
+        what: &str,
+        ready: impl Fn(&[labpool::store::VmRow]) -> bool,
+        dev: bool,
+    ) -> World {
+        World::start_tuned(lab, platform, others, db, head, what, ready, dev, |_| {}).await
+    }
+
+    /// [`World::start_among`], with `tune` applied to the configuration.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_tuned(
         lab: Lab,
+        platform: Platform,
+        others: &[Platform],
         db: Db,
         head: &str,
         what: &str,
@@ -131,7 +187,6 @@ impl World {
         tune: impl FnOnce(&mut labpool::config::Config),
     ) -> World {
         crate::support::init_test_logs();
-        let platform = Platform::start().await.expect("platform starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let postgres = match db {
@@ -142,10 +197,22 @@ impl World {
             .as_ref()
             .map(|p| p.url.clone())
             .unwrap_or_else(|| "sqlite:labpool.db".into());
+        let others_yaml: String = others
+            .iter()
+            .map(|p| {
+                format!(
+                    "    - issuer: \"{}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{}\"\n      token_url: \"{}\"\n      jwks_url: \"{}\"\n",
+                    p.issuer(),
+                    p.auth_url(),
+                    p.token_url(),
+                    p.jwks_url()
+                )
+            })
+            .collect();
         let mut config = lab.config_on(
             &database,
             &format!(
-                "{head}lti:\n  base_url: \"{base}\"\n{LOOPBACK_REGISTRATION}  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n",
+                "{head}lti:\n  base_url: \"{base}\"\n{LOOPBACK_REGISTRATION}  platforms:\n    - issuer: \"{iss}\"\n      client_id: {CLIENT}\n      deployment_ids: [{DEPLOYMENT}]\n      auth_login_url: \"{auth}\"\n      token_url: \"{token}\"\n      jwks_url: \"{jwks}\"\n{others_yaml}",
                 iss = platform.issuer(),
                 auth = platform.auth_url(),
                 token = platform.token_url(),
@@ -166,7 +233,9 @@ impl World {
         app.try_it = try_it.clone();
         let gateway = app.gateway.clone();
         tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
-        platform.register_tool(ToolRegistration::labpool_at(&base, CLIENT, DEPLOYMENT));
+        for p in std::iter::once(&platform).chain(others) {
+            p.register_tool(ToolRegistration::labpool_at(&base, CLIENT, DEPLOYMENT));
+        }
         World {
             lab,
             platform,
@@ -213,6 +282,16 @@ impl World {
             .await
             .expect("launch runs")
     }
+}
+
+/// A course file's `lti` block: `platform` may launch it, from `contexts`
+/// without Deep Linking.
+pub fn lti_block(platform: &Platform, contexts: &[&str]) -> String {
+    format!(
+        "lti: {{ platforms: [{{ issuer: \"{}\" }}], contexts: [{}] }}\n",
+        platform.issuer(),
+        contexts.join(", ")
+    )
 }
 
 /// The session id and one-time code of a redirect to the session page. The
@@ -428,12 +507,29 @@ async fn every_forged_or_mismatched_launch_is_refused_with_its_reason() {
             "does not contain labpool&#39;s client id",
         ),
         (
-            "several audiences, azp another",
+            "azp another",
             forged(Forgery::Claims(
-                json!({ "aud": [CLIENT, "another-tool"], "azp": "another-tool" }),
+                json!({ "aud": [CLIENT], "azp": "another-tool" }),
             )),
             401,
             "azp `another-tool` is not labpool&#39;s client id",
+        ),
+        (
+            // Issue 15 §6: labpool's client id plus an audience it does not
+            // trust, azp naming labpool, was accepted and claimed a VM.
+            "an untrusted extra audience",
+            forged(Forgery::Claims(
+                json!({ "aud": [CLIENT, "evil-tool"], "azp": CLIENT }),
+            )),
+            401,
+            "audience `evil-tool` is not one labpool trusts",
+        ),
+        (
+            // Issue 15 §6: refused as "issued over an hour ago".
+            "no iat",
+            forged(Forgery::Claims(json!({ "iat": null }))),
+            401,
+            "id_token has no `iat`",
         ),
         (
             "unknown issuer",
@@ -678,14 +774,13 @@ async fn the_course_comes_from_the_link_or_the_lms_context_or_the_instructor_is_
     // The context id listed in the course file.
     let (s, _) = session_of(&w.launch(&w.student("erin")).await);
     assert_eq!(w.store.session(&s).await.unwrap().unwrap().course, COURSE);
-    // A custom parameter wins over the context.
+    // A typed custom parameter naming the context's own course adds
+    // nothing and is let through; naming another course is refused (see
+    // a_typed_course_parameter_opens_nothing).
     let mut launch = w.student("erin");
-    launch.resource_link_id = "link-2".into();
-    launch
-        .custom
-        .insert("labpool_course".into(), json!("python"));
-    let (s, _) = session_of(&w.launch(&launch).await);
-    assert_eq!(w.store.session(&s).await.unwrap().unwrap().course, "python");
+    launch.custom.insert("labpool_course".into(), json!(COURSE));
+    let (again, _) = session_of(&w.launch(&launch).await);
+    assert_eq!(again, s);
     // Neither: the instructor is told what to configure.
     let mut unmapped =
         Launch::new(CLIENT, DEPLOYMENT, "teacher", "link-3").in_context("lms-course-9", "Networks");
@@ -693,7 +788,11 @@ async fn the_course_comes_from_the_link_or_the_lms_context_or_the_instructor_is_
     let page = w.launch(&unmapped).await;
     assert_eq!(page.status, 404, "{}", page.body);
     assert!(page.body.contains("lms-course-9"));
-    assert!(page.body.contains("labpool_course"));
+    assert!(page.body.contains("content picker"));
+    assert!(
+        page.body
+            .contains(&format!("issuer: \"{}\"", w.platform.issuer()))
+    );
     assert!(page.body.contains("<code>linux</code>"));
     // A student sees a plain message instead.
     let student = Launch::new(CLIENT, DEPLOYMENT, "sam", "link-3").in_context("lms-course-9", "N");
@@ -736,14 +835,29 @@ async fn deep_linking_places_a_course_that_later_launches_open() {
     let item = &items[0][0];
     assert_eq!(item["type"], "ltiResourceLink");
     assert_eq!(item["custom"]["labpool_course"], "python");
+    assert!(item["custom"]["labpool_placement"].is_string());
     assert_eq!(item["url"], format!("{}/lti/launch", w.base));
 
-    // A student launching the placed link lands on the chosen course.
+    // A student launching the placed link lands on the chosen course,
+    // through the placement labpool signed (context lms-course-7 maps to
+    // no course).
     let mut student = Launch::new(CLIENT, DEPLOYMENT, "fred", "placed-link")
         .in_context("lms-course-7", "Shell scripting");
     student.custom = item["custom"].as_object().unwrap().clone();
     let (s, _) = session_of(&w.launch(&student).await);
     assert_eq!(w.store.session(&s).await.unwrap().unwrap().course, "python");
+    // The placement copied into another course's link still opens python
+    // (LMS course copy), and relaunching returns the same session.
+    let (again, _) = session_of(&w.launch(&student).await);
+    assert_eq!(again, s);
+    // A placement edited by hand is refused with its reason.
+    let mut edited = student.clone();
+    edited.user = "gus".into();
+    let token = item["custom"]["labpool_placement"].as_str().unwrap();
+    edited
+        .custom
+        .insert("labpool_placement".into(), json!(format!("{token}x")));
+    assert_refused(&w.launch(&edited).await, 403, "not one labpool signed");
 
     // A tampered picker form is refused.
     let mut tampered = form.clone();
@@ -800,7 +914,40 @@ async fn dynamic_registration_registers_the_platform_that_then_launches() {
         "link-1",
     )
     .in_context(CONTEXT, "Linux 101");
+    // Registered is not enough: no course names this LMS yet.
     let page = Browser::new().launch(&lms, &launch).await.unwrap();
+    assert_refused(&page, 403, "course `linux` may not be launched from");
+    // A course file naming it makes the launch work.
+    w.lab.course_text(
+        "dr-lab",
+        &format!(
+            "name: dr-lab\ntitle: DR lab\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 2 }}\n{}",
+            lti_block(&lms, &["dr-class"])
+        ),
+    );
+    converge(
+        &w.reconciler,
+        Duration::from_secs(30),
+        "dr-lab warm",
+        |vms| count(vms, "dr-lab", VmState::Warm) == 1,
+    )
+    .await;
+    let launch = Launch::new(
+        &registered.client_id,
+        &registered.deployment_id,
+        "gina",
+        "link-1",
+    )
+    .in_context("dr-class", "DR");
+    let mut page = Browser::new().launch(&lms, &launch).await.unwrap();
+    // The catalog of launchable courses is read again within a second.
+    for _ in 0..20 {
+        if page.status == 303 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        page = Browser::new().launch(&lms, &launch).await.unwrap();
+    }
     let (s, _) = session_of(&page);
     let row = w.store.session(&s).await.unwrap().unwrap();
     assert_eq!(row.key.issuer, lms.issuer());
@@ -881,6 +1028,282 @@ async fn canvas_configuration_names_every_endpoint() {
     assert_eq!(config["public_jwk_url"], format!("{}/lti/jwks", w.base));
     let placements = &config["extensions"][0]["settings"]["placements"];
     assert_eq!(placements[0]["message_type"], "LtiDeepLinkingRequest");
+}
+
+/// Issue 15 §5: a launch with `labpool_course=alpha` from an unrelated LMS
+/// course launched alpha, so any instructor on any registered LMS could
+/// type the parameter and drain any pool. Now a typed name opens nothing,
+/// and a course launches only from the platforms (and deployments) its
+/// file names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_typed_course_parameter_or_an_unnamed_platform_opens_nothing() {
+    let platform = Platform::start().await.expect("platform starts");
+    // Another LMS labpool trusts, which no course names.
+    let stranger = Platform::start().await.expect("platform starts");
+    let lab = Lab::new();
+    let hosts = format!(
+        "  - name: h1\n    uri: \"{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 20, memory: 8GiB, vcpus: 16 }}\n",
+        lab.test_host("h1")
+    );
+    let course = |name: &str, lti: String| {
+        format!(
+            "name: {name}\ntitle: {name}\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 2, max: 4 }}\n{lti}"
+        )
+    };
+    lab.course_text(
+        "alpha",
+        &course("alpha", lti_block(&platform, &["alpha-class"])),
+    );
+    lab.course_text("beta", &course("beta", lti_block(&platform, &[CONTEXT])));
+    // Only through another deployment of the same platform.
+    lab.course_text(
+        "gamma",
+        &course(
+            "gamma",
+            format!(
+                "lti: {{ platforms: [{{ issuer: \"{}\", deployment: deployment-2 }}], contexts: [gamma-class] }}\n",
+                platform.issuer()
+            ),
+        ),
+    );
+    // Names no platform at all.
+    lab.course_text(
+        "delta",
+        &course("delta", "lti: { contexts: [delta-class] }\n".into()),
+    );
+    let head = format!(
+        "reconcile: {{ boots_per_host: 100, orphan_grace: 1h, backoff: 1s }}\nhosts:\n{hosts}images:\n  tiny: {{ volume: base.qcow2 }}\n"
+    );
+    let w = World::start_among(
+        lab,
+        platform,
+        std::slice::from_ref(&stranger),
+        Db::Sqlite,
+        &head,
+        "pools warm",
+        |vms| {
+            ["alpha", "beta", "gamma", "delta"]
+                .iter()
+                .all(|c| count(vms, c, VmState::Warm) == 2)
+        },
+        false,
+    )
+    .await;
+    let typed = |user: &str, context: &str, course: &str| {
+        let mut l =
+            Launch::new(CLIENT, DEPLOYMENT, user, "link-typed").in_context(context, "Other");
+        l.roles = vec![labpool::lms::ROLE_INSTRUCTOR.into()];
+        l.custom.insert("labpool_course".into(), json!(course));
+        l
+    };
+    // From an LMS course mapped to nothing, and from beta's.
+    let page = w
+        .launch(&typed("mallory", "unrelated-class", "alpha"))
+        .await;
+    assert_refused(&page, 403, "plain `labpool_course` custom parameter");
+    assert_refused(
+        &w.launch(&typed("mallory", CONTEXT, "alpha")).await,
+        403,
+        "content picker",
+    );
+    // From a platform the course does not name, by its own context.
+    let other = Launch::new(CLIENT, DEPLOYMENT, "sam", "link-1").in_context("alpha-class", "A");
+    let page = Browser::new().launch(&stranger, &other).await.unwrap();
+    assert_refused(&page, 403, "course `alpha` may not be launched from");
+    // Through a deployment the course does not name.
+    let page = w
+        .launch(&Launch::new(CLIENT, DEPLOYMENT, "sam", "link-g").in_context("gamma-class", "G"))
+        .await;
+    assert_refused(&page, 403, "course `gamma` may not be launched from");
+    // A course that names no platform launches from none.
+    let page = w
+        .launch(&Launch::new(CLIENT, DEPLOYMENT, "sam", "link-d").in_context("delta-class", "D"))
+        .await;
+    assert_refused(&page, 403, "course `delta` may not be launched from");
+    // The picker offers only what this platform and deployment may
+    // launch, and a form edited to pick another course is refused.
+    let teacher = Launch::new(CLIENT, DEPLOYMENT, "teacher", "p")
+        .in_context("x", "X")
+        .deep_linking();
+    let browser = Browser::new();
+    let picker = browser.launch(&w.platform, &teacher).await.unwrap();
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    assert!(picker.body.contains("value=\"alpha\""), "{}", picker.body);
+    for hidden in ["gamma", "delta"] {
+        assert!(
+            !picker.body.contains(&format!("value=\"{hidden}\"")),
+            "{}",
+            picker.body
+        );
+    }
+    let mut form = picker
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/lti/deep-link"))
+        .expect("the course picker");
+    form.fields.retain(|(k, _)| k != "course");
+    form.fields.push(("course".into(), "delta".into()));
+    let page = browser
+        .post_form(&format!("{}{}", w.base, form.action), &form.fields)
+        .await
+        .unwrap();
+    assert_refused(&page, 403, "course `delta` may not be launched from");
+    // Nothing was claimed by any of them...
+    assert!(w.store.live_sessions().await.unwrap().is_empty());
+    // ...and the legitimate launch, mapped by context, works.
+    let (s, _) = session_of(
+        &w.launch(&Launch::new(CLIENT, DEPLOYMENT, "ann", "link-a").in_context("alpha-class", "A"))
+            .await,
+    );
+    assert_eq!(w.store.session(&s).await.unwrap().unwrap().course, "alpha");
+}
+
+/// Issue 15 §5: a placement made on one platform opens nothing on another,
+/// and a course the platform may not launch cannot be picked by editing
+/// the picker's form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_placement_opens_its_course_only_where_it_was_made() {
+    let stranger = Platform::start().await.expect("platform starts");
+    let w = World::new_among(Db::Sqlite, 2, 10, false, std::slice::from_ref(&stranger)).await;
+    let browser = Browser::new();
+    let teacher = Launch::new(CLIENT, DEPLOYMENT, "teacher", "placement")
+        .in_context("lms-course-7", "Shell scripting")
+        .deep_linking();
+    let picker = browser.launch(&w.platform, &teacher).await.unwrap();
+    let mut form = picker
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/lti/deep-link"))
+        .expect("the course picker");
+    for field in &mut form.fields {
+        if field.0 == "course" {
+            field.1 = "python".into();
+        }
+    }
+    let answer = browser
+        .post_form(&format!("{}{}", w.base, form.action), &form.fields)
+        .await
+        .unwrap();
+    let jwt = answer
+        .autosubmit_form()
+        .and_then(|f| f.fields.into_iter().find(|(k, _)| k == "JWT"))
+        .expect("the signed answer")
+        .1;
+    let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(&jwt).unwrap();
+    let custom = claims["https://purl.imsglobal.org/spec/lti-dl/claim/content_items"][0]["custom"]
+        .as_object()
+        .unwrap()
+        .clone();
+    // The same custom parameters, on a link of another LMS labpool
+    // trusts: placed elsewhere, refused.
+    let mut moved = Launch::new(CLIENT, DEPLOYMENT, "fred", "placed")
+        .in_context("lms-course-7", "Shell scripting");
+    moved.custom = custom.clone();
+    let page = Browser::new().launch(&stranger, &moved).await.unwrap();
+    assert_refused(&page, 403, "placed on another platform or deployment");
+    // A course the platform may not launch is not in the stranger's
+    // picker, and editing the form to pick it is refused.
+    let teacher = Launch::new(CLIENT, DEPLOYMENT, "teacher", "p")
+        .in_context("x", "X")
+        .deep_linking();
+    let browser = Browser::new();
+    let picker = browser.launch(&stranger, &teacher).await.unwrap();
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    assert!(!picker.body.contains("Python lab"), "{}", picker.body);
+    assert!(
+        picker.body.contains("No labs to choose from"),
+        "{}",
+        picker.body
+    );
+    // Without the signed value, the readable course name alone is refused.
+    let mut bare = Launch::new(CLIENT, DEPLOYMENT, "fred", "placed")
+        .in_context("lms-course-7", "Shell scripting");
+    bare.custom
+        .insert("labpool_course".into(), custom["labpool_course"].clone());
+    assert_refused(&w.launch(&bare).await, 403, "plain `labpool_course`");
+    assert!(w.store.live_sessions().await.unwrap().is_empty());
+}
+
+/// Issue 15 §6: Deep Linking `data` sent as a JSON object was refused (400),
+/// and a Learner's Deep Linking request got the course picker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deep_linking_echoes_any_data_and_is_for_instructors_only() {
+    let w = World::new(Db::Sqlite, 1, 5).await;
+    let data = json!({ "state": "abc", "n": 1 });
+    let teacher = Launch::new(CLIENT, DEPLOYMENT, "teacher", "placement")
+        .in_context("lms-course-7", "Shell scripting")
+        .deep_linking()
+        .forged(Forgery::Claims(json!({
+            "https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings": { "data": data }
+        })));
+    let browser = Browser::new();
+    let picker = browser.launch(&w.platform, &teacher).await.unwrap();
+    assert_eq!(picker.status, 200, "{}", picker.body);
+    let form = picker
+        .forms()
+        .into_iter()
+        .find(|f| f.action.ends_with("/lti/deep-link"))
+        .expect("the course picker");
+    let answer = browser
+        .post_form(&format!("{}{}", w.base, form.action), &form.fields)
+        .await
+        .unwrap();
+    let jwt = answer
+        .autosubmit_form()
+        .and_then(|f| f.fields.into_iter().find(|(k, _)| k == "JWT"))
+        .expect("the signed answer")
+        .1;
+    let claims: serde_json::Value = jsonwebtoken::dangerous::insecure_decode_claims(&jwt).unwrap();
+    assert_eq!(
+        claims["https://purl.imsglobal.org/spec/lti-dl/claim/data"],
+        data
+    );
+
+    // A Learner (and a role that only ends like an instructor's) is refused.
+    for role in [
+        labpool::lms::ROLE_LEARNER,
+        "https://evil.example/roles#Instructor",
+    ] {
+        let mut learner = Launch::new(CLIENT, DEPLOYMENT, "sam", "placement")
+            .in_context("lms-course-7", "Shell scripting")
+            .deep_linking();
+        learner.roles = vec![role.into()];
+        let page = w.launch(&learner).await;
+        assert_refused(&page, 403, "needs an instructor");
+        assert!(
+            !page.body.contains("/lti/deep-link"),
+            "no picker for {role}"
+        );
+    }
+}
+
+/// Issue 15 §5: one user through 10 resource links got 2 sessions, 6 waits
+/// and 2 "full", and the next student got 503. Now one lab per course per
+/// user: the other links are told which lab they already have, a relaunch
+/// returns the same session, and the next student gets a VM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_user_cannot_take_a_pool_through_many_links() {
+    let w = World::new(Db::Sqlite, 2, 8).await;
+    let link = |n: usize| {
+        Launch::new(CLIENT, DEPLOYMENT, "hoarder", format!("link-{n}"))
+            .in_context(CONTEXT, "Linux 101")
+    };
+    let (first, _) = session_of(&w.launch(&link(0)).await);
+    for n in 1..10 {
+        let page = w.launch(&link(n)).await;
+        assert_refused(&page, 409, "You already have a lab");
+        assert!(
+            page.body.contains("<strong>Linux basics</strong>"),
+            "{}",
+            page.body
+        );
+    }
+    // The same link again is the same session, not a new one.
+    let (again, _) = session_of(&w.launch(&link(0)).await);
+    assert_eq!(again, first);
+    assert_eq!(w.store.live_sessions().await.unwrap().len(), 1);
+    // The next student is served.
+    session_of(&w.launch(&w.student("next")).await);
 }
 
 // ---- races, on both databases ---------------------------------------------

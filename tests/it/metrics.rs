@@ -293,8 +293,10 @@ async fn metrics_follow_the_pools_launches_and_refusals() {
             forged(Forgery::Claims(json!({
                 "https://purl.imsglobal.org/spec/lti/claim/custom": { "labpool_course": "attacker-course" }
             }))),
-            "no-course",
-            404,
+            // A plain course name differing from the context's: refused
+            // (issue 15 §5), never the named course.
+            "course-scope",
+            403,
         ),
     ];
     for (i, (launch, reason, status)) in cases.into_iter().enumerate() {
@@ -450,7 +452,8 @@ async fn json_logs_carry_the_launch_and_action_span_fields() {
     lab.course_text(
         COURSE,
         &format!(
-            "name: {COURSE}\ntitle: Linux basics\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 2 }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+            "name: {COURSE}\ntitle: Linux basics\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 2 }}\n{}",
+            crate::lti::lti_block(&platform, &[CONTEXT])
         ),
     );
     // `serve` listens where the configuration says, so the port is picked

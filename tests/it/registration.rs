@@ -21,15 +21,27 @@ const SECRET_BODY: &str = "INTERNAL-ONLY: db_password=hunter2";
 
 /// A world whose registrations may reach loopback (the test LMSs) or not.
 async fn world(db: Db, allow_loopback: bool) -> World {
+    world_naming(db, allow_loopback, &[]).await
+}
+
+/// [`world`], whose course may also be launched from `also` (LMSs a test
+/// registers dynamically: a course names the platforms it launches from).
+async fn world_naming(db: Db, allow_loopback: bool, also: &[&Platform]) -> World {
+    let platform = Platform::start().await.expect("platform starts");
     let lab = Lab::new();
     let hosts = format!(
         "  - name: h1\n    uri: \"{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 20, memory: 64GiB, vcpus: 64 }}\n",
         lab.test_host("h1")
     );
+    let issuers: Vec<String> = std::iter::once(&platform)
+        .chain(also.iter().copied())
+        .map(|p| format!("{{ issuer: \"{}\" }}", p.issuer()))
+        .collect();
     lab.course_text(
         "linux",
         &format!(
-            "name: linux\ntitle: Linux basics\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 5 }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+            "name: linux\ntitle: Linux basics\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 5 }}\nlti: {{ platforms: [{}], contexts: [{CONTEXT}] }}\n",
+            issuers.join(", ")
         ),
     );
     let head = format!(
@@ -37,6 +49,8 @@ async fn world(db: Db, allow_loopback: bool) -> World {
     );
     World::start_tuned(
         lab,
+        platform,
+        &[],
         db,
         &head,
         "1 warm",
@@ -150,9 +164,9 @@ fn refusal_text(page: &labpool::lms::Page) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_registration_link_works_once_and_a_reused_or_expired_one_is_refused() {
     for db in [Db::Sqlite, Db::Postgres] {
-        let w = world(db, true).await;
-        let link = w.registration_link().await;
         let lms = Platform::start().await.unwrap();
+        let w = world_naming(db, true, &[&lms]).await;
+        let link = w.registration_link().await;
         let registered = lms
             .register_dynamically(&Browser::new(), &link)
             .await

@@ -50,6 +50,8 @@ on_both!(
     one_lease_holder_at_a_time,
     a_batch_of_launches_is_decided_in_one_go,
     a_code_is_redeemed_once_even_by_racing_replicas,
+    a_user_holds_labs_up_to_the_course_and_global_limits,
+    one_users_launches_racing_on_two_connections_get_one_lab,
 );
 
 /// A store on a fresh database, and the URL it was opened with.
@@ -843,6 +845,8 @@ fn launch_of(state: &str, user: &str, max: u32) -> LaunchRequest {
         key,
         max,
         expiry_ms: 3_600_000,
+        per_user: 1,
+        labs_per_user: 3,
     }
 }
 
@@ -977,4 +981,169 @@ async fn a_code_is_redeemed_once_even_by_racing_replicas(db: Db) {
             .await
             .unwrap()
     );
+}
+
+/// A launch of `user` through resource link `link`, under the given limits.
+fn launch_by(
+    state: &str,
+    user: &str,
+    link: &str,
+    per_user: u32,
+    labs_per_user: u32,
+) -> LaunchRequest {
+    let mut l = launch_of(state, user, 100);
+    l.key.resource_link_id = link.into();
+    l.per_user = per_user;
+    l.labs_per_user = labs_per_user;
+    l
+}
+
+/// Logins for every launch of `batch`, then the batch at `now`.
+async fn decide(db: &Store, batch: &[LaunchRequest], now: i64) -> Vec<LaunchOutcome> {
+    for l in batch {
+        if db.login(&l.state).await.unwrap().is_none() {
+            db.insert_login(&login_row(&l.state, Some("deploy-1"), now))
+                .await
+                .unwrap();
+        }
+    }
+    db.launch_batch(batch, now).await.unwrap()
+}
+
+fn user_limit(o: &LaunchOutcome) -> &[String] {
+    match o {
+        LaunchOutcome::UserLimit { held } => held,
+        other => panic!("not refused for the user's limit: {other:?}"),
+    }
+}
+
+/// Issue 15 §5: one user through 10 resource links took 2 sessions and 6
+/// waits. Live sessions plus live wait tickets count against the course's
+/// `per_user` and labpool's `labs_per_user`; the same key again is the
+/// same lab, never a new one.
+async fn a_user_holds_labs_up_to_the_course_and_global_limits(db: Db) {
+    let now = 1_000;
+    warm_vms(&db, &["vm-a", "vm-b", "vm-c", "vm-d", "vm-e"]).await;
+    // One per course: the second link is refused, naming the course held;
+    // the first link twice in one batch is one session.
+    let out = decide(
+        &db,
+        &[
+            launch_by("a1", "u1", "link-1", 1, 3),
+            launch_by("a2", "u1", "link-2", 1, 3),
+            launch_by("a3", "u1", "link-1", 1, 3),
+            launch_by("a4", "u2", "link-1", 1, 3),
+        ],
+        now,
+    )
+    .await;
+    let first = claimed(&out[0]).session.id.clone();
+    assert_eq!(user_limit(&out[1]), [COURSE.to_owned()]);
+    assert_eq!(claimed(&out[2]).session.id, first);
+    assert!(!claimed(&out[3]).resumed);
+    // Later: the first link comes back to its session; a third is refused.
+    let out = decide(
+        &db,
+        &[
+            launch_by("b1", "u1", "link-1", 1, 3),
+            launch_by("b2", "u1", "link-3", 1, 3),
+        ],
+        now + 10,
+    )
+    .await;
+    let back = claimed(&out[0]);
+    assert_eq!(
+        (back.session.id.as_str(), back.resumed),
+        (first.as_str(), true)
+    );
+    user_limit(&out[1]);
+    // The global cap: a course allowing 5, labpool allowing 2 in all.
+    let out = decide(
+        &db,
+        &[
+            launch_by("c1", "u3", "a", 5, 2),
+            launch_by("c2", "u3", "b", 5, 2),
+            launch_by("c3", "u3", "c", 5, 2),
+        ],
+        now + 20,
+    )
+    .await;
+    claimed(&out[0]);
+    claimed(&out[1]);
+    assert_eq!(user_limit(&out[2]), [COURSE.to_owned()]);
+    // Waiting counts: one VM left, u4 takes it, u5 waits and may not wait
+    // through a second link; its own link again is the same ticket.
+    let out = decide(
+        &db,
+        &[
+            launch_by("d1", "u4", "a", 1, 3),
+            launch_by("d2", "u5", "a", 1, 3),
+            launch_by("d3", "u5", "b", 1, 3),
+        ],
+        now + 30,
+    )
+    .await;
+    claimed(&out[0]);
+    let LaunchOutcome::Waiting(ticket) = &out[1] else {
+        panic!("waits: {:?}", out[1]);
+    };
+    user_limit(&out[2]);
+    let out = decide(&db, &[launch_by("e1", "u5", "a", 1, 3)], now + 40).await;
+    assert!(
+        matches!(&out[0], LaunchOutcome::Waiting(t) if t.id == ticket.id),
+        "{:?}",
+        out[0]
+    );
+    // The same `sub` at another issuer is another user.
+    let mut elsewhere = launch_by("f1", "u1", "link-9", 1, 3);
+    elsewhere.key.issuer = "https://other.example".into();
+    elsewhere.issuer = elsewhere.key.issuer.clone();
+    db.insert_login(&LoginRow {
+        issuer: elsewhere.issuer.clone(),
+        ..login_row("f1", Some("deploy-1"), now)
+    })
+    .await
+    .unwrap();
+    let out = db.launch_batch(&[elsewhere], now + 50).await.unwrap();
+    assert!(matches!(out[0], LaunchOutcome::Waiting(_)), "{:?}", out[0]);
+}
+
+/// The limit holds across concurrent batches (two labpools, or two
+/// connections of one): per user, two links launched at the same instant
+/// on two connections give one lab. PostgreSQL takes a per-user lock;
+/// SQLite's write lock serializes the batches.
+async fn one_users_launches_racing_on_two_connections_get_one_lab(db: Db) {
+    let now = 1_000;
+    let ids: Vec<String> = (0..40).map(|i| format!("vm-{i:02}")).collect();
+    warm_vms(&db, &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let mut batches = Vec::new();
+    for link in ["x", "y"] {
+        let batch: Vec<LaunchRequest> = (0..20)
+            .map(|u| launch_by(&format!("{link}-{u}"), &format!("racer-{u}"), link, 1, 3))
+            .collect();
+        for l in &batch {
+            db.insert_login(&login_row(&l.state, Some("deploy-1"), now))
+                .await
+                .unwrap();
+        }
+        batches.push(batch);
+    }
+    let tasks: Vec<_> = batches
+        .into_iter()
+        .map(|batch| {
+            let store = db.store.clone();
+            tokio::spawn(async move { store.launch_batch(&batch, now).await.unwrap() })
+        })
+        .collect();
+    let mut labs = std::collections::HashMap::new();
+    for task in tasks {
+        for (u, outcome) in task.await.unwrap().into_iter().enumerate() {
+            if !matches!(outcome, LaunchOutcome::UserLimit { .. }) {
+                *labs.entry(u).or_insert(0) += 1;
+            }
+        }
+    }
+    assert_eq!(labs.len(), 20);
+    assert!(labs.values().all(|&n| n == 1), "{labs:?}");
+    assert_eq!(db.live_sessions().await.unwrap().len(), 20);
 }

@@ -12,8 +12,9 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::lab::{Lab, converge, count};
-use crate::lti::{CONTEXT, Db, World, session_of};
+use crate::lti::{CONTEXT, Db, World, lti_block, session_of};
 use crate::qemu::{OwnPool, qemu_config};
+use labpool::lms::Platform;
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -264,14 +265,16 @@ const SERIAL: &str = "term-serial";
 async fn serial_world(pool_name: &str) -> (World, OwnPool) {
     let lab = Lab::new();
     let pool = OwnPool::create(&lab, pool_name, SERIAL);
+    let lms = Platform::start().await.expect("platform starts");
     lab.course_text(
         SERIAL,
         &format!(
-            "name: {SERIAL}\ntitle: Shell on a serial line\nimage: busybox\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 1, max: 2 }}\nsession: {{ expiry: 1h, idle: 30m }}\nlti: {{ contexts: [{CONTEXT}] }}\nreadiness: {{ console_marker: GUEST-READY }}\n"
+            "name: {SERIAL}\ntitle: Shell on a serial line\nimage: busybox\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 1, max: 2 }}\nsession: {{ expiry: 1h, idle: 30m }}\n{}readiness: {{ console_marker: GUEST-READY }}\n",
+            lti_block(&lms, &[CONTEXT])
         ),
     );
     let head = qemu_config(&pool.0);
-    let world = World::start(lab, Db::Sqlite, &head, "1 warm guest", |vms| {
+    let world = World::start(lab, lms, Db::Sqlite, &head, "1 warm guest", |vms| {
         count(vms, SERIAL, VmState::Warm) == 1
     })
     .await;
@@ -434,6 +437,7 @@ async fn a_reset_moves_the_open_terminal_to_a_fresh_vm() {
         token_id: "t".into(),
         name: "instructor".into(),
         scope: labpool::admin::Scope::Admin,
+        courses: None,
     };
     let at = tab.out.len();
     let done = admin.reset_session(&session, &by).await.expect("reset");
@@ -695,17 +699,19 @@ async fn a_renewal_goes_to_the_attached_page_and_retires_older_tokens() {
 /// A world of test hosts with one course whose sessions last `session`.
 async fn short_sessions(session: &str) -> World {
     let lab = Lab::new();
+    let lms = Platform::start().await.expect("platform starts");
     lab.course_text(
         "short",
         &format!(
-            "name: short\ntitle: Short lab\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 3 }}\nsession: {session}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+            "name: short\ntitle: Short lab\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 3 }}\nsession: {session}\n{}",
+            lti_block(&lms, &[CONTEXT])
         ),
     );
     let head = format!(
         "reconcile: {{ boots_per_host: 10, orphan_grace: 1h, backoff: 1s }}\nhosts:\n  - name: h1\n    uri: \"{}\"\n    storage_pool: labpool\n    capacity: {{ vms: 10, memory: 8GiB, vcpus: 8 }}\nimages:\n  tiny: {{ volume: base.qcow2 }}\n",
         lab.test_host("h1")
     );
-    World::start(lab, Db::Sqlite, &head, "1 warm", |vms| {
+    World::start(lab, lms, Db::Sqlite, &head, "1 warm", |vms| {
         count(vms, "short", VmState::Warm) == 1
     })
     .await
@@ -867,14 +873,16 @@ async fn a_launch_in_chromium_ends_in_a_working_terminal() {
 async fn an_ssh_course_terminal_works_through_the_socket() {
     let lab = Lab::new();
     let pool = OwnPool::create(&lab, "labpool-test-terminal-ssh", "term-ssh");
+    let lms = Platform::start().await.expect("platform starts");
     lab.course_text(
         "term-ssh",
         &format!(
-            "name: term-ssh\ntitle: Shell over SSH\nimage: busybox-ssh\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 1, max: 2 }}\nsession: {{ console: ssh, ssh: {{ user: student }} }}\nlti: {{ contexts: [{CONTEXT}] }}\n"
+            "name: term-ssh\ntitle: Shell over SSH\nimage: busybox-ssh\nvm: {{ vcpus: 1, memory: 192MiB }}\npool: {{ warm: 1, max: 2 }}\nsession: {{ console: ssh, ssh: {{ user: student }} }}\n{}",
+            lti_block(&lms, &[CONTEXT])
         ),
     );
     let head = crate::terminal_ssh::config_text(&pool.0);
-    let w = World::start(lab, Db::Sqlite, &head, "1 warm SSH guest", |vms| {
+    let w = World::start(lab, lms, Db::Sqlite, &head, "1 warm SSH guest", |vms| {
         count(vms, "term-ssh", VmState::Warm) == 1
     })
     .await;

@@ -298,6 +298,9 @@ async fn a_try_it_launch_in_chromium_ends_in_a_working_terminal() {
     let head = qemu_config(&pool.0);
     let w = World::start_with(
         lab,
+        labpool::lms::Platform::start()
+            .await
+            .expect("platform starts"),
         Db::Sqlite,
         &head,
         "1 warm guest",
@@ -417,12 +420,14 @@ fn serve_exposed(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 
 #[test]
 fn serve_dev_refuses_an_address_other_machines_reach() {
-    let refusal =
-        "http.listen 0.0.0.0:0 and lti.base_url http://0.0.0.0:";
+    let refusal = "http.listen 0.0.0.0:0 and lti.base_url http://0.0.0.0:";
     let (status, stderr) = serve_exposed(&["--dev"], &[]);
     assert_eq!(status, 1, "{stderr}");
     assert!(stderr.contains(refusal), "{stderr}");
-    assert!(stderr.contains("are reachable beyond this machine"), "{stderr}");
+    assert!(
+        stderr.contains("are reachable beyond this machine"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--dev-allow-remote"), "{stderr}");
     for on in ["1", "true", "yes"] {
         let (status, stderr) = serve_exposed(&[], &[("LABPOOL_DEV", on)]);
