@@ -156,6 +156,31 @@ async fn open_secrets(common: &Common) -> anyhow::Result<(Config, Store)> {
     for file in crate::store::sqlite_files(config.database.expose()) {
         crate::file_modes::refuse_shared(&file, "the state store, holding its secrets")?;
     }
+    // Private keys the configuration points at: whoever reads one logs in to
+    // every SSH lab, fetches the course repository, or drives a Docker host.
+    let keys = config
+        .terminal
+        .ssh_key
+        .iter()
+        .map(|k| (k, "terminal.ssh_key"))
+        .chain(
+            config
+                .source
+                .git
+                .iter()
+                .filter_map(|g| g.ssh_key.as_ref())
+                .map(|k| (k, "source.git.ssh_key")),
+        )
+        .chain(
+            config
+                .hosts
+                .iter()
+                .filter_map(|h| h.tls.as_ref())
+                .map(|t| (&t.key, "hosts[].tls.key")),
+        );
+    for (key, what) in keys {
+        crate::file_modes::refuse_shared(key, &format!("the private key of {what}"))?;
+    }
     let (config, store) = open(common).await?;
     crate::secret_key::unlock(&config, &store).await?;
     Ok((config, store))

@@ -37,7 +37,7 @@ fn refused(r: Refusal, what: &str) -> Response {
 }
 
 /// Whether the request's `Origin` is exactly `origin` (a missing one is not).
-pub(crate) fn same_origin(headers: &HeaderMap, origin: &str) -> bool {
+pub(crate) fn sent_from(headers: &HeaderMap, origin: &str) -> bool {
     headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
@@ -133,7 +133,7 @@ pub async fn launch(
     // this a page elsewhere could post an attacker's launch and secret from
     // a student's browser and open the attacker's lab in it (login CSRF).
     // Browsers send `Origin` with every form post.
-    if form.storage_secret.is_some() && !same_origin(&headers, lti.origin()) {
+    if form.storage_secret.is_some() && !sent_from(&headers, lti.origin()) {
         lti.metrics().refused("forged");
         return refused(
             Refusal::forged(

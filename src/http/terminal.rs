@@ -34,7 +34,7 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::App;
-use super::lti::same_origin;
+use super::lti::sent_from;
 use crate::reconcile::now_ms;
 use crate::session_token::{SessionClaims, TokenError, code_id};
 use crate::terminal::gateway::{AttachError, Status, ToPage};
@@ -139,7 +139,7 @@ pub async fn socket(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let origin = if same_origin(&headers, app.lti.origin()) {
+    let origin = if sent_from(&headers, app.lti.origin()) {
         Ok(())
     } else {
         // Debug-formatted: whatever a client sent cannot break a log line.

@@ -569,6 +569,21 @@ async fn a_readable_configuration_holding_a_secret_is_refused() {
     );
 }
 
+/// A private key the configuration points at (here the terminal's SSH key)
+/// that group or others may read stops `serve` like a readable store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readable_private_key_of_the_configuration_is_refused() {
+    let bed = Bed::new(false).await;
+    bed.config("terminal: { ssh_key: id_test }\n");
+    let key = bed.path().join("id_test");
+    std::fs::write(&key, "not a real key\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let log = bed.refused(&[]);
+    assert!(log.contains("terminal.ssh_key"), "{log}");
+    assert!(log.contains("chmod 600"), "{log}");
+    assert!(!log.contains("not a real key"), "the key is printed: {log}");
+}
+
 macro_rules! on_both {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
