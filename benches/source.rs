@@ -61,7 +61,7 @@ async fn post_webhook(addr: std::net::SocketAddr, body: &[u8]) {
     let signature = labpool::http::webhook::github_signature(SECRET, body);
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
-        "POST /hooks/git HTTP/1.1\r\nHost: labpool\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /hooks/git HTTP/1.1\r\nHost: {addr}\r\nX-Hub-Signature-256: {signature}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -106,11 +106,13 @@ async fn scenario(webhook: bool) -> Vec<Duration> {
     commit(&repo, &course(1), "start");
     let branch = repo.head().unwrap().shorthand().unwrap().to_string();
     let interval = if webhook { "1h" } else { POLL_INTERVAL };
-    let config = config(dir.path(), &remote_dir, &branch, interval);
-    let store = Store::open(config.database.expose()).await.unwrap();
-    let r = Reconciler::new(config, store.clone()).await.unwrap();
+    let mut config = config(dir.path(), &remote_dir, &branch, interval);
+    // labpool answers only to its base URL's host and port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    config.lti.base_url = Some(format!("http://{addr}"));
+    let store = Store::open(config.database.expose()).await.unwrap();
+    let r = Reconciler::new(config, store.clone()).await.unwrap();
     let app = labpool::http::App::new(r.clone()).await.unwrap();
     tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
     let looping = r.clone();

@@ -341,7 +341,7 @@ mod webhook {
     pub async fn post(addr: std::net::SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> u16 {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         let mut request = format!(
-            "POST /hooks/git HTTP/1.1\r\nHost: labpool\r\nContent-Length: {}\r\nConnection: close\r\n",
+            "POST /hooks/git HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
         );
         for (k, v) in headers {
@@ -366,17 +366,19 @@ mod webhook {
             "One",
         );
         let branch = remote.head().unwrap().shorthand().unwrap().to_string();
-        let config = super::following::config(
+        let mut config = super::following::config(
             &lab,
             remote_dir.path(),
             &format!("branch: {branch}, webhook_secret: s3cret"),
             "1h",
         );
+        // labpool answers only to its base URL's host and port.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        config.lti.base_url = Some(format!("http://{addr}"));
         let r = lab.reconciler(config).await;
         r.pass().await.unwrap();
         r.settle().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let app = labpool::http::App::new(r.clone()).await.unwrap();
         tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
 
@@ -430,17 +432,19 @@ mod webhook {
             "One",
         );
         let branch = remote.head().unwrap().shorthand().unwrap().to_string();
-        let config = super::following::config(
+        let mut config = super::following::config(
             &lab,
             remote_dir.path(),
             &format!("branch: {branch}, webhook_secret: s3cret, webhook_min_interval: 2s"),
             "1h",
         );
+        // labpool answers only to its base URL's host and port.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        config.lti.base_url = Some(format!("http://{addr}"));
         let r = lab.reconciler(config).await;
         r.pass().await.unwrap();
         r.settle().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let app = labpool::http::App::new(r.clone()).await.unwrap();
         tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
         let fetched = r.fetches_started();
