@@ -355,8 +355,19 @@ mod webhook {
         response.split(' ').nth(1).unwrap().parse().unwrap()
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_signed_push_applies_at_once_and_a_forged_one_is_refused() {
+    /// A labpool following a fresh remote (one course, the webhook secret
+    /// `s3cret` and `extra` source keys), applied once and serving HTTP on
+    /// its base URL: the lab, the remote's folder and repository, the
+    /// reconciler and the address.
+    async fn serving(
+        extra: &str,
+    ) -> (
+        Lab,
+        tempfile::TempDir,
+        git2::Repository,
+        labpool::reconcile::Reconciler,
+        std::net::SocketAddr,
+    ) {
         let lab = Lab::new();
         let remote_dir = tempfile::tempdir().unwrap();
         let remote = git2::Repository::init(remote_dir.path()).unwrap();
@@ -369,7 +380,7 @@ mod webhook {
         let mut config = super::following::config(
             &lab,
             remote_dir.path(),
-            &format!("branch: {branch}, webhook_secret: s3cret"),
+            &format!("branch: {branch}, webhook_secret: s3cret{extra}"),
             "1h",
         );
         // labpool answers only to its base URL's host and port.
@@ -381,6 +392,12 @@ mod webhook {
         r.settle().await;
         let app = labpool::http::App::new(r.clone()).await.unwrap();
         tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
+        (lab, remote_dir, remote, r, addr)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_signed_push_applies_at_once_and_a_forged_one_is_refused() {
+        let (_lab, _remote_dir, remote, r, addr) = serving("").await;
 
         let pushed = commit(
             &remote,
@@ -423,30 +440,7 @@ mod webhook {
     /// deliveries within `webhook_min_interval` fold into one fetch.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn replayed_and_bursting_deliveries_cost_one_fetch() {
-        let lab = Lab::new();
-        let remote_dir = tempfile::tempdir().unwrap();
-        let remote = git2::Repository::init(remote_dir.path()).unwrap();
-        commit(
-            &remote,
-            &[("courses/lab.yaml", Some(&course("lab", 1)))],
-            "One",
-        );
-        let branch = remote.head().unwrap().shorthand().unwrap().to_string();
-        let mut config = super::following::config(
-            &lab,
-            remote_dir.path(),
-            &format!("branch: {branch}, webhook_secret: s3cret, webhook_min_interval: 2s"),
-            "1h",
-        );
-        // labpool answers only to its base URL's host and port.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        config.lti.base_url = Some(format!("http://{addr}"));
-        let r = lab.reconciler(config).await;
-        r.pass().await.unwrap();
-        r.settle().await;
-        let app = labpool::http::App::new(r.clone()).await.unwrap();
-        tokio::spawn(labpool::http::serve(listener, app, std::future::pending()));
+        let (_lab, _remote_dir, _remote, r, addr) = serving(", webhook_min_interval: 2s").await;
         let fetched = r.fetches_started();
 
         // One delivery, replayed 20 times: the first fetches.
