@@ -4,7 +4,7 @@
 //! revision is applied; and `labpool serve`'s JSON log lines carrying the
 //! launch's and the reconcile action's span fields.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -489,15 +489,7 @@ async fn json_logs_carry_the_launch_and_action_span_fields() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = crate::support::stderr_lines(&mut child);
     let mut serve = Serve {
         child,
         lines,

@@ -9,7 +9,6 @@
 //! lines, never a connection in this process (which would drop SQLite's
 //! POSIX locks, see ARCHITECTURE). SQLite and PostgreSQL both.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -156,15 +155,7 @@ impl Bed {
             .stderr(Stdio::piped())
             .spawn()
             .expect("serve starts");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::support::stderr_lines(&mut child);
         Serve {
             child,
             lines,
