@@ -104,6 +104,14 @@ pub enum Command {
         #[command(subcommand)]
         action: ops::TokenAction,
     },
+    /// Course revisions held back because they remove too much: show the
+    /// one held, or confirm it so that it applies.
+    Revision {
+        #[command(flatten)]
+        common: ops::Common,
+        #[command(subcommand)]
+        action: ops::RevisionAction,
+    },
     /// LTI platforms: make a one-time Dynamic Registration link, list or
     /// remove dynamically registered platforms.
     Lti {
@@ -166,6 +174,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Keys { common, action } => ops::run(ops::keys(common, action)),
         Command::Lti { common, action } => ops::run(ops::lti(common, action)),
         Command::Token { common, action } => ops::run(ops::token(common, action)),
+        Command::Revision { common, action } => ops::run(ops::revision(common, action)),
     }
 }
 

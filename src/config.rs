@@ -556,7 +556,7 @@ fn default_listen() -> String {
 }
 
 /// Where course files come from: a local folder, or a Git repository.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A folder of course files, read again on every resync. Default `courses`.
@@ -565,6 +565,9 @@ pub struct SourceConfig {
     /// A Git repository to follow instead of a folder.
     #[serde(default)]
     pub git: Option<GitSourceConfig>,
+    /// When a new revision is held back until an admin confirms it.
+    #[serde(default)]
+    pub hold: HoldConfig,
 }
 
 impl Default for SourceConfig {
@@ -572,8 +575,39 @@ impl Default for SourceConfig {
         SourceConfig {
             folder: default_folder(),
             git: None,
+            hold: HoldConfig::default(),
         }
     }
+}
+
+/// A revision that removes more than these shares of what the revision in
+/// force runs is held (and one that removes every course always is): the
+/// pools stay as they are until an admin confirms it or a later revision
+/// removes less.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldConfig {
+    /// Share of the courses (0–1). Default 0.5: removing 3 of 4 is held,
+    /// 2 of 4 applies.
+    #[serde(default = "default_half")]
+    pub max_removed_share: f64,
+    /// Share of the warm VMs (`pool.warm` summed over courses, removed
+    /// courses and lowered counts alike), 0–1. Default 0.5.
+    #[serde(default = "default_half")]
+    pub max_warm_removed_share: f64,
+}
+
+impl Default for HoldConfig {
+    fn default() -> Self {
+        HoldConfig {
+            max_removed_share: default_half(),
+            max_warm_removed_share: default_half(),
+        }
+    }
+}
+
+fn default_half() -> f64 {
+    0.5
 }
 
 /// A Git repository of course files, fetched on an interval.
@@ -615,6 +649,11 @@ pub struct GitSourceConfig {
     /// folded into one fetch at its end. Default 5s.
     #[serde(default = "default_webhook_min_interval")]
     pub webhook_min_interval: Duration,
+    /// With `tag`: follow the tag when it is moved on the remote (force-pushed
+    /// to another commit). Default false: a moved tag is reported and the
+    /// commit it first named stays in force.
+    #[serde(default)]
+    pub follow_moved_tags: bool,
 }
 
 fn default_webhook_min_interval() -> Duration {
@@ -951,6 +990,24 @@ impl Config {
             }
         }
         self.check_limits(path, doc, out);
+        self.check_hold(path, doc, out);
+    }
+
+    fn check_hold(&self, path: &Path, doc: &Document, out: &mut Vec<Diagnostic>) {
+        let hold = &self.source.hold;
+        for (key, value) in [
+            ("max_removed_share", hold.max_removed_share),
+            ("max_warm_removed_share", hold.max_warm_removed_share),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position(&format!("/source/hold/{key}")),
+                    Code::InvalidValue,
+                    format!("source.hold.{key} is a share of what runs: between 0 and 1"),
+                ));
+            }
+        }
     }
 
     fn check_limits(&self, path: &Path, doc: &Document, out: &mut Vec<Diagnostic>) {

@@ -419,7 +419,7 @@ impl Metrics {
         if let Some(age) = s.revision_age {
             let g = Gauge::new(
                 "labpool_revision_age_seconds",
-                "Seconds since the course revision in force was applied (by the reconciler's current run).",
+                "Seconds since the course revision in force was applied (a restart keeps the time it was first applied).",
             )
             .expect("valid gauge");
             state.register(Box::new(g.clone())).expect("unique name");
@@ -432,6 +432,14 @@ impl Metrics {
                 "Whether the newest course revision read was rejected as invalid (1; the last good one stays in force) or not (0).",
             )
             .set(i64::from(rejected));
+        }
+        if let Some(held) = s.revision_held {
+            int_gauge(
+                state,
+                "labpool_revision_held",
+                "Whether a newer course revision is held back because it removes too much (1: the pools stay on the revision in force until an admin confirms it or a later revision removes less) or not (0).",
+            )
+            .set(i64::from(held));
         }
     }
 }
@@ -466,6 +474,9 @@ pub struct Snapshot {
     /// Whether the newest revision read was rejected; `None` before the
     /// reconciler wrote its status.
     pub revision_rejected: Option<bool>,
+    /// Whether a newer revision is held back for an admin's confirmation;
+    /// `None` before the reconciler wrote its status.
+    pub revision_held: Option<bool>,
     pub open_terminals: usize,
 }
 
@@ -475,6 +486,10 @@ pub struct SourceState {
     /// Id and unix ms of the revision in force.
     pub applied: Option<(String, i64)>,
     pub rejected: bool,
+    /// A newer revision is held back until an admin confirms it.
+    pub held: bool,
+    /// The last fetch of a Git source failed (the revision in force stays).
+    pub fetch_error: bool,
 }
 
 impl SourceState {
@@ -485,11 +500,21 @@ impl SourceState {
         };
         let status: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let applied = &status["applied"];
+        // The store's record of the revision in force, whatever the status
+        // document says (a restart before the source answered).
+        let recorded = store
+            .source_revision("applied")
+            .await?
+            .map(|row| (row.revision, row.at));
         Ok(Some(SourceState {
-            applied: applied["id"]
-                .as_str()
-                .map(|id| (id.to_owned(), applied["at"].as_i64().unwrap_or_default())),
+            applied: recorded.or_else(|| {
+                applied["id"]
+                    .as_str()
+                    .map(|id| (id.to_owned(), applied["at"].as_i64().unwrap_or_default()))
+            }),
             rejected: !status["rejected"].is_null(),
+            held: store.source_revision("held").await?.is_some(),
+            fetch_error: status["last_fetch_error"].is_string(),
         }))
     }
 }
@@ -518,7 +543,8 @@ impl Snapshot {
                 .as_ref()
                 .and_then(|s| s.applied.as_ref())
                 .map(|(_, at)| Duration::from_millis(u64::try_from(now - at).unwrap_or(0))),
-            revision_rejected: source.map(|s| s.rejected),
+            revision_rejected: source.as_ref().map(|s| s.rejected),
+            revision_held: source.map(|s| s.held),
             open_terminals,
         })
     }

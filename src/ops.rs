@@ -261,6 +261,12 @@ pub async fn plan(common: Common, format: Output) -> anyhow::Result<u8> {
         eprintln!("labpool: the course folder is invalid; `serve` keeps the last good revision");
     }
     let reconciler = Reconciler::new(config, store).await?;
+    if let Some(held) = reconciler.pending_hold().await? {
+        eprintln!("labpool: {}", held.warning());
+        if held.confirmed_by.is_none() {
+            eprintln!("labpool: planning on the revision in force");
+        }
+    }
     let (plan, down) = reconciler.dry_run().await?;
     for (host, error) in &down {
         eprintln!("labpool: host `{host}` does not answer (nothing is planned on it): {error}");
@@ -397,6 +403,94 @@ pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
         println!("no keys yet: `labpool serve` creates the first on start");
     }
     Ok(exit::OK)
+}
+
+/// What `labpool revision` does.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RevisionAction {
+    /// Show the revision held back (what it removes and why), if one is.
+    Show,
+    /// Confirm the held revision ID (that exact id, as `status` prints it):
+    /// `serve` applies it at its next pass.
+    Confirm {
+        id: String,
+        /// Who confirms, for the event. Default `cli:$USER`.
+        #[arg(long)]
+        by: Option<String>,
+    },
+}
+
+/// `labpool revision show|confirm`.
+pub async fn revision(common: Common, action: RevisionAction) -> anyhow::Result<u8> {
+    let (_, store) = open(&common).await?;
+    match action {
+        RevisionAction::Show => match store.source_revision("held").await? {
+            None => {
+                println!("no revision is held");
+                Ok(exit::OK)
+            }
+            Some(row) => {
+                let held = crate::source::hold::Held::from_row(&row);
+                println!("{}", held_line(&held));
+                Ok(exit::OK)
+            }
+        },
+        RevisionAction::Confirm { id, by } => {
+            let by = by.unwrap_or_else(|| {
+                format!(
+                    "cli:{}",
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("LOGNAME"))
+                        .unwrap_or_else(|_| "unknown".into())
+                )
+            });
+            match crate::admin::actions::confirm_revision(&store, &id, &by).await {
+                Ok(first) if first == by => {
+                    println!(
+                        "revision {id} confirmed by {by}: labpool serve applies it at its next pass (within reconcile.resync)"
+                    );
+                    Ok(exit::OK)
+                }
+                Ok(first) => {
+                    println!("revision {id} was already confirmed by {first}");
+                    Ok(exit::OK)
+                }
+                Err(crate::admin::ActionError::Store(e)) => Err(e.into()),
+                Err(e) => {
+                    eprintln!("labpool: {e}");
+                    Ok(exit::ERROR)
+                }
+            }
+        }
+    }
+}
+
+/// `held   <id> "subject": removes 3 of 4 courses (warm VMs -7) …`.
+fn held_line(held: &crate::source::hold::Held) -> String {
+    let subject = held
+        .commit
+        .as_ref()
+        .and_then(|c| c["subject"].as_str())
+        .map(|s| format!(" \"{s}\""))
+        .unwrap_or_default();
+    let removed = if held.removal.removed.is_empty() {
+        String::new()
+    } else {
+        format!(" [{}]", held.removal.removed.join(", "))
+    };
+    let state = match &held.confirmed_by {
+        Some(by) => format!("confirmed by {by}; applies at the next pass"),
+        None => format!(
+            "the applied revision stays until an admin confirms it (labpool revision confirm {})",
+            held.id
+        ),
+    };
+    format!(
+        "held     {}{subject}: {}{removed}: {}; {state}",
+        held.id,
+        held.removal.describe(),
+        held.reason
+    )
 }
 
 /// What `labpool token` does.
@@ -592,8 +686,13 @@ pub async fn lti(common: Common, action: LtiAction) -> anyhow::Result<u8> {
 fn source_of(config: &Config) -> String {
     match &config.source.git {
         Some(git) => format!(
-            "git {} ({})",
+            "git {} ({}, {})",
             without_userinfo(&git.url),
+            match git.target() {
+                crate::config::GitTarget::Branch(b) => format!("branch {b}"),
+                crate::config::GitTarget::Tag(t) => format!("tag {t}"),
+                crate::config::GitTarget::Commit(c) => format!("commit {c}"),
+            },
             git.path.display()
         ),
         None => format!("folder {}", config.source.folder.display()),
@@ -806,6 +905,9 @@ fn write_source(out: &mut impl Write, source: &serde_json::Value) -> std::io::Re
             )?,
         }
     }
+    if let Ok(held) = serde_json::from_value::<crate::source::hold::Held>(source["held"].clone()) {
+        writeln!(out, "{}", held_line(&held))?;
+    }
     let rejected = &source["rejected"];
     if !rejected.is_null() {
         writeln!(
@@ -840,7 +942,10 @@ mod tests {
         });
         config.source.git = Some(serde_json::from_value(git).unwrap());
         let line = super::source_of(&config);
-        assert_eq!(line, "git https://git.example.edu/labs.git (courses)");
+        assert_eq!(
+            line,
+            "git https://git.example.edu/labs.git (branch main, courses)"
+        );
         assert!(!line.contains("s3cret"));
     }
 

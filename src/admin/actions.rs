@@ -152,6 +152,15 @@ impl Admin {
         Ok(changed)
     }
 
+    /// Confirms the held revision `id` (that exact id): it applies at the
+    /// reconciler's next pass, asked for now. Returns who confirmed it (an
+    /// earlier confirmation stands).
+    pub async fn confirm_revision(&self, id: &str, by: &Principal) -> Result<String, ActionError> {
+        let done = confirm_revision(self.reconciler.store(), id, &by.name).await?;
+        self.reconciler.wake();
+        Ok(done)
+    }
+
     /// Asks the reconciler to fetch the course source and reconcile now.
     pub async fn resync(&self, by: &Principal) -> Result<(), ActionError> {
         tracing::info!(by = %by.name, "resync requested");
@@ -163,5 +172,44 @@ impl Admin {
         self.reconciler
             .event(now_ms(), kind, Some(course), None, Some(vm), message)
             .await;
+    }
+}
+
+/// Records an admin's confirmation of the held revision `id` (the token's
+/// name, or `cli:<user>` from `labpool revision confirm`) and its event;
+/// shared by the API, the dashboard and the command line. Returns who
+/// confirmed it.
+pub async fn confirm_revision(
+    store: &crate::store::Store,
+    id: &str,
+    by: &str,
+) -> Result<String, ActionError> {
+    use crate::store::Confirmed;
+    let now = now_ms();
+    match store.confirm_held_revision(id, by, now).await? {
+        Confirmed::Now => {
+            tracing::info!(revision = %id, by, "held revision confirmed");
+            let event = crate::store::NewEvent {
+                at: now,
+                kind: "revision-confirmed".into(),
+                course: None,
+                host: None,
+                vm: None,
+                message: format!(
+                    "held revision {id} confirmed by {by}: it applies at the next pass"
+                ),
+            };
+            if let Err(e) = store.record_event(&event).await {
+                tracing::error!(error = %e, "could not record the confirmation's event");
+            }
+            Ok(by.to_string())
+        }
+        Confirmed::Already(first) => Ok(first),
+        Confirmed::NotHeld(None) => Err(ActionError::NotFound(format!(
+            "revision `{id}` is not held: no revision is held now"
+        ))),
+        Confirmed::NotHeld(Some(held)) => Err(ActionError::Conflict(format!(
+            "revision `{id}` is not the one held: {held} is (a confirmation is for that exact revision)"
+        ))),
     }
 }

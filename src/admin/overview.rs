@@ -140,10 +140,7 @@ pub async fn overview(
     let vms = store.vms().await?;
     Ok(Overview {
         now,
-        source: match store.source_status().await? {
-            Some(text) => serde_json::from_str(&text).unwrap_or_default(),
-            None => serde_json::Value::Null,
-        },
+        source: source(store).await?,
         courses: courses(store, &vms, now).await?,
         hosts: hosts(config, store, &vms).await?,
         sessions: store
@@ -154,6 +151,27 @@ pub async fn overview(
             .collect(),
         events: store.events(events).await?,
     })
+}
+
+/// The course source as the reconciler last wrote it, with the revision
+/// held back as the store has it now (a confirmation shows before the
+/// reconciler's next pass).
+pub async fn source(store: &Store) -> Result<serde_json::Value, StoreError> {
+    let mut source = match store.source_status().await? {
+        Some(text) => serde_json::from_str(&text).unwrap_or_default(),
+        None => serde_json::Value::Null,
+    };
+    let held = store
+        .source_revision("held")
+        .await?
+        .map(|row| crate::source::hold::Held::from_row(&row));
+    if let Some(object) = source.as_object_mut() {
+        object.insert(
+            "held".into(),
+            serde_json::to_value(held).expect("held serializes"),
+        );
+    }
+    Ok(source)
 }
 
 /// Every course the store knows, with live counts.

@@ -62,7 +62,7 @@ impl IntoResponse for ApiError {
             ApiError::CoursesOnly => (
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "this token sees only its courses; hosts are shown to unscoped tokens".to_string(),
+                "this token sees only its courses; hosts and the course source are shown to unscoped tokens".to_string(),
             ),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
@@ -320,6 +320,22 @@ pub const ROUTES: &[RouteDoc] = &[
         query: &[],
         response: schema::<Accepted>,
     },
+    RouteDoc {
+        method: "get",
+        path: "/source",
+        scope: Scope::Read,
+        summary: "The course source: the revision in force, the last fetch and its error, the last rejected revision, and the revision held back (what it removes, why, whether confirmed).",
+        query: &[],
+        response: schema::<SourceView>,
+    },
+    RouteDoc {
+        method: "post",
+        path: "/revisions/{id}/confirm",
+        scope: Scope::Admin,
+        summary: "Confirm the held revision `id` (that exact id): it applies at the next pass. 404 when nothing is held, 409 when another revision is.",
+        query: &[],
+        response: schema::<RevisionConfirmed>,
+    },
 ];
 
 // ---------------------------------------------------------------------------
@@ -351,6 +367,24 @@ pub struct HostDetail {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Accepted {
     pub accepted: bool,
+}
+
+/// The course source, as `labpool status` shows it.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SourceView {
+    /// `folder` or `git`, where, what it follows, `applied`, `last_fetch_at`,
+    /// `last_fetch_error`, `rejected`, as the reconciler last wrote them.
+    #[serde(flatten)]
+    pub status: serde_json::Map<String, serde_json::Value>,
+    /// The revision held back, if one is.
+    pub held: Option<crate::source::hold::Held>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RevisionConfirmed {
+    pub revision: String,
+    /// Who confirmed it (the first confirmation stands).
+    pub confirmed_by: String,
 }
 
 // ---------------------------------------------------------------------------
@@ -624,6 +658,32 @@ pub async fn resync(State(app): State<App>, b: Bearer) -> Result<Response, ApiEr
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted: true })).into_response())
 }
 
+pub async fn source(State(app): State<App>, b: Bearer) -> ApiResult<SourceView> {
+    b.allowed(Scope::Read)?.unscoped()?;
+    let store = app.reconciler.store();
+    let mut status = match overview::source(store).await? {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let held = status
+        .remove("held")
+        .and_then(|h| serde_json::from_value(h).ok());
+    Ok(Json(SourceView { status, held }))
+}
+
+pub async fn confirm_revision(
+    State(app): State<App>,
+    b: Bearer,
+    Path(id): Path<String>,
+) -> ApiResult<RevisionConfirmed> {
+    let by = b.allowed(Scope::Admin)?;
+    let confirmed_by = app.admin.confirm_revision(&id, &by).await?;
+    Ok(Json(RevisionConfirmed {
+        revision: id,
+        confirmed_by,
+    }))
+}
+
 pub async fn openapi(State(app): State<App>) -> Response {
     (
         [(header::CACHE_CONTROL, "no-cache")],
@@ -653,6 +713,8 @@ pub fn router() -> axum::Router<App> {
         .route("/hosts/{name}/undrain", post(undrain))
         .route("/events", get(events))
         .route("/resync", post(resync))
+        .route("/source", get(source))
+        .route("/revisions/{id}/confirm", post(confirm_revision))
         .route("/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::NotFound("no such admin API route; see /api/v1/openapi.json".into())

@@ -210,6 +210,7 @@ fn note_text(code: &str) -> Option<&'static str> {
         "drained" => "Host drained: no new VMs there; warm ones move elsewhere.",
         "undrained" => "Host undrained: it takes new VMs again.",
         "resync" => "Resync requested.",
+        "confirmed" => "Revision confirmed: it applies at the next pass.",
         _ => return None,
     })
 }
@@ -365,6 +366,15 @@ pub async fn undrain(
     outcome(done.map(|_| ()), "undrained")
 }
 
+pub async fn confirm_revision(
+    State(app): State<App>,
+    Path(id): Path<String>,
+    Actor(who): Actor,
+) -> Response {
+    let done = app.admin.confirm_revision(&id, &who).await;
+    outcome(done.map(|_| ()), "confirmed")
+}
+
 pub async fn resync(State(app): State<App>, Actor(who): Actor) -> Response {
     outcome(app.admin.resync(&who).await, "resync")
 }
@@ -451,11 +461,17 @@ fn render(view: &Overview, v: &Viewer, note: Option<&str>) -> String {
             escape(&id[..id.len().min(12)])
         )
     };
-    let rejected = if view.source["rejected"].is_null() {
+    let mut rejected = if view.source["rejected"].is_null() {
         String::new()
     } else {
         r#" <span class="bad">(a newer revision was rejected: see events)</span>"#.to_string()
     };
+    if let Some(error) = view.source["last_fetch_error"].as_str() {
+        rejected.push_str(&format!(
+            r#" <span class="bad" data-fetch-error>(the last fetch failed: {})</span>"#,
+            escape(error)
+        ));
+    }
     out.push_str(&format!(
         r#"<header><div><h1>labpool</h1><div class="muted">{revision}{rejected}</div></div>
 <div class="muted">signed in as <b>{}</b> ({}) {} {}</div></header>"#,
@@ -483,6 +499,39 @@ fn render(view: &Overview, v: &Viewer, note: Option<&str>) -> String {
     ));
     if let Some(note) = note {
         out.push_str(&format!(r#"<p class="note">{}</p>"#, escape(note)));
+    }
+    if let Ok(held) =
+        serde_json::from_value::<crate::source::hold::Held>(view.source["held"].clone())
+    {
+        let subject = held.commit.as_ref().and_then(|c| c["subject"].as_str());
+        let subject = subject
+            .map(|s| format!(" “{}”", escape(s)))
+            .unwrap_or_default();
+        let removed = if held.removal.removed.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", escape(&held.removal.removed.join(", ")))
+        };
+        let action = match (&held.confirmed_by, admin) {
+            (Some(by), _) => format!(
+                r#"Confirmed by <b>{}</b>: it applies at the next pass."#,
+                escape(by)
+            ),
+            (None, true) => button(
+                &format!("/admin/revisions/{}/confirm", held.id),
+                "Confirm and apply",
+                csrf,
+                true,
+            ),
+            (None, false) => "An admin token can confirm it.".to_string(),
+        };
+        out.push_str(&format!(
+            r#"<div class="error" data-held="{id}"><b>Revision <code>{short}</code>{subject} is held</b>: it {what}{removed}; {reason}. The pools stay on the revision in force until it is confirmed or a later revision removes less. {action}</div>"#,
+            id = escape(&held.id),
+            short = escape(&held.id[..held.id.len().min(12)]),
+            what = escape(&held.removal.describe()),
+            reason = escape(&held.reason),
+        ));
     }
 
     out.push_str("<h2>Pools</h2><table><tr><th>Course</th><th>Target</th><th>Warm</th><th>Booting</th><th>Assigned</th><th>Failed</th><th>Max</th><th>Condition</th><th>Schedule</th></tr>");
@@ -641,6 +690,7 @@ pub fn router() -> axum::Router<App> {
         .route("/hosts/{name}/drain", post(drain))
         .route("/hosts/{name}/undrain", post(undrain))
         .route("/resync", post(resync))
+        .route("/revisions/{id}/confirm", post(confirm_revision))
         .route("/registration-link", post(registration_link))
 }
 

@@ -92,12 +92,24 @@ pub async fn readyz(State(app): State<App>) -> Response {
                 ok: true,
                 detail: "answers".into(),
             },
-            match source.and_then(|s| s.applied) {
-                Some((id, _)) => Check {
+            match source.map(|s| (s.applied, s.fetch_error, s.held)) {
+                Some((Some((id, _)), fetch_error, held)) => Check {
                     ok: true,
-                    detail: format!("revision {id} applied"),
+                    detail: format!(
+                        "revision {id} applied{}{}",
+                        if fetch_error {
+                            "; the last fetch failed (see labpool status)"
+                        } else {
+                            ""
+                        },
+                        if held {
+                            "; a newer revision is held for an admin's confirmation"
+                        } else {
+                            ""
+                        }
+                    ),
                 },
-                None => Check {
+                _ => Check {
                     ok: false,
                     detail: "no course revision has been applied yet".into(),
                 },

@@ -87,11 +87,18 @@ pub struct PassReport {
 
 /// Mutable state shared by passes and their background tasks.
 pub(crate) struct State {
-    /// The last valid revision; `None` until one loaded.
+    /// The revision in force: the last one applied, in this process or (after
+    /// a restart) as the store recorded it; `None` until there is one.
     revision: Option<Revision>,
+    /// The store's revision in force was read (once per process).
+    restored: bool,
+    /// A valid revision held back because it removes too much (its row in
+    /// the store says whether an admin confirmed it).
+    held: Option<Revision>,
     /// Diagnostics of the last rejected load, to log each rejection once.
     last_rejection: Option<String>,
-    /// When the last good revision was applied in this process.
+    /// When the revision in force was applied (by this process or, restored
+    /// from the store, by an earlier one).
     applied_at: Option<i64>,
     /// When the last rejection happened.
     rejected_at: Option<i64>,
@@ -168,6 +175,8 @@ impl Reconciler {
                 hosts,
                 state: Mutex::new(State {
                     revision: None,
+                    restored: false,
+                    held: None,
                     last_rejection: None,
                     applied_at: None,
                     rejected_at: None,
@@ -307,12 +316,16 @@ impl Reconciler {
         Ok(n)
     }
 
-    /// The desired courses: the last good revision, or (before any loaded
-    /// in this process) the courses as last applied in the store.
+    /// The desired courses: the revision in force (restored from the store
+    /// after a restart, so a source that does not answer changes nothing).
+    /// A new valid revision replaces it unless it removes too much
+    /// ([`source::hold`]): then it is held until an admin confirms it or a
+    /// later revision removes less.
     async fn refresh_source(&self, now: i64) -> Result<Vec<Course>, StoreError> {
+        self.restore_applied().await?;
         let loaded = self.load_source(now).await;
         // Decide under the lock, act (store writes) after it is released.
-        let (applied, rejection) = {
+        let (candidate, rejection) = {
             let mut state = self.inner.state.lock().expect("state");
             match loaded {
                 None => (None, None),
@@ -320,12 +333,7 @@ impl Reconciler {
                     Ok(revision) => {
                         state.last_rejection = None;
                         state.rejected_at = None;
-                        if state.revision.as_ref().map(|r| &r.id) != Some(&revision.id) {
-                            state.revision = Some(revision.clone());
-                            (Some(revision), None)
-                        } else {
-                            (None, None)
-                        }
+                        (Some(revision), None)
                     }
                     Err(rejected) => {
                         let text: Vec<String> =
@@ -350,9 +358,13 @@ impl Reconciler {
             self.event(now, "revision-rejected", None, None, None, text)
                 .await;
         }
-        if let Some(revision) = applied {
-            self.apply_revision(&revision, now).await?;
-            self.inner.state.lock().expect("state").applied_at = Some(now);
+        // Nothing new read: a revision held earlier may have been confirmed.
+        let candidate = match candidate {
+            Some(c) => Some(c),
+            None => self.inner.state.lock().expect("state").held.clone(),
+        };
+        if let Some(revision) = candidate {
+            self.consider(revision, now).await?;
         }
         let status = self.source_status();
         self.inner
@@ -362,14 +374,160 @@ impl Reconciler {
         let current = self.inner.state.lock().expect("state").revision.clone();
         match current {
             Some(r) => Ok(r.courses),
-            // Broken folder right after a start: run on what was applied.
+            // Nothing applied, ever (or a store of an older labpool).
             None => self.applied_courses().await,
         }
     }
 
-    /// The courses of the revision applied last, as the store has them.
+    /// Once per process: the revision in force as the store recorded it, so
+    /// status, `/readyz` and the hold compare with it before the source
+    /// answers (a forge outage during a restart changes nothing).
+    async fn restore_applied(&self) -> Result<(), StoreError> {
+        if self.inner.state.lock().expect("state").restored {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let restored = match store.source_revision("applied").await? {
+            Some(row) => Some((
+                Revision {
+                    id: row.revision,
+                    courses: self.applied_courses().await?,
+                    commit: row
+                        .commit_json
+                        .as_deref()
+                        .and_then(|j| serde_json::from_str(j).ok()),
+                },
+                row.at,
+            )),
+            None => None,
+        };
+        let mut state = self.inner.state.lock().expect("state");
+        state.restored = true;
+        if state.revision.is_none()
+            && let Some((revision, at)) = restored
+        {
+            tracing::info!(revision = %revision.id, courses = revision.courses.len(), "the revision in force, as the store has it");
+            state.revision = Some(revision);
+            state.applied_at = Some(at);
+        }
+        Ok(())
+    }
+
+    /// A valid revision read from the source (or held earlier): applied,
+    /// held, or nothing to do when it is the one in force.
+    async fn consider(&self, revision: Revision, now: i64) -> Result<(), StoreError> {
+        let store = &self.inner.store;
+        let current = self.inner.state.lock().expect("state").revision.clone();
+        if current.as_ref().map(|r| &r.id) == Some(&revision.id) {
+            // Back to the revision in force (a revert): nothing is held.
+            self.inner.state.lock().expect("state").held = None;
+            if let Some(held) = store.clear_held_revision().await? {
+                self.event(
+                    now,
+                    "revision-hold-cleared",
+                    None,
+                    None,
+                    None,
+                    format!(
+                        "revision {} is no longer held: the source is back on {}, the revision in force",
+                        held.revision, revision.id
+                    ),
+                )
+                .await;
+            }
+            return Ok(());
+        }
+        let before = current.as_ref().map_or(&[][..], |r| &r.courses[..]);
+        let removal = source::hold::Removal::between(before, &revision.courses);
+        let crosses = removal.crosses(&self.inner.config.source.hold);
+        let held_row = store.source_revision("held").await?;
+        let confirmed_by = held_row
+            .as_ref()
+            .filter(|h| h.revision == revision.id)
+            .and_then(|h| h.confirmed_by.clone());
+        match (crosses, confirmed_by) {
+            (Some(reason), None) => {
+                let commit_json = revision
+                    .commit
+                    .as_ref()
+                    .map(|c| serde_json::to_string(c).expect("commit serializes"));
+                let detail = serde_json::json!({ "removal": removal, "reason": reason });
+                let new = store
+                    .hold_revision(
+                        &revision.id,
+                        commit_json.as_deref(),
+                        &detail.to_string(),
+                        now,
+                    )
+                    .await?;
+                if new {
+                    let message = format!(
+                        "revision {}{} {}: {reason}; the pools stay on {} until an admin confirms it (labpool revision confirm {})",
+                        revision.id,
+                        revision
+                            .commit
+                            .as_ref()
+                            .map(|c| format!(" \"{}\" by {}", c.subject, c.author))
+                            .unwrap_or_default(),
+                        removal.describe(),
+                        current.as_ref().map_or("nothing", |r| r.id.as_str()),
+                        revision.id
+                    );
+                    tracing::warn!(revision = %revision.id, removed = ?removal.removed, "revision held: {message}");
+                    self.event(now, "revision-held", None, None, None, message)
+                        .await;
+                }
+                self.inner.state.lock().expect("state").held = Some(revision);
+            }
+            (crosses, confirmed_by) => {
+                let superseded = held_row.filter(|h| h.revision != revision.id);
+                store.clear_held_revision().await?;
+                if let Some(old) = superseded {
+                    self.event(
+                        now,
+                        "revision-hold-superseded",
+                        None,
+                        None,
+                        None,
+                        format!(
+                            "held revision {} is superseded by {}, which {}{}",
+                            old.revision,
+                            revision.id,
+                            removal.describe(),
+                            if crosses.is_some() {
+                                " (confirmed)"
+                            } else {
+                                ": applied"
+                            }
+                        ),
+                    )
+                    .await;
+                }
+                self.apply_revision(&revision, confirmed_by.as_deref(), now)
+                    .await?;
+                let mut state = self.inner.state.lock().expect("state");
+                state.held = None;
+                state.revision = Some(revision);
+                state.applied_at = Some(now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The courses of the revision applied last, as the store has them:
+    /// the rows of the recorded revision in force (none, when it has no
+    /// courses); for a store of an older labpool, the newest rows.
     async fn applied_courses(&self) -> Result<Vec<Course>, StoreError> {
-        let rows = self.inner.store.applied_courses().await?;
+        let store = &self.inner.store;
+        let rows = match store.source_revision("applied").await? {
+            Some(applied) => store
+                .courses()
+                .await?
+                .into_iter()
+                .filter(|r| r.revision == applied.revision)
+                .collect(),
+            None => store.applied_courses().await?,
+        };
         Ok(rows
             .iter()
             .filter_map(|r| serde_json::from_str(&r.spec_json).ok())
@@ -436,12 +594,24 @@ impl Reconciler {
                 Err(source::remote::FetchError {
                     url: git.url.clone(),
                     message: e.to_string(),
+                    moved_tag: false,
                 })
             });
         let interval = git.interval.get().as_millis() as i64;
         self.inner.state.lock().expect("state").fetch.last_fetch_at = Some(now);
         let commit = match fetched {
-            Ok(commit) => {
+            Ok(fetched) => {
+                if let Some(from) = &fetched.tag_moved_from {
+                    let message = format!(
+                        "tag `{}` was moved on the remote from {from} to {}; following it (source.git.follow_moved_tags)",
+                        git.tag.as_deref().unwrap_or_default(),
+                        fetched.commit
+                    );
+                    tracing::warn!("{message}");
+                    self.event(now, "tag-moved", None, None, None, message)
+                        .await;
+                }
+                let commit = fetched.commit;
                 let mut state = self.inner.state.lock().expect("state");
                 state.fetch.failures = 0;
                 state.fetch.next_at = now + interval;
@@ -466,8 +636,12 @@ impl Reconciler {
                 };
                 if new_error {
                     tracing::warn!(error = %message, "fetch failed; keeping the last good revision");
-                    self.event(now, "fetch-failed", None, None, None, message)
-                        .await;
+                    let kind = if e.moved_tag {
+                        "tag-moved"
+                    } else {
+                        "fetch-failed"
+                    };
+                    self.event(now, kind, None, None, None, message).await;
                 }
                 return None;
             }
@@ -481,6 +655,22 @@ impl Reconciler {
         self.inner.state.lock().expect("state").fetch.loaded = Some(commit.clone());
         match loaded {
             Ok(Ok(result)) => Some(result),
+            // A commit without the course folder is a rejected revision
+            // (never "no courses"): the reason names the folder.
+            Ok(Err(source::git::GitError::NoFolder { commit, folder })) => {
+                Some(Err(source::Rejected {
+                    diagnostics: vec![crate::diagnostic::Diagnostic::new(
+                        &folder,
+                        crate::diagnostic::Position::START,
+                        crate::diagnostic::Code::IoError,
+                        format!(
+                            "commit {commit} has no folder `{}` (source.git.path); to remove every course, leave the folder with no course files (such a revision is held until an admin confirms it)",
+                            folder.display()
+                        ),
+                    )],
+                    folder,
+                }))
+            }
             Ok(Err(e)) => {
                 let message = format!(
                     "{e}: {}",
@@ -547,8 +737,14 @@ impl Reconciler {
         self.inner.state.lock().expect("state").fetch.started
     }
 
-    /// Records a valid revision's courses in the store.
-    async fn apply_revision(&self, revision: &Revision, now: i64) -> Result<(), StoreError> {
+    /// Records a valid revision's courses in the store, and the revision as
+    /// the one in force.
+    async fn apply_revision(
+        &self,
+        revision: &Revision,
+        confirmed_by: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         let store = &self.inner.store;
         for course in &revision.courses {
             let catalog = self.inner.config.catalog_entry(course);
@@ -565,7 +761,19 @@ impl Reconciler {
                 .await?;
         }
         let names: Vec<&str> = revision.courses.iter().map(|c| c.name.as_str()).collect();
-        tracing::info!(revision = %revision.id, courses = ?names, "revision applied");
+        let commit_json = revision
+            .commit
+            .as_ref()
+            .map(|c| serde_json::to_string(c).expect("commit serializes"));
+        store
+            .set_applied_revision(
+                &revision.id,
+                commit_json.as_deref(),
+                &serde_json::json!({ "courses": names }).to_string(),
+                now,
+            )
+            .await?;
+        tracing::info!(revision = %revision.id, courses = ?names, confirmed_by, "revision applied");
         self.event(
             now,
             "revision-applied",
@@ -573,7 +781,7 @@ impl Reconciler {
             None,
             None,
             format!(
-                "{}{} with {} course(s): {}",
+                "{}{} with {} course(s): {}{}",
                 revision.id,
                 revision
                     .commit
@@ -581,7 +789,10 @@ impl Reconciler {
                     .map(|c| format!(" \"{}\" by {}", c.subject, c.author))
                     .unwrap_or_default(),
                 names.len(),
-                names.join(", ")
+                names.join(", "),
+                confirmed_by
+                    .map(|by| format!(" (held, confirmed by {by})"))
+                    .unwrap_or_default()
             ),
         )
         .await;
@@ -651,6 +862,38 @@ impl Reconciler {
         }
     }
 
+    /// The revision held back, if one is (or, for a folder source, would
+    /// be at the next pass): what it removes and why. Reads only.
+    pub async fn pending_hold(&self) -> Result<Option<source::hold::Held>, StoreError> {
+        let store = &self.inner.store;
+        let held = store.source_revision("held").await?;
+        if self.inner.config.source.git.is_some() {
+            return Ok(held.as_ref().map(source::hold::Held::from_row));
+        }
+        let Ok(revision) = source::load_folder(&self.inner.config) else {
+            return Ok(None);
+        };
+        let applied = store.source_revision("applied").await?;
+        if applied.as_ref().map(|a| &a.revision) == Some(&revision.id) {
+            return Ok(None);
+        }
+        let before = self.applied_courses().await?;
+        let removal = source::hold::Removal::between(&before, &revision.courses);
+        let Some(reason) = removal.crosses(&self.inner.config.source.hold) else {
+            return Ok(None);
+        };
+        let confirmed = held.filter(|h| h.revision == revision.id);
+        Ok(Some(source::hold::Held {
+            id: revision.id,
+            commit: None,
+            removal,
+            reason,
+            at: confirmed.as_ref().map_or_else(now_ms, |h| h.at),
+            confirmed_by: confirmed.as_ref().and_then(|h| h.confirmed_by.clone()),
+            confirmed_at: confirmed.as_ref().and_then(|h| h.confirmed_at),
+        }))
+    }
+
     /// Plans without acting or writing anything: what a pass would do now,
     /// and the hosts that did not answer (name, why).
     pub async fn dry_run(&self) -> Result<(Plan, Vec<(String, String)>), StoreError> {
@@ -659,6 +902,15 @@ impl Reconciler {
             // A Git source: what was fetched and applied last.
             Some(_) => self.applied_courses().await?,
             None => match source::load_folder(&self.inner.config) {
+                // A folder that would be held: `serve` stays on what it applied.
+                Ok(_)
+                    if self
+                        .pending_hold()
+                        .await?
+                        .is_some_and(|h| h.confirmed_by.is_none()) =>
+                {
+                    self.applied_courses().await?
+                }
                 Ok(r) => r.courses,
                 // What `serve` runs on while the folder is broken; read only.
                 Err(_) => self.applied_courses().await?,

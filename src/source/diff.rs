@@ -686,6 +686,19 @@ pub struct DiffReport {
     pub courses: Vec<CourseDiff>,
     pub notes: Vec<String>,
     pub summary: Summary,
+    /// HEAD removes so much of BASE that labpool would hold it until an
+    /// admin confirms it (`source.hold`); `null` otherwise.
+    pub hold: Option<HoldWarning>,
+}
+
+/// Why labpool would hold HEAD.
+#[derive(Debug, Serialize)]
+pub struct HoldWarning {
+    #[serde(flatten)]
+    pub removal: super::hold::Removal,
+    pub reason: String,
+    /// The line printed.
+    pub warning: String,
 }
 
 /// HEAD is invalid, as printed by `--format json`.
@@ -788,12 +801,27 @@ pub fn command(args: &DiffArgs) -> u8 {
             let images = config.as_ref().map(|c| &c.images);
             let (courses, renames, summary) = diff(base_courses, head_courses, images);
             notes.extend(renames);
+            let policy = config
+                .as_ref()
+                .map(|c| c.source.hold.clone())
+                .unwrap_or_default();
+            let removal = super::hold::Removal::between(base_courses, head_courses);
+            let hold = removal.crosses(&policy).map(|reason| HoldWarning {
+                warning: format!(
+                    "warning: this revision {}: {reason}; labpool will hold it until an admin confirms it (labpool revision confirm {})",
+                    removal.describe(),
+                    head.side.id.as_deref().unwrap_or("<id>")
+                ),
+                removal,
+                reason,
+            });
             let report = DiffReport {
                 base: base.side,
                 head: head.side,
                 courses,
                 notes,
                 summary,
+                hold,
             };
             let status = if report.summary.has_changes() {
                 exit::CHANGES
@@ -1019,6 +1047,10 @@ fn write_human(out: &mut dyn Write, r: &DiffReport) -> std::io::Result<()> {
     if !r.notes.is_empty() {
         writeln!(out)?;
     }
+    if let Some(hold) = &r.hold {
+        writeln!(out, "{}", hold.warning)?;
+        writeln!(out)?;
+    }
     writeln!(out, "{}", r.summary.line())
 }
 
@@ -1118,6 +1150,14 @@ fn write_markdown(out: &mut dyn Write, r: &DiffReport) -> std::io::Result<()> {
                 writeln!(out, "- {}", escape_md(&line))?;
             }
         }
+    }
+    if let Some(hold) = &r.hold {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "> **Warning**: {}",
+            escape_md(hold.warning.trim_start_matches("warning: "))
+        )?;
     }
     if !r.notes.is_empty() {
         writeln!(out)?;

@@ -8,13 +8,13 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Rejected, Revision, load_dir};
 use crate::config::Config;
 
 /// The commit a revision came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
     pub id: String,
     pub subject: String,
@@ -146,8 +146,12 @@ pub fn load_git(
             commit: Some(info),
         }),
         Err(mut rejected) => {
+            // Messages name files too (`duplicate-name`: "already defined in
+            // <file>:<line>"): by their repository path as well.
+            let scratch_prefix = format!("{}/", scratch.path().display());
             for d in &mut rejected.diagnostics {
                 d.file = relative(&d.file);
+                d.message = d.message.replace(&scratch_prefix, "");
             }
             rejected.folder = prefix.to_path_buf();
             Err(rejected)

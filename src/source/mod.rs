@@ -8,6 +8,7 @@
 
 pub mod diff;
 pub mod git;
+pub mod hold;
 pub mod remote;
 pub mod watch;
 

@@ -17,6 +17,25 @@ use crate::config::{GitSourceConfig, GitTarget};
 pub struct FetchError {
     pub url: String,
     pub message: String,
+    /// The pinned tag was moved on the remote (and is not followed).
+    pub moved_tag: bool,
+}
+
+/// What a fetch found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The commit the source follows.
+    pub commit: String,
+    /// The pinned tag was moved on the remote and `follow_moved_tags` let
+    /// labpool follow it: from which commit.
+    pub tag_moved_from: Option<String>,
+}
+
+/// Where the mirror keeps the commit a pinned tag named when labpool first
+/// fetched it (the remote's tags are fetched with force, so `refs/tags/*`
+/// alone would follow a moved tag).
+fn pin_ref(tag: &str) -> String {
+    format!("refs/labpool/pinned-tags/{tag}")
 }
 
 /// The local mirror of one remote.
@@ -43,12 +62,15 @@ impl Mirror {
         FetchError {
             url: self.config.url.clone(),
             message: message.into(),
+            moved_tag: false,
         }
     }
 
     /// Fetches every branch and tag, then returns the commit the source
-    /// follows. Blocks (network): run it on the blocking pool.
-    pub fn fetch(&self) -> Result<String, FetchError> {
+    /// follows. A pinned tag stays on the commit it named at its first fetch
+    /// unless `follow_moved_tags`: a moved tag is an error naming both
+    /// commits. Blocks (network): run it on the blocking pool.
+    pub fn fetch(&self) -> Result<Fetched, FetchError> {
         let repo = match git2::Repository::open_bare(&self.path) {
             Ok(r) => r,
             Err(_) => {
@@ -116,7 +138,37 @@ impl Mirror {
             .revparse_single(&spec)
             .and_then(|o| o.peel_to_commit())
             .map_err(|e| self.fail(format!("`{spec}`: {}", e.message())))?;
-        Ok(commit.id().to_string())
+        let mut fetched = Fetched {
+            commit: commit.id().to_string(),
+            tag_moved_from: None,
+        };
+        if let GitTarget::Tag(tag) = self.config.target() {
+            let pin = pin_ref(tag);
+            let pinned = repo
+                .find_reference(&pin)
+                .ok()
+                .and_then(|r| r.target())
+                .map(|id| id.to_string());
+            match pinned {
+                Some(old) if old != fetched.commit => {
+                    if !self.config.follow_moved_tags {
+                        return Err(FetchError {
+                            moved_tag: true,
+                            ..self.fail(format!(
+                                "tag `{tag}` was moved on the remote from {old} to {}: labpool stays on {old} (set source.git.follow_moved_tags: true to follow moved tags)",
+                                fetched.commit
+                            ))
+                        });
+                    }
+                    fetched.tag_moved_from = Some(old);
+                }
+                Some(_) => return Ok(fetched),
+                None => {}
+            }
+            repo.reference(&pin, commit.id(), true, "labpool: the commit the tag names")
+                .map_err(|e| self.fail(e.message()))?;
+        }
+        Ok(fetched)
     }
 }
 

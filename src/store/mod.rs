@@ -27,6 +27,7 @@ mod rows;
 pub mod seal;
 mod sealing;
 mod sessions;
+mod source_revisions;
 mod source_status;
 mod tokens;
 mod vms;
@@ -49,6 +50,7 @@ pub use rows::{
     VmState,
 };
 pub use sealing::Unlocked;
+pub use source_revisions::{Confirmed, SourceRevisionRow};
 pub use tokens::ApiTokenRow;
 
 /// Which database a [`Store`] talks to, chosen by the URL's scheme.

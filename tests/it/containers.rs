@@ -1109,6 +1109,7 @@ async fn a_reset_and_a_removed_course_treat_containers_as_they_treat_vms() {
     // The course leaves the source: its warm containers go, the student
     // keeps theirs, and the terminal still works in it.
     w.lab.remove_course(COURSE);
+    crate::lab::confirm_removal(&w.reconciler).await;
     converge(
         &w.reconciler,
         Duration::from_secs(60),

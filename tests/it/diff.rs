@@ -397,3 +397,62 @@ fn an_unknown_revision_is_an_error() {
         run.stderr
     );
 }
+
+/// Issue 16 §2: `labpool diff` printed "3 removed; warm VMs -7" with no
+/// warning. A HEAD that labpool would hold says so, in every format.
+#[test]
+fn a_head_removing_most_courses_warns_that_labpool_holds_it() {
+    let four: Vec<(&str, String)> = [("revs-a", 2), ("revs-b", 2), ("revs-c", 2), ("revs-d", 1)]
+        .iter()
+        .map(|(n, w)| (*n, course(n, n, "busybox", *w)))
+        .collect();
+    let tmp = folders(&four, &four[..1]);
+    let run = diff_in(tmp.path(), &["base", "head"]);
+    assert_eq!(run.status, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with(
+            "warning: this revision removes 3 of 4 courses (warm VMs -5): it removes more than source.hold.max_removed_share (0.5) of the courses; labpool will hold it until an admin confirms it"
+        )),
+        "{}",
+        run.stdout
+    );
+    let md = diff_in(tmp.path(), &["base", "head", "--format", "markdown"]);
+    assert!(
+        md.stdout
+            .contains("> **Warning**: this revision removes 3 of 4 courses"),
+        "{}",
+        md.stdout
+    );
+    let v = json(&diff_in(tmp.path(), &["base", "head", "--format", "json"]));
+    assert_eq!(v["hold"]["warm_removed"], 5, "{v:#}");
+    // Half of them is not held.
+    let tmp = folders(&four, &four[..2]);
+    let run = diff_in(tmp.path(), &["base", "head"]);
+    assert!(!run.stdout.contains("warning:"), "{}", run.stdout);
+    assert!(json(&diff_in(tmp.path(), &["base", "head", "--format", "json"]))["hold"].is_null());
+
+    // A commit leaving only `.gitkeep` removes every course: held.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = git2::Repository::init(dir.path()).unwrap();
+    let text = course("revs-a", "A", "busybox", 1);
+    crate::source_git::commit(&repo, &[("courses/revs-a.yaml", Some(&text))], "One");
+    let empty = crate::source_git::commit(
+        &repo,
+        &[
+            ("courses/revs-a.yaml", None),
+            ("courses/.gitkeep", Some("")),
+        ],
+        "Empty",
+    );
+    let run = diff_in(
+        dir.path(),
+        &["HEAD~1", "HEAD", "--repo", dir.path().to_str().unwrap()],
+    );
+    assert_eq!(run.status, 2, "{}{}", run.stdout, run.stderr);
+    has_line(
+        &run,
+        &format!(
+            "warning: this revision removes 1 of 1 courses (warm VMs -1): it removes every course; labpool will hold it until an admin confirms it (labpool revision confirm {empty})"
+        ),
+    );
+}

@@ -160,3 +160,20 @@ pub fn write_private(path: &std::path::Path, text: &str) {
         .unwrap();
     file.write_all(text.as_bytes()).unwrap();
 }
+
+/// A revision removing every course is held until an admin confirms it
+/// (issue 16): one pass holds it, then this confirms it as `labpool revision
+/// confirm` does; the next pass applies it.
+pub async fn confirm_removal(r: &Reconciler) {
+    r.pass().await.expect("pass");
+    r.settle().await;
+    let held = r
+        .store()
+        .source_revision("held")
+        .await
+        .expect("store")
+        .expect("a revision removing every course is held");
+    labpool::admin::actions::confirm_revision(r.store(), &held.revision, "test")
+        .await
+        .expect("confirmed");
+}

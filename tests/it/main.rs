@@ -20,6 +20,7 @@ mod metrics;
 mod qemu;
 mod reconcile;
 mod registration;
+mod revisions;
 mod schema;
 mod secrets;
 mod source_git;

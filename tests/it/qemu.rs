@@ -162,6 +162,7 @@ async fn boots_real_vms_proves_them_ready_grows_and_drains() {
     assert_eq!((domains.len(), volumes.len()), (2, 2));
 
     lab.remove_course("e2e-shell");
+    crate::lab::confirm_removal(&r).await;
     converge(&r, Duration::from_secs(60), "drained", |v| v.is_empty()).await;
     let (domains, volumes) = on_libvirt("e2e-shell", &pool.0);
     assert!(domains.is_empty(), "{domains:?}");
@@ -324,5 +325,6 @@ async fn killed_at_any_step_then_restarted_it_converges_without_orphans() {
     // Clean up the guests this test leaves running.
     lab.remove_course(course);
     let r = lab.reconciler(lab.config(&qemu_config(&pool.0))).await;
+    crate::lab::confirm_removal(&r).await;
     converge(&r, Duration::from_secs(60), "drained", |v| v.is_empty()).await;
 }

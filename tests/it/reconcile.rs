@@ -10,7 +10,7 @@ use labpool::hosts::{NewVm, xml};
 use labpool::reconcile::now_ms;
 use labpool::store::{SessionKey, VmState};
 
-use crate::lab::{Lab, converge, count, on_host};
+use crate::lab::{Lab, confirm_removal, converge, count, on_host};
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -171,6 +171,12 @@ async fn raising_warm_converges_in_one_pass_and_deleting_the_file_drains() {
     );
 
     lab.remove_course("grow");
+    confirm_removal(&r).await;
+    assert_eq!(
+        count(&r.store().vms().await.unwrap(), "grow", VmState::Warm),
+        5,
+        "held until confirmed"
+    );
     r.pass().await.unwrap();
     r.settle().await;
     assert!(
@@ -240,6 +246,7 @@ async fn expired_sessions_end_and_the_pool_refills_while_live_ones_stay() {
 
     // A removed course drains: warm VMs go, the student keeps theirs.
     lab.remove_course("exam");
+    confirm_removal(&r).await;
     r.pass().await.unwrap();
     r.settle().await;
     let vms = r.store().vms().await.unwrap();

@@ -582,6 +582,7 @@ fn ssh_host_keys_are_checked_against_known_hosts() {
             cache: dir.path().join("cache"),
             webhook_secret: None,
             webhook_min_interval: "10s".parse().unwrap(),
+            follow_moved_tags: false,
         };
         Mirror::new(&config).fetch().unwrap_err().message
     };

@@ -379,6 +379,7 @@ async fn a_student_works_in_the_terminal_of_a_real_vm() {
     // keeps theirs, and the terminal still finds its way in (from the
     // course's last stored file) when the console has to be opened again.
     w.lab.remove_course(SERIAL);
+    crate::lab::confirm_removal(&w.reconciler).await;
     converge(
         &w.reconciler,
         Duration::from_secs(60),
