@@ -399,7 +399,24 @@ impl Reconciler {
                 },
                 row.at,
             )),
-            None => None,
+            // A store of an older labpool: its newest course rows.
+            None => {
+                let rows = store.applied_courses().await?;
+                match rows.first() {
+                    None => None,
+                    Some(first) => Some((
+                        Revision {
+                            id: first.revision.clone(),
+                            courses: rows
+                                .iter()
+                                .filter_map(|r| serde_json::from_str(&r.spec_json).ok())
+                                .collect(),
+                            commit: None,
+                        },
+                        rows.iter().map(|r| r.updated_at).max().unwrap_or_default(),
+                    )),
+                }
+            }
         };
         let mut state = self.inner.state.lock().expect("state");
         state.restored = true;

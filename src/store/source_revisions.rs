@@ -80,7 +80,10 @@ impl Store {
         at: i64,
     ) -> Result<bool, StoreError> {
         let before = self.source_revision("held").await?;
-        if before.as_ref().is_some_and(|r| r.revision == revision) {
+        if let Some(before) = before.filter(|r| r.revision == revision) {
+            if before.detail_json == detail_json {
+                return Ok(false);
+            }
             sqlx::query("UPDATE source_revisions SET detail_json = $2 WHERE name = 'held' AND revision = $1")
                 .bind(revision)
                 .bind(detail_json)

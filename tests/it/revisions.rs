@@ -577,3 +577,123 @@ fn a_duplicate_name_in_a_commit_names_repository_paths() {
         "{shown:?}"
     );
 }
+
+/// Issue 16 §2: the hold and its confirmation are in the store: a restart
+/// neither applies a held revision nor records it again, and a confirmation
+/// given while labpool was down applies after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_neither_applies_a_held_revision_nor_forgets_its_confirmation() {
+    let lab = Lab::new();
+    let remote_dir = tempfile::tempdir().unwrap();
+    let (remote, branch, first) = remote_with_four(remote_dir.path());
+    let pin = format!("branch: {branch}");
+    let cut = {
+        let r = lab
+            .reconciler(config(&lab, remote_dir.path(), &pin, "1h"))
+            .await;
+        assert_eq!(warm(&pass(&r).await), [2, 2, 2, 1]);
+        let cut = commit(
+            &remote,
+            &[
+                (&path_of("revs-a"), None),
+                (&path_of("revs-b"), None),
+                (&path_of("revs-c"), None),
+            ],
+            "Only revs-d",
+        );
+        r.fetch_now();
+        assert_eq!(warm(&pass(&r).await), [2, 2, 2, 1]);
+        cut
+    };
+    let r = lab
+        .reconciler(config(&lab, remote_dir.path(), &pin, "1h"))
+        .await;
+    assert_eq!(
+        warm(&pass(&r).await),
+        [2, 2, 2, 1],
+        "still held after a restart"
+    );
+    assert_eq!(events_of(&r, "revision-held").await.len(), 1);
+    assert_eq!(status_json(&lab)["source"]["applied"]["id"], first);
+    drop(r);
+
+    let ok = labpool(&lab, &["revision", "confirm", &cut]);
+    assert_eq!(ok.status, 0, "{}{}", ok.stdout, ok.stderr);
+    let show = labpool(&lab, &["revision", "show"]);
+    assert!(
+        show.stdout.contains(&format!("held     {cut}"))
+            && show.stdout.contains("confirmed by cli:"),
+        "{}",
+        show.stdout
+    );
+    let r = lab
+        .reconciler(config(&lab, remote_dir.path(), &pin, "1h"))
+        .await;
+    assert_eq!(
+        warm(&pass(&r).await),
+        [0, 0, 0, 1],
+        "the confirmation is kept"
+    );
+    assert_eq!(status_json(&lab)["source"]["applied"]["id"], cut);
+}
+
+/// Issue 16 §2 with a local folder: removing 3 of 4 course files is held
+/// just the same, and `labpool plan` warns and plans on what runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_edit_removing_most_courses_is_held_and_plan_warns() {
+    let lab = Lab::new();
+    let uri = lab.test_host("a");
+    let config = lab.config(&format!(
+        "reconcile: {{ boots_per_host: 8, orphan_grace: 1h }}\nhosts:\n  - name: a\n    uri: \"{uri}\"\n    storage_pool: labpool\n    capacity: {{ vms: 40, memory: 64GiB, vcpus: 64 }}\nimages:\n  busybox: {{ volume: base.qcow2 }}\n"
+    ));
+    for (n, w) in FOUR {
+        lab.course_text(n, &course(n, w));
+    }
+    let r = lab.reconciler(config).await;
+    assert_eq!(warm(&pass(&r).await), [2, 2, 2, 1]);
+    for n in ["revs-a", "revs-b", "revs-c"] {
+        lab.remove_course(n);
+    }
+    assert_eq!(warm(&pass(&r).await), [2, 2, 2, 1], "held");
+    let plan = labpool(&lab, &["plan"]);
+    assert!(
+        plan.stderr.contains("removes 3 of 4 courses (warm VMs -6)")
+            && plan.stderr.contains("planning on the revision in force"),
+        "{}",
+        plan.stderr
+    );
+    // (The test host of another process has none of this one's VMs: only
+    // the courses planned for matter here.)
+    let planned = |name: &str| {
+        plan.stdout
+            .lines()
+            .any(|l| l.starts_with(name) && !l.contains("removed"))
+    };
+    assert!(
+        FOUR.iter().all(|(n, _)| planned(n)),
+        "planned on the four courses in force: {}",
+        plan.stdout
+    );
+    assert_eq!(
+        gauge(&r, "labpool_revision_held").await.as_deref(),
+        Some("1")
+    );
+    // One back: 2 of 4 courses is not more than half, but 4 of 7 warm VMs is.
+    lab.course_text("revs-a", &course("revs-a", 2));
+    assert_eq!(warm(&pass(&r).await), [2, 2, 2, 1], "held for its warm VMs");
+    let held = status_json(&lab)["source"]["held"].clone();
+    assert!(
+        held["reason"]
+            .as_str()
+            .unwrap()
+            .contains("max_warm_removed_share"),
+        "{held}"
+    );
+    // Two back: 1 of 4 courses, 2 of 7 warm VMs: applied.
+    lab.course_text("revs-b", &course("revs-b", 2));
+    assert_eq!(warm(&pass(&r).await), [2, 2, 0, 1]);
+    assert_eq!(
+        gauge(&r, "labpool_revision_held").await.as_deref(),
+        Some("0")
+    );
+}

@@ -52,6 +52,7 @@ on_both!(
     a_code_is_redeemed_once_even_by_racing_replicas,
     a_user_holds_labs_up_to_the_course_and_global_limits,
     one_users_launches_racing_on_two_connections_get_one_lab,
+    a_held_revision_is_confirmed_by_its_exact_id_only,
 );
 
 /// A store on a fresh database, and the URL it was opened with.
@@ -1146,4 +1147,58 @@ async fn one_users_launches_racing_on_two_connections_get_one_lab(db: Db) {
     assert_eq!(labs.len(), 20);
     assert!(labs.values().all(|&n| n == 1), "{labs:?}");
     assert_eq!(db.live_sessions().await.unwrap().len(), 20);
+}
+
+/// Issue 16 §2: the revision in force and the one held back (migration
+/// 0011): holding again keeps the confirmation, a new held revision drops
+/// it, and a confirmation names one exact id.
+async fn a_held_revision_is_confirmed_by_its_exact_id_only(db: Db) {
+    use labpool::store::Confirmed;
+    db.set_applied_revision("r1", Some(r#"{"id":"r1"}"#), r#"{"courses":["a"]}"#, 1)
+        .await
+        .unwrap();
+    let applied = db.source_revision("applied").await.unwrap().unwrap();
+    assert_eq!((applied.revision.as_str(), applied.at), ("r1", 1));
+    assert_eq!(
+        db.confirm_held_revision("r2", "ada", 2).await.unwrap(),
+        Confirmed::NotHeld(None)
+    );
+    assert!(db.hold_revision("r2", None, "{}", 3).await.unwrap());
+    assert!(
+        !db.hold_revision("r2", None, "{}", 4).await.unwrap(),
+        "held already"
+    );
+    assert_eq!(
+        db.confirm_held_revision("r3", "ada", 5).await.unwrap(),
+        Confirmed::NotHeld(Some("r2".into()))
+    );
+    assert_eq!(
+        db.confirm_held_revision("r2", "ada", 5).await.unwrap(),
+        Confirmed::Now
+    );
+    assert_eq!(
+        db.confirm_held_revision("r2", "bob", 6).await.unwrap(),
+        Confirmed::Already("ada".into())
+    );
+    // Held again (a restart): the confirmation stays, and so does the time.
+    assert!(!db.hold_revision("r2", None, r#"{"x":1}"#, 7).await.unwrap());
+    let held = db.source_revision("held").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            held.confirmed_by.as_deref(),
+            held.at,
+            held.detail_json.as_str()
+        ),
+        (Some("ada"), 3, r#"{"x":1}"#)
+    );
+    // Another revision held: the confirmation was for r2 only.
+    assert!(db.hold_revision("r4", None, "{}", 8).await.unwrap());
+    let held = db.source_revision("held").await.unwrap().unwrap();
+    assert_eq!((held.revision.as_str(), held.confirmed_by), ("r4", None));
+    assert_eq!(
+        db.clear_held_revision().await.unwrap().unwrap().revision,
+        "r4"
+    );
+    assert!(db.source_revision("held").await.unwrap().is_none());
+    assert!(db.clear_held_revision().await.unwrap().is_none());
 }
