@@ -402,9 +402,8 @@ impl Reconciler {
             // A store of an older labpool: its newest course rows.
             None => {
                 let rows = store.applied_courses().await?;
-                match rows.first() {
-                    None => None,
-                    Some(first) => Some((
+                rows.first().map(|first| {
+                    (
                         Revision {
                             id: first.revision.clone(),
                             courses: rows
@@ -414,8 +413,8 @@ impl Reconciler {
                             commit: None,
                         },
                         rows.iter().map(|r| r.updated_at).max().unwrap_or_default(),
-                    )),
-                }
+                    )
+                })
             }
         };
         let mut state = self.inner.state.lock().expect("state");
