@@ -327,6 +327,10 @@ fn write_plan(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
             Action::ForgetCourse { course } => {
                 writeln!(out, "  - forget   course {course} (drained)")?
             }
+            Action::Adopt { host, name } => writeln!(
+                out,
+                "  ~ adopt    legacy domain {name} on {host} (the store knows it)"
+            )?,
         }
     }
     Ok(())
@@ -616,8 +620,10 @@ fn without_userinfo(url: &str) -> String {
 pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
     init_logs(log_json);
     let (mut config, store) = open_secrets(&common).await?;
+    let instance = store.instance_id().await?;
     tracing::info!(
         config = %common.config.display(),
+        instance = %instance,
         database = %config.database,
         source = %source_of(&config),
         hosts = config.hosts.len(),
@@ -682,6 +688,7 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             writeln!(out)?;
         }
         Output::Human => {
+            writeln!(out, "INSTANCE  {}", report.instance)?;
             write_source(&mut out, &report.source)?;
             writeln!(
                 out,
@@ -726,6 +733,23 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
                         .as_deref()
                         .map(|e| format!("  ({e})"))
                         .unwrap_or_default()
+                )?;
+            }
+            if !report.foreign.is_empty() {
+                writeln!(
+                    out,
+                    "\nOTHER INSTANCES' OBJECTS (reported, never touched)\n{:<12} {:<14} {:>7}  SEEN SINCE",
+                    "HOST", "INSTANCE", "OBJECTS"
+                )?;
+            }
+            for f in &report.foreign {
+                let since = chrono::DateTime::from_timestamp_millis(f.first_seen_at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<12} {:<14} {:>7}  {since}",
+                    f.host, f.instance, f.objects
                 )?;
             }
             if !report.events.is_empty() {

@@ -97,6 +97,9 @@ pub(crate) struct State {
     rejected_at: Option<i64>,
     backoff: Backoff,
     orphans_seen: HashMap<(String, OrphanKind, String), i64>,
+    /// Orphans being collected now: a pass while one is in flight does not
+    /// start it again (nor record it collected twice).
+    collecting: HashSet<(String, OrphanKind, String)>,
     /// VMs with work in flight (a boot or a destroy): skipped by new actions.
     busy: HashSet<String>,
     /// Fetch bookkeeping of a Git source.
@@ -122,6 +125,9 @@ struct FetchState {
 pub(crate) struct Inner {
     /// This process's name on the reconciler lease: `host:pid:random`.
     pub(crate) holder: String,
+    /// This store's instance id, and the instances adopted by configuration:
+    /// the only marks whose objects this labpool ever collects.
+    pub(crate) owners: crate::hosts::owner::Owners,
     pub(crate) config: Config,
     pub(crate) store: Store,
     pub(crate) hosts: BTreeMap<String, Arc<Host>>,
@@ -151,6 +157,10 @@ impl Reconciler {
         for host in &config.hosts {
             store.upsert_host(&host.name, &host.uri, now).await?;
         }
+        let owners = crate::hosts::owner::Owners::new(
+            store.instance_id().await?,
+            &config.reconcile.adopt_instances,
+        );
         let hosts = config
             .hosts
             .iter()
@@ -163,6 +173,7 @@ impl Reconciler {
         Ok(Reconciler {
             inner: Arc::new(Inner {
                 holder: lease_holder(),
+                owners,
                 config,
                 store,
                 hosts,
@@ -173,6 +184,7 @@ impl Reconciler {
                     rejected_at: None,
                     backoff,
                     orphans_seen: HashMap::new(),
+                    collecting: HashSet::new(),
                     busy: HashSet::new(),
                     fetch: FetchState::default(),
                 }),
@@ -214,6 +226,11 @@ impl Reconciler {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// This labpool's instance id (its store's): every mark it makes names it.
+    pub fn instance(&self) -> &str {
+        &self.inner.owners.instance
     }
 
     pub fn store(&self) -> &Store {
@@ -666,11 +683,12 @@ impl Reconciler {
         };
         // Orphans count as first seen now: a dry run collects none.
         let world = self.observe_world(now, &mut HashMap::new()).await?;
-        let plan = plan::plan(
+        let mut plan = plan::plan(
             &self.desired_with_demand(&courses, now).await?,
             &world.observed,
             &self.policy(),
         );
+        plan.actions.extend(plan::adopt_legacy(&world.legacy_known));
         let down = world
             .host_errors
             .into_iter()
@@ -694,6 +712,7 @@ impl Reconciler {
             known.into_iter().map(|r| r.name).collect(),
             now,
             orphans_seen,
+            &self.inner.owners,
         )
         .await
     }
@@ -718,9 +737,11 @@ impl Reconciler {
         self.inner.state.lock().expect("state").orphans_seen = seen;
         let world = world?;
         self.record_host_status(&world.host_errors, now).await?;
+        self.record_foreign(&world.foreign, now).await?;
         self.inner.store.prune_launches(now).await?;
         let desired = self.desired_with_demand(&courses, now).await?;
-        let plan = plan::plan(&desired, &world.observed, &self.policy());
+        let mut plan = plan::plan(&desired, &world.observed, &self.policy());
+        plan.actions.extend(plan::adopt_legacy(&world.legacy_known));
         let by_name: HashMap<&str, &Course> =
             courses.iter().map(|c| (c.name.as_str(), c)).collect();
         let started = execute::execute(self, &plan, &world, &by_name, now).await?;
@@ -870,6 +891,50 @@ impl Reconciler {
                     tracing::warn!(host, error = %message, "host is down");
                 }
                 self.event(now, kind, None, Some(host), None, message).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what each host that answered holds of other instances; a
+    /// host and instance seen for the first time get one event (and a log
+    /// line), not one per pass.
+    async fn record_foreign(
+        &self,
+        foreign: &[(String, Vec<(String, i64)>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for (host, seen) in foreign {
+            let new = self
+                .inner
+                .store
+                .set_foreign_objects(host, seen, now)
+                .await?;
+            for instance in new {
+                let objects = seen
+                    .iter()
+                    .find(|(i, _)| *i == instance)
+                    .map_or(0, |(_, n)| *n);
+                let whose = if instance == crate::hosts::owner::LEGACY {
+                    "an earlier labpool version's, unknown to this store".to_string()
+                } else {
+                    format!("labpool instance {instance}'s")
+                };
+                tracing::warn!(
+                    host,
+                    instance,
+                    objects,
+                    "objects of another labpool on this host; left alone"
+                );
+                self.event(
+                    now,
+                    "foreign-objects",
+                    None,
+                    Some(host),
+                    None,
+                    format!("{objects} object(s) marked as {whose}: reported, never touched (this instance is {})", self.instance()),
+                )
+                .await;
             }
         }
         Ok(())

@@ -284,12 +284,14 @@ async fn orphans_are_collected_after_the_grace_and_vanished_vms_replaced() {
     // a store loss and a cleanup): it must go.
     let host = Arc::clone(r.host("a").unwrap());
     let image = config.images.values().next().unwrap().clone();
+    let instance = r.instance().to_string();
     host.run(move |h| {
         h.create(&NewVm {
             mark: xml::Mark {
                 vm_id: "00000000000000ff".into(),
                 course: "tidy".into(),
                 spec_hash: "x".into(),
+                instance: Some(instance),
             },
             domain: "labpool-tidy-00000000000000ff",
             volume: "labpool-00000000000000ff.qcow2",
