@@ -8,12 +8,15 @@
 //! after `orphan_grace`, unlabelled ones are left alone; and two students'
 //! containers reach neither each other nor the host.
 //!
-//! Every labpool collects the labelled containers it does not know, so
-//! these tests take turns: one shared lock in this process, and a file lock
-//! against another test process on the same engine. All but the orphan test
-//! run with `orphan_grace: 1h`; the orphan test, whose grace is short, waits
-//! before every pass until the engine holds no labelled object that is not
-//! its own (another labpool's, say `serve --dev`), so it never collects one.
+//! A labpool collects the containers labelled with its own instance that
+//! it does not know (another instance's are only reported: tested below),
+//! and each test cleans up what earlier runs left, so these tests take
+//! turns: one shared lock in this process, and a file lock against another
+//! test process on the same engine. All but the orphan and the ownership
+//! tests run with `orphan_grace: 1h`; the orphan test, whose grace is
+//! short, waits before every pass until the engine holds no labelled object
+//! that is not its own (another labpool's, say `serve --dev`) — what older
+//! versions, without an instance label, needed.
 //! Each test removes what it made, and only that: labpool's containers and
 //! networks of its own courses (all named `itc-…`), found by label.
 
