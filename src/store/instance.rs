@@ -21,6 +21,14 @@ impl Store {
     /// first opened, made here if that row was ever removed. Every replica
     /// of one store reads the same id.
     pub async fn instance_id(&self) -> Result<String, StoreError> {
+        let select = "SELECT id FROM instance WHERE name = 'instance'";
+        // Read first: status and the dashboard read it on every request.
+        if let Some((id,)) = sqlx::query_as::<_, (String,)>(select)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok(id);
+        }
         let fresh = format!("{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff);
         sqlx::query(
             "INSERT INTO instance (name, id, created_at) VALUES ('instance', $1, $2)
@@ -30,9 +38,7 @@ impl Store {
         .bind(chrono::Utc::now().timestamp_millis())
         .execute(&self.pool)
         .await?;
-        let (id,): (String,) = sqlx::query_as("SELECT id FROM instance WHERE name = 'instance'")
-            .fetch_one(&self.pool)
-            .await?;
+        let (id,): (String,) = sqlx::query_as(select).fetch_one(&self.pool).await?;
         Ok(id)
     }
 
