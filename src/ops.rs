@@ -772,6 +772,68 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// `labpool adopt`: records (or forgets) that this labpool takes a lost
+/// instance's objects over; `--list` shows what is adopted.
+pub async fn adopt(
+    common: Common,
+    instance: Option<String>,
+    forget: bool,
+    list: bool,
+) -> anyhow::Result<u8> {
+    let (config, store) = open(&common).await?;
+    let own = store.instance_id().await?;
+    let mut out = std::io::stdout().lock();
+    if list {
+        writeln!(out, "this instance: {own}")?;
+        for id in &config.reconcile.adopt_instances {
+            writeln!(out, "adopted: {id} (reconcile.adopt_instances)")?;
+        }
+        for (id, at) in store.adopted_instances().await? {
+            let at = chrono::DateTime::from_timestamp_millis(at)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            writeln!(out, "adopted: {id} (labpool adopt, {at})")?;
+        }
+        return Ok(exit::OK);
+    }
+    let instance = instance.unwrap_or_default();
+    if !crate::hosts::xml::is_instance_id(&instance) {
+        anyhow::bail!(
+            "`{instance}` is not an instance id (12 lowercase hex digits, as `labpool status` shows them)"
+        );
+    }
+    if instance == own {
+        anyhow::bail!("{instance} is this labpool's own instance");
+    }
+    if forget {
+        if store.forget_adoption(&instance).await? {
+            writeln!(
+                out,
+                "no longer adopted: {instance}'s objects are reported and left alone again"
+            )?;
+        } else {
+            writeln!(out, "{instance} was not adopted with `labpool adopt`")?;
+        }
+        if config.reconcile.adopt_instances.contains(&instance) {
+            writeln!(
+                out,
+                "note: reconcile.adopt_instances still names it; remove it there too"
+            )?;
+        }
+        return Ok(exit::OK);
+    }
+    let new = store
+        .adopt_instance(&instance, crate::reconcile::now_ms())
+        .await?;
+    writeln!(
+        out,
+        "{} instance {instance}: its objects on this labpool's hosts that this store does not know          are orphans now, destroyed after reconcile.orphan_grace ({}) by the next passes of `serve`          (students of that instance lose their labs). `labpool adopt --forget --instance {instance}` undoes it.",
+        if new { "adopted" } else { "already adopted:" },
+        config.reconcile.orphan_grace
+    )?;
+    Ok(exit::OK)
+}
+
 /// The source lines of `labpool status`.
 fn write_source(out: &mut impl Write, source: &serde_json::Value) -> std::io::Result<()> {
     if source.is_null() {

@@ -25,3 +25,10 @@ CREATE TABLE foreign_objects (
     seen_at       BIGINT NOT NULL,
     PRIMARY KEY (host, instance)
 );
+
+-- Lost instances this labpool takes over (`labpool adopt`), besides those
+-- of `reconcile.adopt_instances`: their objects count as this instance's.
+CREATE TABLE adopted_instances (
+    instance   TEXT PRIMARY KEY,
+    adopted_at BIGINT NOT NULL
+);

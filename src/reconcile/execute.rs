@@ -677,7 +677,7 @@ fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str
     let span = action_span(ActionKind::CollectOrphan, None, Some(host.name()), None);
     let (r2, host, name) = (r.clone(), Arc::clone(host), name.to_string());
     let task = async move {
-        let owners = r2.inner.owners.clone();
+        let owners = r2.owners();
         let result = host
             .remove_orphan_any(kind == OrphanKind::Domain, &name, &owners)
             .await;

@@ -125,9 +125,12 @@ struct FetchState {
 pub(crate) struct Inner {
     /// This process's name on the reconciler lease: `host:pid:random`.
     pub(crate) holder: String,
-    /// This store's instance id, and the instances adopted by configuration:
-    /// the only marks whose objects this labpool ever collects.
-    pub(crate) owners: crate::hosts::owner::Owners,
+    /// This store's instance id, and the instances adopted (configuration
+    /// and `labpool adopt`, read again every pass): the only marks whose
+    /// objects this labpool ever collects.
+    pub(crate) owners: Mutex<crate::hosts::owner::Owners>,
+    /// This store's instance id.
+    pub(crate) instance: String,
     pub(crate) config: Config,
     pub(crate) store: Store,
     pub(crate) hosts: BTreeMap<String, Arc<Host>>,
@@ -157,10 +160,11 @@ impl Reconciler {
         for host in &config.hosts {
             store.upsert_host(&host.name, &host.uri, now).await?;
         }
-        let owners = crate::hosts::owner::Owners::new(
-            store.instance_id().await?,
+        let instance = store.instance_id().await?;
+        let owners = Mutex::new(crate::hosts::owner::Owners::new(
+            instance.clone(),
             &config.reconcile.adopt_instances,
-        );
+        ));
         let hosts = config
             .hosts
             .iter()
@@ -174,6 +178,7 @@ impl Reconciler {
             inner: Arc::new(Inner {
                 holder: lease_holder(),
                 owners,
+                instance,
                 config,
                 store,
                 hosts,
@@ -230,7 +235,28 @@ impl Reconciler {
 
     /// This labpool's instance id (its store's): every mark it makes names it.
     pub fn instance(&self) -> &str {
-        &self.inner.owners.instance
+        &self.inner.instance
+    }
+
+    /// The instances whose objects count as this labpool's, as of the last
+    /// [`Reconciler::refresh_owners`].
+    pub fn owners(&self) -> crate::hosts::owner::Owners {
+        self.inner.owners.lock().expect("owners").clone()
+    }
+
+    /// Reads the adopted instances again: the configuration's and those
+    /// `labpool adopt` recorded in the store (never this store's own).
+    pub async fn refresh_owners(&self) -> Result<crate::hosts::owner::Owners, StoreError> {
+        let mut adopted = self.inner.config.reconcile.adopt_instances.clone();
+        for (instance, _) in self.inner.store.adopted_instances().await? {
+            if !adopted.contains(&instance) {
+                adopted.push(instance);
+            }
+        }
+        adopted.retain(|i| *i != self.inner.instance);
+        let owners = crate::hosts::owner::Owners::new(self.inner.instance.clone(), &adopted);
+        *self.inner.owners.lock().expect("owners") = owners.clone();
+        Ok(owners)
     }
 
     pub fn store(&self) -> &Store {
@@ -704,6 +730,7 @@ impl Reconciler {
         orphans_seen: &mut HashMap<(String, OrphanKind, String), i64>,
     ) -> Result<observe::World, StoreError> {
         let known = self.inner.store.courses().await?;
+        let owners = self.refresh_owners().await?;
         let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
         observe::observe(
             &self.inner.store,
@@ -712,7 +739,7 @@ impl Reconciler {
             known.into_iter().map(|r| r.name).collect(),
             now,
             orphans_seen,
-            &self.inner.owners,
+            &owners,
         )
         .await
     }

@@ -87,6 +87,38 @@ impl Store {
         Ok(new)
     }
 
+    /// Records that this labpool takes `instance`'s objects over (`labpool
+    /// adopt`). Returns false when it was adopted already.
+    pub async fn adopt_instance(&self, instance: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO adopted_instances (instance, adopted_at) VALUES ($1, $2)
+             ON CONFLICT (instance) DO NOTHING",
+        )
+        .bind(instance)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Undoes [`Store::adopt_instance`]; false when it was not adopted.
+    pub async fn forget_adoption(&self, instance: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM adopted_instances WHERE instance = $1")
+            .bind(instance)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The instances adopted with `labpool adopt`, with when (unix ms).
+    pub async fn adopted_instances(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(
+            sqlx::query_as("SELECT instance, adopted_at FROM adopted_instances ORDER BY instance")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     /// Every host's objects of other instances, by host and instance.
     pub async fn foreign_objects(&self) -> Result<Vec<ForeignRow>, StoreError> {
         Ok(sqlx::query_as(

@@ -218,11 +218,13 @@ async fn legacy_domains_the_store_knows_are_adopted_and_unknown_ones_left_alone(
 
 /// A lost instance's objects on `qemu:///system` (domains defined, not
 /// started: a boot proves nothing here): a labpool that does not adopt
-/// it reports them and leaves them, however short its grace; one with
-/// `reconcile.adopt_instances` naming it collects them, each once.
+/// it reports them and leaves them, however short its grace; after
+/// `labpool adopt --instance` its next passes collect them, each once.
+/// `reconcile.adopt_instances` does the same from the configuration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_instances_objects_are_left_until_adopted_then_collected() {
     const LOST: &str = "0000000abcde";
+    const LOST_TOO: &str = "0000000abcdf";
     let lab = Lab::new();
     let pool = OwnPool::create(&lab, "labpool-test-own-adopt", "own-adopt");
     let body = qemu_config(&pool.0).replace("orphan_grace: 1h", "orphan_grace: 0s");
@@ -281,15 +283,26 @@ async fn a_lost_instances_objects_are_left_until_adopted_then_collected() {
         "{volumes:?}"
     );
     assert_eq!(foreign_count(&r, "local", LOST).await, Some(3));
-    drop(r);
 
-    // Adopted on purpose: the same store, the configuration naming it.
-    let adopting = body.replace(
-        "resync: 1s",
-        &format!("resync: 1s, adopt_instances: [{LOST}]"),
+    // Adopted on purpose, while this labpool runs: its next passes take
+    // the objects over.
+    let config = lab.path().join("labpool.yaml");
+    let config = config.to_str().unwrap();
+    let run = crate::support::labpool_in(
+        lab.path(),
+        &["adopt", "--instance", LOST, "--config", config],
     );
-    let r = lab.reconciler(lab.config(&adopting)).await;
-    assert_eq!(r.config().reconcile.adopt_instances, vec![LOST.to_string()]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("adopted instance 0000000abcde"),
+        "{}",
+        run.stdout
+    );
+    let own = crate::support::labpool_in(
+        lab.path(),
+        &["adopt", "--instance", r.instance(), "--config", config],
+    );
+    assert_ne!(own.status, 0, "its own instance is not adopted: {own:?}");
     let deadline = Instant::now() + MINUTE;
     loop {
         pass(&r).await;
@@ -319,6 +332,46 @@ async fn a_lost_instances_objects_are_left_until_adopted_then_collected() {
         "one event per collection"
     );
     assert_eq!(foreign_count(&r, "local", LOST).await, None);
+    drop(r);
+
+    // The configuration's way: another lost instance's volume.
+    let lost_volume = xml::volume_name(LOST_TOO, &spare);
+    let (ok, _) = virsh(&[
+        "vol-create-as",
+        &pool.0,
+        &lost_volume,
+        "16M",
+        "--format",
+        "qcow2",
+    ]);
+    assert!(ok);
+    let adopting = body.replace(
+        "resync: 1s",
+        &format!("resync: 1s, adopt_instances: [{LOST_TOO}]"),
+    );
+    let r = lab.reconciler(lab.config(&adopting)).await;
+    let deadline = Instant::now() + MINUTE;
+    while volumes_in(&pool.0).contains(&lost_volume) {
+        assert!(Instant::now() < deadline, "{lost_volume} not collected");
+        pass(&r).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = crate::support::labpool_in(lab.path(), &["adopt", "--list", "--config", config]);
+    assert!(
+        list.stdout
+            .contains(&format!("adopted: {LOST} (labpool adopt"))
+            && list
+                .stdout
+                .contains(&format!("adopted: {LOST_TOO} (reconcile.adopt_instances)")),
+        "{}",
+        list.stdout
+    );
+    let undo = crate::support::labpool_in(
+        lab.path(),
+        &["adopt", "--forget", "--instance", LOST, "--config", config],
+    );
+    assert!(undo.stdout.contains("no longer adopted"), "{undo:?}");
+    assert!(r.refresh_owners().await.unwrap().adopted == vec![LOST_TOO.to_string()]);
 }
 
 /// The VMs and sessions one labpool has, to compare after the fight.
