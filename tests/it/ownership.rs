@@ -596,3 +596,61 @@ async fn two_labpools_on_one_libvirt_host_never_collect_each_others_labs() {
     }
     assert!(volumes_in(&pool.0).is_empty(), "{:?}", volumes_in(&pool.0));
 }
+
+/// `serve`'s start line names the instance, which is the store's and stays
+/// the same across starts; `labpool status` shows the same id.
+#[tokio::test]
+async fn serve_logs_the_stores_instance_and_status_shows_it() {
+    let lab = Lab::new();
+    let host_uri = lab.test_host("a");
+    lab.config(&format!(
+        "reconcile: {{ boots_per_host: 8, orphan_grace: 1h, backoff: 1s }}\nhosts:\n  - name: a\n    uri: \"{host_uri}\"\n    storage_pool: labpool\n    capacity: {{ vms: 20, memory: 16GiB, vcpus: 16 }}\n{TEST_IMAGES}"
+    ));
+    let config = lab.path().join("labpool.yaml");
+    let start_line = || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_labpool"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .current_dir(lab.path())
+            .env("NO_COLOR", "1")
+            .env("LABPOOL_LOG", "labpool=info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("serve starts");
+        let lines = crate::support::stderr_lines(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let line = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains("labpool serve starting") => break line,
+                Ok(_) => {}
+                Err(_) => panic!("no start line within 20 s"),
+            }
+        };
+        child.kill().unwrap();
+        child.wait().unwrap();
+        line
+    };
+    let first = start_line();
+    let second = start_line();
+    let store = labpool::store::Store::open(&format!(
+        "sqlite:{}",
+        lab.path().join("labpool.db").display()
+    ))
+    .await
+    .unwrap();
+    let id = store.instance_id().await.unwrap();
+    for line in [&first, &second] {
+        assert!(line.contains(&format!("instance={id}")), "{line}");
+    }
+    let status = crate::support::labpool_in(
+        lab.path(),
+        &["status", "--config", config.to_str().unwrap()],
+    );
+    assert!(
+        status.stdout.starts_with(&format!("INSTANCE  {id}\n")),
+        "{}",
+        status.stdout
+    );
+}
