@@ -302,6 +302,7 @@ async fn run(config: Config) -> Result<(), String> {
         known,
         now_ms(),
         &mut HashMap::new(),
+        &labpool::hosts::owner::Owners::new(r.instance(), &[]),
     )
     .await
     .map_err(|e| format!("observe: {e}"))?;

@@ -83,14 +83,32 @@ pub enum Command {
         #[arg(long, value_enum, env = "LABPOOL_LOG_FORMAT", default_value_t = ops::LogFormat::Text)]
         log_format: ops::LogFormat,
     },
-    /// Per course: target, warm, booting, assigned, failed and condition; per
-    /// host: VMs, memory and vCPUs in use, up or down.
+    /// This labpool's instance; per course: target, warm, booting, assigned,
+    /// failed and condition; per host: VMs, memory and vCPUs in use, up or
+    /// down; other labpools' objects on the hosts.
     Status {
         #[command(flatten)]
         common: ops::Common,
         /// Output format.
         #[arg(long, value_enum, default_value_t = ops::Output::Human)]
         format: ops::Output,
+    },
+    /// Take over a lost labpool instance's objects on the hosts: marked with
+    /// its id and unknown to this store, they become this labpool's orphans,
+    /// destroyed after `reconcile.orphan_grace` by the next passes.
+    Adopt {
+        #[command(flatten)]
+        common: ops::Common,
+        /// The lost instance's id (12 hex digits, as its `labpool status`
+        /// or this one's "other instances' objects" show it).
+        #[arg(long, required_unless_present = "list")]
+        instance: Option<String>,
+        /// Undo an adoption made with this command.
+        #[arg(long, requires = "instance")]
+        forget: bool,
+        /// List the adopted instances (this command's and the configuration's).
+        #[arg(long, conflicts_with_all = ["instance", "forget"])]
+        list: bool,
     },
     /// What merging a course change does: pools created, removed, resized or
     /// rebuilt, course by course. BASE and HEAD are folders or Git revisions.
@@ -170,6 +188,12 @@ pub fn run(cli: Cli) -> u8 {
             dev,
         )),
         Command::Status { common, format } => ops::run(ops::status(common, format)),
+        Command::Adopt {
+            common,
+            instance,
+            forget,
+            list,
+        } => ops::run(ops::adopt(common, instance, forget, list)),
         Command::Diff(args) => crate::source::diff::command(&args),
         Command::Keys { common, action } => ops::run(ops::keys(common, action)),
         Command::Lti { common, action } => ops::run(ops::lti(common, action)),

@@ -737,6 +737,12 @@ pub struct ReconcileConfig {
     /// further failure (up to 5m) and resets when one becomes warm. Default 5s.
     #[serde(default = "default_backoff")]
     pub backoff: Duration,
+    /// Instance ids of lost labpools whose objects on the hosts this labpool
+    /// takes over: marked with one of them and unknown to this store, they
+    /// are orphans of this labpool (collected after `orphan_grace`). Default
+    /// none: another instance's objects are only reported.
+    #[serde(default)]
+    pub adopt_instances: Vec<String>,
 }
 
 impl Default for ReconcileConfig {
@@ -747,6 +753,7 @@ impl Default for ReconcileConfig {
             orphan_grace: default_orphan_grace(),
             prewarm: default_prewarm(),
             backoff: default_backoff(),
+            adopt_instances: Vec::new(),
         }
     }
 }
@@ -1159,6 +1166,16 @@ impl Config {
                 Code::InvalidValue,
                 "reconcile needs boots_per_host and resync above zero",
             ));
+        }
+        for (i, id) in self.reconcile.adopt_instances.iter().enumerate() {
+            if !crate::hosts::xml::is_instance_id(id) {
+                out.push(Diagnostic::new(
+                    path,
+                    doc.value_position(&format!("/reconcile/adopt_instances/{i}")),
+                    Code::InvalidValue,
+                    format!("`{id}` is not an instance id (12 lowercase hex digits, as `labpool status` shows them)"),
+                ));
+            }
         }
         let mut names = HashMap::new();
         for (i, host) in self.hosts.iter().enumerate() {

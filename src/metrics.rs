@@ -116,14 +116,17 @@ pub enum ActionKind {
     Destroy,
     CollectOrphan,
     ForgetCourse,
+    /// A legacy domain re-marked with this instance.
+    Adopt,
 }
 
 impl ActionKind {
-    pub const ALL: [ActionKind; 4] = [
+    pub const ALL: [ActionKind; 5] = [
         ActionKind::Create,
         ActionKind::Destroy,
         ActionKind::CollectOrphan,
         ActionKind::ForgetCourse,
+        ActionKind::Adopt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -132,6 +135,7 @@ impl ActionKind {
             ActionKind::Destroy => "destroy",
             ActionKind::CollectOrphan => "collect_orphan",
             ActionKind::ForgetCourse => "forget_course",
+            ActionKind::Adopt => "adopt",
         }
     }
 }
@@ -409,6 +413,18 @@ impl Metrics {
                 .set(i64::from(*up));
         }
 
+        let foreign = int_gauge_vec(
+            state,
+            "labpool_foreign_objects",
+            "Objects on a host marked by another labpool instance (instance: its id, or `legacy` for an earlier version's unknown to this store), as the last pass saw them; never touched.",
+            &["host", "instance"],
+        );
+        for (host, instance, objects) in &s.foreign {
+            foreign
+                .with_label_values(&[host.as_str(), instance.as_str()])
+                .set(*objects);
+        }
+
         int_gauge(
             state,
             "labpool_open_terminals",
@@ -469,6 +485,8 @@ pub struct Snapshot {
     pub waiting: Vec<(String, i64)>,
     /// Configured hosts and whether they are up.
     pub hosts: Vec<(String, bool)>,
+    /// `(host, instance, objects)` of other instances, configured hosts only.
+    pub foreign: Vec<(String, String, i64)>,
     /// Since the revision in force was applied; `None` before one was.
     pub revision_age: Option<Duration>,
     /// Whether the newest revision read was rejected; `None` before the
@@ -538,6 +556,15 @@ impl Snapshot {
                 .iter()
                 .filter_map(|h| rows.iter().find(|r| r.name == *h))
                 .map(|r| (r.name.clone(), r.up))
+                .collect(),
+            // Instance ids are validated (or `legacy`/`invalid`) when judged,
+            // and hosts are configured: the series stay bounded.
+            foreign: store
+                .foreign_objects()
+                .await?
+                .into_iter()
+                .filter(|f| hosts.contains(&f.host.as_str()))
+                .map(|f| (f.host, f.instance, f.objects))
                 .collect(),
             revision_age: source
                 .as_ref()

@@ -333,6 +333,10 @@ fn write_plan(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
             Action::ForgetCourse { course } => {
                 writeln!(out, "  - forget   course {course} (drained)")?
             }
+            Action::Adopt { host, name } => writeln!(
+                out,
+                "  ~ adopt    legacy domain {name} on {host} (the store knows it)"
+            )?,
         }
     }
     Ok(())
@@ -715,8 +719,10 @@ fn without_userinfo(url: &str) -> String {
 pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
     init_logs(log_json);
     let (mut config, store) = open_secrets(&common).await?;
+    let instance = store.instance_id().await?;
     tracing::info!(
         config = %common.config.display(),
+        instance = %instance,
         database = %config.database,
         source = %source_of(&config),
         hosts = config.hosts.len(),
@@ -781,6 +787,7 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             writeln!(out)?;
         }
         Output::Human => {
+            writeln!(out, "INSTANCE  {}", report.instance)?;
             write_source(&mut out, &report.source)?;
             writeln!(
                 out,
@@ -827,6 +834,23 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
                         .unwrap_or_default()
                 )?;
             }
+            if !report.foreign.is_empty() {
+                writeln!(
+                    out,
+                    "\nOTHER INSTANCES' OBJECTS (reported, never touched)\n{:<12} {:<14} {:>7}  SEEN SINCE",
+                    "HOST", "INSTANCE", "OBJECTS"
+                )?;
+            }
+            for f in &report.foreign {
+                let since = chrono::DateTime::from_timestamp_millis(f.first_seen_at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "{:<12} {:<14} {:>7}  {since}",
+                    f.host, f.instance, f.objects
+                )?;
+            }
             if !report.events.is_empty() {
                 writeln!(out, "\nRECENT EVENTS")?;
             }
@@ -844,6 +868,68 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             }
         }
     }
+    Ok(exit::OK)
+}
+
+/// `labpool adopt`: records (or forgets) that this labpool takes a lost
+/// instance's objects over; `--list` shows what is adopted.
+pub async fn adopt(
+    common: Common,
+    instance: Option<String>,
+    forget: bool,
+    list: bool,
+) -> anyhow::Result<u8> {
+    let (config, store) = open(&common).await?;
+    let own = store.instance_id().await?;
+    let mut out = std::io::stdout().lock();
+    if list {
+        writeln!(out, "this instance: {own}")?;
+        for id in &config.reconcile.adopt_instances {
+            writeln!(out, "adopted: {id} (reconcile.adopt_instances)")?;
+        }
+        for (id, at) in store.adopted_instances().await? {
+            let at = chrono::DateTime::from_timestamp_millis(at)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_default();
+            writeln!(out, "adopted: {id} (labpool adopt, {at})")?;
+        }
+        return Ok(exit::OK);
+    }
+    let instance = instance.unwrap_or_default();
+    if !crate::hosts::xml::is_instance_id(&instance) {
+        anyhow::bail!(
+            "`{instance}` is not an instance id (12 lowercase hex digits, as `labpool status` shows them)"
+        );
+    }
+    if instance == own {
+        anyhow::bail!("{instance} is this labpool's own instance");
+    }
+    if forget {
+        if store.forget_adoption(&instance).await? {
+            writeln!(
+                out,
+                "no longer adopted: {instance}'s objects are reported and left alone again"
+            )?;
+        } else {
+            writeln!(out, "{instance} was not adopted with `labpool adopt`")?;
+        }
+        if config.reconcile.adopt_instances.contains(&instance) {
+            writeln!(
+                out,
+                "note: reconcile.adopt_instances still names it; remove it there too"
+            )?;
+        }
+        return Ok(exit::OK);
+    }
+    let new = store
+        .adopt_instance(&instance, crate::reconcile::now_ms())
+        .await?;
+    writeln!(
+        out,
+        "{} instance {instance}: its objects on this labpool's hosts that this store does not know          are orphans now, destroyed after reconcile.orphan_grace ({}) by the next passes of `serve`          (students of that instance lose their labs). `labpool adopt --forget --instance {instance}` undoes it.",
+        if new { "adopted" } else { "already adopted:" },
+        config.reconcile.orphan_grace
+    )?;
     Ok(exit::OK)
 }
 

@@ -102,6 +102,13 @@ impl SessionView {
 pub struct Overview {
     /// When this was read (unix ms).
     pub now: i64,
+    /// This labpool's instance id (its store's): every mark it puts on a
+    /// host names it, and only objects naming it are ever collected.
+    pub instance: String,
+    /// Objects on the hosts marked by other labpool instances (or by an
+    /// earlier version, unknown to this store: instance `legacy`), by host
+    /// and instance, as the last pass saw them. Never touched.
+    pub foreign: Vec<crate::store::ForeignRow>,
     /// The course source: applied revision, last fetch, last rejection.
     pub source: serde_json::Value,
     pub courses: Vec<CourseStatus>,
@@ -125,6 +132,7 @@ impl Overview {
         self.events
             .retain(|e| e.course.as_deref().is_some_and(|c| who.sees(c)));
         self.hosts.clear();
+        self.foreign.clear();
         self.source = serde_json::Value::Null;
         self
     }
@@ -140,6 +148,13 @@ pub async fn overview(
     let vms = store.vms().await?;
     Ok(Overview {
         now,
+        instance: store.instance_id().await?,
+        foreign: store
+            .foreign_objects()
+            .await?
+            .into_iter()
+            .filter(|f| config.hosts.iter().any(|h| h.name == f.host))
+            .collect(),
         source: source(store).await?,
         courses: courses(store, &vms, now).await?,
         hosts: hosts(config, store, &vms).await?,

@@ -29,6 +29,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
+use super::owner::{Owners, Removal};
 use super::xml::Mark;
 use super::{HostError, Inventory, OwnedDomain};
 use crate::config::HostConfig as LabpoolHost;
@@ -39,6 +40,10 @@ pub const LABEL_VM: &str = "dev.labpool.vm";
 pub const LABEL_COURSE: &str = "dev.labpool.course";
 /// The course build (spec hash) a container was made from.
 pub const LABEL_SPEC: &str = "dev.labpool.spec";
+/// The labpool instance (its store's id) that made a container or network.
+/// Labels cannot change on an existing object, so a legacy one (without
+/// it) stays so: the store knowing it is its only proof of ownership.
+pub const LABEL_INSTANCE: &str = "dev.labpool.instance";
 
 /// Seconds bollard waits for one engine request.
 const REQUEST_TIMEOUT: u64 = 60;
@@ -153,6 +158,7 @@ pub async fn inventory(docker: &Docker, host: &str) -> Result<Inventory, HostErr
                     vm_id: labels.get(LABEL_VM)?.clone(),
                     course: labels.get(LABEL_COURSE).cloned().unwrap_or_default(),
                     spec_hash: labels.get(LABEL_SPEC).cloned().unwrap_or_default(),
+                    instance: labels.get(LABEL_INSTANCE).cloned(),
                 },
             })
         })
@@ -164,12 +170,22 @@ pub async fn inventory(docker: &Docker, host: &str) -> Result<Inventory, HostErr
         .list_networks(Some(options))
         .await
         .map_err(|e| error(host, "list networks", e))?;
-    let volumes = networks
-        .into_iter()
-        .filter_map(|n| n.name)
-        .filter(|n| vm_id_of_network(n).is_some())
-        .collect();
-    Ok(Inventory { domains, volumes })
+    let mut volume_instances = HashMap::new();
+    let mut volumes = Vec::new();
+    for n in networks {
+        let Some(name) = n.name.filter(|n| vm_id_of_network(n).is_some()) else {
+            continue;
+        };
+        if let Some(i) = n.labels.as_ref().and_then(|l| l.get(LABEL_INSTANCE)) {
+            volume_instances.insert(name.clone(), i.clone());
+        }
+        volumes.push(name);
+    }
+    Ok(Inventory {
+        domains,
+        volumes,
+        volume_instances,
+    })
 }
 
 /// A container lab to make.
@@ -184,11 +200,14 @@ pub struct NewContainer<'a> {
 /// Makes the lab's network and container and starts it. On failure, what
 /// was made stays (labelled) for the caller's destroy or orphan collection.
 pub async fn create(docker: &Docker, host: &str, new: &NewContainer<'_>) -> Result<(), HostError> {
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_VM.to_string(), new.mark.vm_id.clone()),
         (LABEL_COURSE.to_string(), new.mark.course.clone()),
         (LABEL_SPEC.to_string(), new.mark.spec_hash.clone()),
     ]);
+    if let Some(instance) = &new.mark.instance {
+        labels.insert(LABEL_INSTANCE.to_string(), instance.clone());
+    }
     let network = NetworkCreateRequest {
         name: new.network.to_string(),
         driver: Some("bridge".into()),
@@ -296,37 +315,56 @@ async fn remove_network(docker: &Docker, host: &str, name: &str) -> Result<(), H
     }
 }
 
-/// Removes one orphan, after checking again that it carries labpool's label:
-/// ownership is decided by the label, never by a name from an earlier listing.
+/// Do these labels mark an object of `owners` (its instance label ours)?
+fn owned(labels: Option<&HashMap<String, String>>, owners: &Owners) -> bool {
+    labels.is_some_and(|l| {
+        l.contains_key(LABEL_VM) && owners.owns(l.get(LABEL_INSTANCE).map(String::as_str))
+    })
+}
+
+/// Removes one orphan, after checking again that its labels name this
+/// labpool's instance: ownership is decided by the labels, never by a name
+/// from an earlier listing. A container takes its own network with it.
 pub async fn remove_orphan(
     docker: &Docker,
     host: &str,
     is_container: bool,
     name: &str,
-) -> Result<(), HostError> {
+    owners: &Owners,
+) -> Result<Removal, HostError> {
     if is_container {
-        match docker.inspect_container(name, None).await {
+        let network = match docker.inspect_container(name, None).await {
             Ok(c) => {
-                let ours = c
-                    .config
-                    .and_then(|c| c.labels)
-                    .is_some_and(|l| l.contains_key(LABEL_VM));
-                if !ours {
-                    return Ok(());
+                let labels = c.config.and_then(|c| c.labels);
+                if !owned(labels.as_ref(), owners) {
+                    return Ok(Removal::NotOurs);
                 }
+                let vm = labels.as_ref().and_then(|l| l.get(LABEL_VM)).cloned();
+                c.host_config
+                    .and_then(|h| h.network_mode)
+                    .filter(|n| vm.is_some() && vm_id_of_network(n) == vm.as_deref())
             }
-            Err(e) if not_found(&e) => return Ok(()),
+            Err(e) if not_found(&e) => return Ok(Removal::Gone),
             Err(e) => return Err(error(host, "inspect container", e)),
+        };
+        remove_container(docker, host, name).await?;
+        // Its own network goes with it (checked again like any orphan).
+        let mut with = None;
+        if let Some(network) = network
+            && let Removal::Removed(_) =
+                Box::pin(remove_orphan(docker, host, false, &network, owners)).await?
+        {
+            with = Some(network);
         }
-        remove_container(docker, host, name).await
+        Ok(Removal::Removed(with))
     } else {
         let Some(id) = vm_id_of_network(name) else {
-            return Ok(());
+            return Ok(Removal::NotOurs);
         };
         let network = match docker.inspect_network(name, None).await {
-            Ok(n) if n.labels.as_ref().is_some_and(|l| l.contains_key(LABEL_VM)) => n,
-            Ok(_) => return Ok(()),
-            Err(e) if not_found(&e) => return Ok(()),
+            Ok(n) if owned(n.labels.as_ref(), owners) => n,
+            Ok(_) => return Ok(Removal::NotOurs),
+            Err(e) if not_found(&e) => return Ok(Removal::Gone),
             Err(e) => return Err(error(host, "inspect network", e)),
         };
         // A network still holding its lab's own container (an orphan of the
@@ -335,19 +373,16 @@ pub async fn remove_orphan(
         // remove, and keeps the network.
         for attached in network.containers.unwrap_or_default().into_keys() {
             let own = match docker.inspect_container(&attached, None).await {
-                Ok(c) => c
-                    .config
-                    .and_then(|c| c.labels)
-                    .is_some_and(|l| l.get(LABEL_VM).is_some_and(|v| v == id)),
+                Ok(c) => {
+                    let labels = c.config.and_then(|c| c.labels);
+                    owned(labels.as_ref(), owners)
+                        && labels.is_some_and(|l| l.get(LABEL_VM).is_some_and(|v| v == id))
+                }
                 Err(e) if not_found(&e) => continue,
                 Err(e) => return Err(error(host, "inspect container", e)),
             };
             if !own {
-                return Err(HostError::Failed {
-                    host: host.to_string(),
-                    op: "remove network",
-                    message: format!("`{name}` is in use by a container that is not its lab's"),
-                });
+                return Ok(Removal::InUse);
             }
             remove_container(docker, host, &attached).await?;
         }
@@ -361,7 +396,7 @@ pub async fn remove_orphan(
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
-                done => return done,
+                done => return done.map(|()| Removal::Removed(None)),
             }
         }
     }

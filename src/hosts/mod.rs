@@ -3,12 +3,16 @@
 //! synchronous); async callers go through [`Host::run`], which moves the call
 //! onto tokio's blocking pool so the runtime's workers never wait on a host.
 //!
-//! Ownership: a domain is labpool's when its metadata carries labpool's
-//! namespace ([`xml::NAMESPACE`]); an overlay volume when its name has the
-//! exact form `labpool-<16 hex>.qcow2` in the configured storage pool. The
-//! reconciler only ever destroys what the store or that mark says is ours.
+//! Ownership: a domain carries labpool's mark when its metadata has
+//! labpool's namespace ([`xml::NAMESPACE`]), and the mark names the labpool
+//! instance that made it; an overlay volume has the exact form
+//! `labpool-<instance>-<vm id>.qcow2` in the configured storage pool. The
+//! reconciler only ever destroys what its store names, or what is marked
+//! with its own instance ([`owner::Owners`]) — a volume only when no domain
+//! on the host uses it.
 
 pub mod docker;
+pub mod owner;
 pub mod ready;
 pub mod xml;
 
@@ -22,6 +26,7 @@ use virt::storage_vol::StorageVol;
 use virt::stream::Stream;
 
 use crate::config::{DomainType, HostConfig, ImageConfig};
+use owner::{Owners, Removal};
 use xml::Mark;
 
 /// A host call failed.
@@ -67,8 +72,11 @@ pub struct OwnedDomain {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
     pub domains: Vec<OwnedDomain>,
-    /// Overlay volume names (labpool's form only).
+    /// Overlay volume names (labpool's forms only), or container networks.
     pub volumes: Vec<String>,
+    /// The instance label of each network that has one (Docker hosts: a
+    /// volume's name says its instance, a network's label does).
+    pub volume_instances: std::collections::HashMap<String, String>,
 }
 
 /// A VM to build.
@@ -101,6 +109,21 @@ fn mark_of(dom: &virt::domain::Domain) -> Option<Mark> {
         )
         .ok()?;
     xml::parse_mark(&element)
+}
+
+/// The overlay of VM `vm_id` that a domain XML names in `pool`, if any:
+/// `<source pool='…' volume='…'/>` with one of labpool's volume forms.
+fn own_overlay<'a>(domain_xml: &'a str, pool: &str, vm_id: &str) -> Option<&'a str> {
+    domain_xml.match_indices("volume=").find_map(|(at, _)| {
+        let rest = &domain_xml[at + 7..];
+        let quote = rest.chars().next()?;
+        let value = &rest[1..rest[1..].find(quote)? + 1];
+        let tag_start = domain_xml[..at].rfind('<')?;
+        let tag = &domain_xml[tag_start..at];
+        let in_pool =
+            tag.contains(&format!("pool='{pool}'")) || tag.contains(&format!("pool=\"{pool}\""));
+        (in_pool && xml::vm_id_of_volume(value) == Some(vm_id)).then_some(value)
+    })
 }
 
 /// Blank disks (images without a base volume) get this size unless the
@@ -202,16 +225,56 @@ impl Host {
         self: &Arc<Self>,
         is_domain: bool,
         name: &str,
-    ) -> Result<(), HostError> {
+        owners: &Owners,
+    ) -> Result<Removal, HostError> {
         match self.runtime() {
             crate::course::spec::Runtime::Vm => {
-                let name = name.to_string();
-                self.run(move |h| h.remove_orphan(is_domain, &name)).await
+                let (name, owners) = (name.to_string(), owners.clone());
+                self.run(move |h| h.remove_orphan(is_domain, &name, &owners))
+                    .await
             }
             crate::course::spec::Runtime::Container => {
-                docker::remove_orphan(&self.engine().await?, self.name(), is_domain, name).await
+                docker::remove_orphan(&self.engine().await?, self.name(), is_domain, name, owners)
+                    .await
             }
         }
+    }
+
+    /// Adds `instance` to a legacy domain's mark (one made before marks
+    /// named an instance), after checking that it still has no instance:
+    /// the store knows its VM, so this labpool adopts it.
+    pub fn adopt_domain(&self, name: &str, instance: &str) -> Result<bool, HostError> {
+        let (conn, _) = self.connection()?;
+        let dom = match conn.lookup_domain_by_name(name) {
+            Ok(d) => d,
+            Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) => return Ok(false),
+            Err(e) => return Err(self.error(&conn, "find domain", e)),
+        };
+        let Some(mut mark) = mark_of(&dom) else {
+            return Ok(false);
+        };
+        if mark.instance.is_some() {
+            return Ok(false);
+        }
+        mark.instance = Some(instance.to_string());
+        let body = xml::mark_body(&mark);
+        let kind = virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32;
+        let both = virt::sys::VIR_DOMAIN_AFFECT_LIVE | virt::sys::VIR_DOMAIN_AFFECT_CONFIG;
+        let set = |flags: u32| {
+            dom.set_metadata(
+                kind,
+                Some(&body),
+                Some(xml::prefix()),
+                Some(xml::NAMESPACE),
+                flags,
+            )
+        };
+        // A running persistent domain: its live and its saved definition;
+        // anything else (inactive, or transient): what it has.
+        set(both)
+            .or_else(|_| set(virt::sys::VIR_DOMAIN_AFFECT_CURRENT))
+            .map_err(|e| self.error(&conn, "set domain metadata", e))?;
+        Ok(true)
     }
 
     pub fn name(&self) -> &str {
@@ -341,7 +404,11 @@ impl Host {
             .filter_map(|v| v.name().ok())
             .filter(|n| xml::vm_id_of_volume(n).is_some())
             .collect();
-        Ok(Inventory { domains, volumes })
+        Ok(Inventory {
+            domains,
+            volumes,
+            volume_instances: Default::default(),
+        })
     }
 
     /// Builds and starts a VM: overlay volume, domain definition, start
@@ -465,24 +532,79 @@ impl Host {
         self.remove_volume(&conn, volume)
     }
 
-    /// Removes one orphan (a domain or a volume).
-    pub fn remove_orphan(&self, is_domain: bool, name: &str) -> Result<(), HostError> {
+    /// Removes one orphan: a domain (with its own overlay, when no other
+    /// domain uses it) or a volume.
+    pub fn remove_orphan(
+        &self,
+        is_domain: bool,
+        name: &str,
+        owners: &Owners,
+    ) -> Result<Removal, HostError> {
         let (conn, _) = self.connection()?;
         if is_domain {
             // Re-check the mark right before destroying: ownership is decided
-            // by metadata, never by a name from an earlier listing.
-            if let Ok(dom) = conn.lookup_domain_by_name(name)
-                && mark_of(&dom).is_none()
+            // by metadata naming our instance, never by a name from an
+            // earlier listing.
+            let dom = match conn.lookup_domain_by_name(name) {
+                Ok(d) => d,
+                Err(e) if matches!(e.code(), Enum::Known(ErrorNumber::NoDomain)) => {
+                    return Ok(Removal::Gone);
+                }
+                Err(e) => return Err(self.error(&conn, "find domain", e)),
+            };
+            let Some(mark) = mark_of(&dom).filter(|m| owners.owns(m.instance.as_deref())) else {
+                return Ok(Removal::NotOurs);
+            };
+            // Its own overlay (of its VM id, in our pool), which goes with it.
+            let own_volume = dom.xml_desc(0).ok().and_then(|x| {
+                own_overlay(&x, &self.config.storage_pool, &mark.vm_id).map(str::to_string)
+            });
+            self.remove_domain(&conn, name)?;
+            let mut with = None;
+            if let Some(volume) = own_volume
+                && self.volume_users(&conn, &volume)? == 0
             {
-                return Ok(());
+                self.remove_volume(&conn, &volume)?;
+                with = Some(volume);
             }
-            self.remove_domain(&conn, name)
+            Ok(Removal::Removed(with))
         } else {
-            if xml::vm_id_of_volume(name).is_none() {
-                return Ok(());
+            // A dir pool's volume has no metadata: its name must name our
+            // instance, and no domain on the host may use it (a domain of
+            // another labpool whose volume happens to look like ours, or one
+            // of ours still being collected: a later pass takes it).
+            let ours = xml::parse_volume(name).is_some_and(|v| owners.owns(v.instance));
+            if !ours {
+                return Ok(Removal::NotOurs);
             }
-            self.remove_volume(&conn, name)
+            let pool = self.storage_pool(&conn)?;
+            if pool.lookup_storage_vol_by_name(name).is_err() {
+                return Ok(Removal::Gone);
+            }
+            if self.volume_users(&conn, name)? > 0 {
+                return Ok(Removal::InUse);
+            }
+            self.remove_volume(&conn, name)?;
+            Ok(Removal::Removed(None))
         }
+    }
+
+    /// How many domains on the host (running or not, anyone's) use
+    /// `volume` of the configured pool as a disk.
+    fn volume_users(&self, conn: &Connect, volume: &str) -> Result<usize, HostError> {
+        let path = self
+            .storage_pool(conn)?
+            .lookup_storage_vol_by_name(volume)
+            .ok()
+            .and_then(|v| v.path().ok());
+        let domains = conn
+            .list_all_domains(0)
+            .map_err(|e| self.error(conn, "list domains", e))?;
+        Ok(domains
+            .iter()
+            .filter_map(|d| d.xml_desc(0).ok())
+            .filter(|x| xml::uses_volume(x, &self.config.storage_pool, volume, path.as_deref()))
+            .count())
     }
 
     fn remove_domain(&self, conn: &Connect, name: &str) -> Result<(), HostError> {
@@ -546,5 +668,29 @@ impl Host {
         dom.open_console(None, &stream, virt::sys::VIR_DOMAIN_CONSOLE_FORCE)
             .map_err(|e| self.error(&conn, "open console", e))?;
         Ok(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_domains_own_overlay_is_its_vm_ids_in_the_pool() {
+        let xml = "<domain><devices><disk type='volume' device='disk'>\n<source pool='labpool' volume='labpool-a1b2c3d4e5f6-0123456789abcdef.qcow2'/>\n</disk>\
+            <disk type='volume'><source pool='other' volume='labpool-0123456789abcdef.qcow2'/></disk>\
+            <disk type='volume'><source pool='labpool' volume='labpool-1123456789abcdef.qcow2'/></disk></devices></domain>";
+        assert_eq!(
+            own_overlay(xml, "labpool", "0123456789abcdef"),
+            Some("labpool-a1b2c3d4e5f6-0123456789abcdef.qcow2")
+        );
+        // Another VM's volume, or one in another pool, is not its own.
+        assert_eq!(own_overlay(xml, "other", "1123456789abcdef"), None);
+        assert_eq!(own_overlay(xml, "labpool", "2123456789abcdef"), None);
+        let legacy = "<source pool=\"labpool\" volume=\"labpool-0123456789abcdef.qcow2\"/>";
+        assert_eq!(
+            own_overlay(legacy, "labpool", "0123456789abcdef"),
+            Some("labpool-0123456789abcdef.qcow2")
+        );
     }
 }

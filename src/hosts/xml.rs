@@ -15,6 +15,25 @@ pub struct Mark {
     pub vm_id: String,
     pub course: String,
     pub spec_hash: String,
+    /// The labpool instance (its store's id) that made the domain; `None`
+    /// on marks of versions before instances existed (legacy marks).
+    pub instance: Option<String>,
+}
+
+/// Is `id` an instance id as labpool makes them: 12 lowercase hex digits?
+/// Anything else found on a host is never taken for an instance's id.
+pub fn is_instance_id(id: &str) -> bool {
+    id.len() == 12
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_vm_id(id: &str) -> bool {
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Everything a domain definition needs.
@@ -73,12 +92,32 @@ fn unescape(text: &str) -> String {
 
 /// The metadata element, as stored in the domain XML.
 pub fn mark_element(mark: &Mark) -> String {
+    let instance = mark
+        .instance
+        .as_deref()
+        .map(|i| format!(" instance=\"{}\"", escape(i)))
+        .unwrap_or_default();
     format!(
-        "<{PREFIX}:vm xmlns:{PREFIX}=\"{NAMESPACE}\" id=\"{}\" course=\"{}\" spec=\"{}\"/>",
+        "<{PREFIX}:vm xmlns:{PREFIX}=\"{NAMESPACE}\" id=\"{}\" course=\"{}\" spec=\"{}\"{instance}/>",
         escape(&mark.vm_id),
         escape(&mark.course),
         escape(&mark.spec_hash)
     )
+}
+
+/// The metadata element alone, without its namespace declaration, as
+/// `virDomainSetMetadata` takes it (with the namespace and prefix apart).
+pub fn mark_body(mark: &Mark) -> String {
+    mark_element(mark).replacen(
+        &format!("{PREFIX}:vm xmlns:{PREFIX}=\"{NAMESPACE}\""),
+        "vm",
+        1,
+    )
+}
+
+/// The prefix labpool's metadata element is written with.
+pub const fn prefix() -> &'static str {
+    PREFIX
 }
 
 /// Reads a mark back from what `virDomainGetMetadata` returns for our
@@ -93,6 +132,9 @@ pub fn parse_mark(element: &str) -> Option<Mark> {
         vm_id: attr("id")?,
         course: attr("course")?,
         spec_hash: attr("spec")?,
+        // Absent on marks older than instances. A value of any other form
+        // is kept as it is: it names no instance labpool could be.
+        instance: attr("instance"),
     })
 }
 
@@ -182,20 +224,55 @@ pub fn domain_name(course: &str, vm_id: &str) -> String {
     format!("labpool-{course}-{vm_id}")
 }
 
-/// Name of a VM's overlay volume.
-pub fn volume_name(vm_id: &str) -> String {
-    format!("labpool-{vm_id}.qcow2")
+/// Name of a VM's overlay volume: `labpool-<instance>-<vm id>.qcow2`.
+/// A dir pool keeps no metadata on a volume, so its name says whose it is.
+pub fn volume_name(instance: &str, vm_id: &str) -> String {
+    format!("labpool-{instance}-{vm_id}.qcow2")
+}
+
+/// What an overlay volume's name says, if it has one of labpool's exact
+/// forms: `labpool-<instance>-<vm id>.qcow2`, or the legacy
+/// `labpool-<vm id>.qcow2` of versions before instances (`instance: None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeName<'a> {
+    pub instance: Option<&'a str>,
+    pub vm_id: &'a str,
+}
+
+pub fn parse_volume(name: &str) -> Option<VolumeName<'_>> {
+    let rest = name.strip_prefix("labpool-")?.strip_suffix(".qcow2")?;
+    if is_vm_id(rest) {
+        return Some(VolumeName {
+            instance: None,
+            vm_id: rest,
+        });
+    }
+    let (instance, vm_id) = rest.split_once('-')?;
+    (is_instance_id(instance) && is_vm_id(vm_id)).then_some(VolumeName {
+        instance: Some(instance),
+        vm_id,
+    })
 }
 
 /// The VM id in an overlay volume's name, if the name has labpool's exact
-/// form. Volumes carry no metadata, so this form plus the store decide.
+/// form (either one). Volumes carry no metadata: the name, the store and
+/// the domains that use the volume decide.
 pub fn vm_id_of_volume(name: &str) -> Option<&str> {
-    let id = name.strip_prefix("labpool-")?.strip_suffix(".qcow2")?;
-    (id.len() == 16
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
-    .then_some(id)
+    parse_volume(name).map(|v| v.vm_id)
+}
+
+/// Does this domain XML use `volume` of `pool` as a disk? (Domains made by
+/// labpool name it as `<source pool='…' volume='…'/>`; others may give the
+/// volume's path, `path`.)
+pub fn uses_volume(domain_xml: &str, pool: &str, volume: &str, path: Option<&str>) -> bool {
+    let quoted = |v: &str| [format!("'{}'", escape(v)), format!("\"{}\"", escape(v))];
+    let by_name = quoted(pool)
+        .iter()
+        .any(|p| domain_xml.contains(&format!("pool={p}")))
+        && quoted(volume)
+            .iter()
+            .any(|v| domain_xml.contains(&format!("volume={v}")));
+    by_name || path.is_some_and(|p| quoted(p).iter().any(|q| domain_xml.contains(q.as_str())))
 }
 
 #[cfg(test)]
@@ -207,17 +284,111 @@ mod tests {
             vm_id: "0123456789abcdef".into(),
             course: "intro-shell".into(),
             spec_hash: "feedface00000000".into(),
+            instance: Some("a1b2c3d4e5f6".into()),
         }
     }
 
     #[test]
     fn mark_round_trips_through_the_forms_libvirt_returns() {
         let m = mark();
-        assert_eq!(parse_mark(&mark_element(&m)), Some(m.clone()));
+        let element = mark_element(&m);
+        assert!(element.contains(" instance=\"a1b2c3d4e5f6\""), "{element}");
+        assert_eq!(parse_mark(&element), Some(m.clone()));
         // libvirt hands the element back with its own prefix and quoting.
-        let back = "<vm xmlns=\"https://labpool.dev/xmlns/vm/1\" id=\"0123456789abcdef\" course=\"intro-shell\" spec=\"feedface00000000\"/>";
-        assert_eq!(parse_mark(back), Some(m));
+        let back = "<vm xmlns=\"https://labpool.dev/xmlns/vm/1\" id=\"0123456789abcdef\" course=\"intro-shell\" spec=\"feedface00000000\" instance=\"a1b2c3d4e5f6\"/>";
+        assert_eq!(parse_mark(back), Some(m.clone()));
         assert_eq!(parse_mark("<vm id=\"x\"/>"), None);
+        // What virDomainSetMetadata is given: the element without its
+        // namespace declaration, the same attributes.
+        let body = mark_body(&m);
+        assert!(body.starts_with("<vm id="), "{body}");
+        assert_eq!(parse_mark(&body), Some(m));
+    }
+
+    /// Marks written before instances existed name none: they still parse
+    /// (as legacy marks), and print back without the attribute.
+    #[test]
+    fn legacy_marks_without_an_instance_parse_as_none() {
+        let old = "<vm xmlns=\"https://labpool.dev/xmlns/vm/1\" id=\"0123456789abcdef\" course=\"intro-shell\" spec=\"feedface00000000\"/>";
+        let m = parse_mark(old).expect("an old mark parses");
+        assert_eq!(m.instance, None);
+        assert_eq!(m.vm_id, "0123456789abcdef");
+        assert!(!mark_element(&m).contains("instance="));
+        assert_eq!(parse_mark(&mark_element(&m)), Some(m));
+    }
+
+    #[test]
+    fn instance_ids_have_one_form() {
+        assert!(is_instance_id("a1b2c3d4e5f6"));
+        assert!(is_instance_id("000000000000"));
+        for bad in [
+            "",
+            "a1b2c3d4e5f",
+            "a1b2c3d4e5f6a",
+            "A1B2C3D4E5F6",
+            "a1b2c3d4e5fg",
+            "legacy",
+        ] {
+            assert!(!is_instance_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn volume_names_name_their_instance_and_old_ones_still_parse() {
+        let name = volume_name("a1b2c3d4e5f6", "0123456789abcdef");
+        assert_eq!(name, "labpool-a1b2c3d4e5f6-0123456789abcdef.qcow2");
+        assert_eq!(
+            parse_volume(&name),
+            Some(VolumeName {
+                instance: Some("a1b2c3d4e5f6"),
+                vm_id: "0123456789abcdef"
+            })
+        );
+        assert_eq!(
+            parse_volume("labpool-0123456789abcdef.qcow2"),
+            Some(VolumeName {
+                instance: None,
+                vm_id: "0123456789abcdef"
+            })
+        );
+        assert_eq!(vm_id_of_volume(&name), Some("0123456789abcdef"));
+        for bad in [
+            "labpool-A1B2C3D4E5F6-0123456789abcdef.qcow2",
+            "labpool-a1b2c3d4e5f6-0123456789abcde.qcow2",
+            "labpool-a1b2c3d4e5f-0123456789abcdef.qcow2",
+            "labpool-a1b2c3d4e5f6-0123456789abcdef-x.qcow2",
+            "labpool-a1b2c3d4e5f6_0123456789abcdef.qcow2",
+            "labpool-a1b2c3d4e5f6-0123456789abcdef.raw",
+        ] {
+            assert_eq!(parse_volume(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_domain_using_a_volume_is_found_by_pool_and_name_or_path() {
+        let m = mark();
+        let xml = domain(&DomainSpec {
+            domain_type: "qemu",
+            name: "d",
+            mark: &m,
+            vcpus: 1,
+            memory: 1 << 28,
+            storage_pool: "labpool",
+            volume: "labpool-a1b2c3d4e5f6-0123456789abcdef.qcow2",
+            direct_boot: None,
+            ssh_forward: None,
+        });
+        let vol = "labpool-a1b2c3d4e5f6-0123456789abcdef.qcow2";
+        assert!(uses_volume(&xml, "labpool", vol, None));
+        assert!(!uses_volume(
+            &xml,
+            "labpool",
+            "labpool-a1b2c3d4e5f6-1123456789abcdef.qcow2",
+            None
+        ));
+        let by_path = "<disk type='file'><source file='/pool/x.qcow2'/></disk>";
+        assert!(uses_volume(by_path, "labpool", vol, Some("/pool/x.qcow2")));
+        assert!(!uses_volume(by_path, "labpool", vol, Some("/pool/y.qcow2")));
     }
 
     #[test]
@@ -230,7 +401,7 @@ mod tests {
             vcpus: 1,
             memory: 192 * 1024 * 1024,
             storage_pool: "labpool",
-            volume: "labpool-0123456789abcdef.qcow2",
+            volume: "labpool-a1b2c3d4e5f6-0123456789abcdef.qcow2",
             direct_boot: Some(DirectBoot {
                 kernel: "/k",
                 initrd: "/i",
@@ -246,7 +417,10 @@ mod tests {
         assert!(xml.contains("<memory unit='KiB'>196608</memory>"));
         assert!(xml.contains("<serial type='pty'>"));
         assert!(xml.contains(NAMESPACE));
-        assert!(xml.contains("<source pool='labpool' volume='labpool-0123456789abcdef.qcow2'/>"));
+        assert!(xml.contains(
+            "<source pool='labpool' volume='labpool-a1b2c3d4e5f6-0123456789abcdef.qcow2'/>"
+        ));
+        assert!(xml.contains("instance=\"a1b2c3d4e5f6\""));
         assert!(xml.contains("<cmdline>console=ttyS0 a&lt;b</cmdline>"));
         assert!(xml.contains("<range start='22001' to='22'/>"));
     }

@@ -655,6 +655,27 @@ fn render(view: &Overview, v: &Viewer, note: Option<&str>) -> String {
         ));
     }
     out.push_str("</table>");
+    if !view.hosts.is_empty() {
+        out.push_str(&format!(
+            r#"<p class="muted" data-instance="{id}">This labpool is instance <code>{id}</code>: it collects only what is marked with it.</p>"#,
+            id = escape(&view.instance)
+        ));
+    }
+    if !view.foreign.is_empty() {
+        out.push_str("<h2>Other labpools' objects</h2><p class=\"muted\">Marked by another instance (or by an earlier version, unknown to this store: <code>legacy</code>). Reported, never touched.</p><table><tr><th>Host</th><th>Instance</th><th>Objects</th><th>Seen since</th></tr>");
+        for f in &view.foreign {
+            out.push_str(&format!(
+                r#"<tr data-foreign="{instance}"><td>{host}</td><td><code>{instance}</code></td><td class="n">{n}</td><td>{since}</td></tr>"#,
+                host = escape(&f.host),
+                instance = escape(&f.instance),
+                n = f.objects,
+                since = chrono::DateTime::from_timestamp_millis(f.first_seen_at)
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                    .unwrap_or_default(),
+            ));
+        }
+        out.push_str("</table>");
+    }
 
     out.push_str("<h2>Recent events</h2><table><tr><th>When</th><th>What</th><th>Where</th><th>Message</th></tr>");
     for e in &view.events {

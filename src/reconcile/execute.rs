@@ -19,7 +19,8 @@ use super::plan::{Action, CourseCounts, DestroyReason, OrphanKind, Plan, Shortfa
 use super::{Reconciler, now_ms};
 use crate::course::spec::Runtime;
 use crate::course::{Console, Course, Probe};
-use crate::hosts::{Driver, Host, HostError, NewVm, docker, ready, xml};
+use crate::hosts::owner::Removal;
+use crate::hosts::{Driver, Host, NewVm, docker, ready, xml};
 use crate::metrics::ActionKind;
 use crate::store::{StoreError, VmRow, VmState};
 
@@ -75,6 +76,24 @@ pub async fn execute(
             ports.entry(vm.host.clone()).or_default().insert(p);
         }
     }
+    // An orphan domain's collection takes its VM's own volume with it: that
+    // volume is not collected apart in the same pass (one collection, one
+    // event).
+    let with_domain: HashSet<(&str, &str)> = plan
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::CollectOrphan {
+                host,
+                kind: OrphanKind::Domain,
+                name,
+            } => world
+                .orphan_vm
+                .get(&(host.clone(), name.clone()))
+                .map(|vm| (host.as_str(), vm.as_str())),
+            _ => None,
+        })
+        .collect();
     for action in &plan.actions {
         let ok = match action {
             Action::Create {
@@ -92,12 +111,18 @@ pub async fn execute(
                 Some(row) => destroy(r, row, *reason, world, now).await?,
                 None => false,
             },
-            Action::CollectOrphan { host, kind, name } => match r.host(host) {
-                Some(h) => {
-                    collect_orphan(r, h, *kind, name);
-                    true
+            Action::CollectOrphan { host, kind, name } => {
+                let volume_of_domain = *kind == OrphanKind::Volume
+                    && (xml::vm_id_of_volume(name).or_else(|| docker::vm_id_of_network(name)))
+                        .is_some_and(|vm| with_domain.contains(&(host.as_str(), vm)));
+                match r.host(host) {
+                    Some(h) if !volume_of_domain => collect_orphan(r, h, *kind, name),
+                    _ => false,
                 }
-                None => false,
+            }
+            Action::Adopt { host, name } => match r.host(host) {
+                Some(h) if h.runtime() == Runtime::Vm => adopt(r, h, name, now).await,
+                _ => false,
             },
             Action::ForgetCourse { course } => {
                 let span = action_span(ActionKind::ForgetCourse, Some(course), None, None);
@@ -202,7 +227,7 @@ async fn create(
         host: host.name().to_string(),
         domain: xml::domain_name(name, &id),
         volume: match course.runtime {
-            Runtime::Vm => xml::volume_name(&id),
+            Runtime::Vm => xml::volume_name(r.instance(), &id),
             Runtime::Container => docker::network_name(&id),
         },
         spec_hash: spec_hash.to_string(),
@@ -338,6 +363,7 @@ async fn boot_container(
             vm_id: row.id.clone(),
             course: row.course.clone(),
             spec_hash: row.spec_hash.clone(),
+            instance: Some(r.instance().to_string()),
         },
         name: &row.domain,
         network: &row.volume,
@@ -391,6 +417,7 @@ async fn boot_steps(
         .ok_or_else(|| format!("image `{image_name}` is not in the catalog"))?;
     let vm = row.clone();
     let size = size.clone();
+    let instance = r.instance().to_string();
     let started = host
         .run(move |h| {
             h.create(&NewVm {
@@ -398,6 +425,7 @@ async fn boot_steps(
                     vm_id: vm.id.clone(),
                     course: vm.course.clone(),
                     spec_hash: vm.spec_hash.clone(),
+                    instance: Some(instance),
                 },
                 domain: &vm.domain,
                 volume: &vm.volume,
@@ -599,13 +627,59 @@ async fn destroy(
     Ok(true)
 }
 
-fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str) {
+/// Re-marks a legacy domain the store knows with this instance.
+async fn adopt(r: &Reconciler, host: &Arc<Host>, name: &str, now: i64) -> bool {
+    let span = action_span(ActionKind::Adopt, None, Some(host.name()), None);
+    let (instance, domain) = (r.instance().to_string(), name.to_string());
+    let result = host
+        .run(move |h| h.adopt_domain(&domain, &instance))
+        .instrument(span.clone())
+        .await;
+    r.inner.metrics.action(ActionKind::Adopt, result.is_ok());
+    match result {
+        Ok(true) => {
+            span.in_scope(|| tracing::info!(domain = name, "legacy domain adopted"));
+            r.event(
+                now,
+                "legacy-adopted",
+                None,
+                Some(host.name()),
+                None,
+                format!("domain {name} now names instance {}", r.instance()),
+            )
+            .await;
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            span.in_scope(
+                || tracing::warn!(domain = name, error = %e, "legacy domain not adopted"),
+            );
+            false
+        }
+    }
+}
+
+/// Starts collecting an orphan unless its collection is in flight already.
+fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str) -> bool {
+    let key = (host.name().to_string(), kind, name.to_string());
+    if !r
+        .inner
+        .state
+        .lock()
+        .expect("state")
+        .collecting
+        .insert(key.clone())
+    {
+        return false;
+    }
     // An orphan has no row: no course and no VM id, only its name.
     let span = action_span(ActionKind::CollectOrphan, None, Some(host.name()), None);
     let (r2, host, name) = (r.clone(), Arc::clone(host), name.to_string());
     let task = async move {
-        let result: Result<(), HostError> = host
-            .remove_orphan_any(kind == OrphanKind::Domain, &name)
+        let owners = r2.owners();
+        let result = host
+            .remove_orphan_any(kind == OrphanKind::Domain, &name, &owners)
             .await;
         let now = now_ms();
         r2.inner
@@ -618,26 +692,52 @@ fn collect_orphan(r: &Reconciler, host: &Arc<Host>, kind: OrphanKind, name: &str
             (OrphanKind::Volume, Runtime::Container) => "network",
         };
         match result {
-            Ok(()) => {
-                tracing::info!(name = %name, what, "orphan collected");
+            // One event per object actually removed: one already gone (a
+            // collection that finished since the pass looked) is none.
+            Ok(Removal::Removed(with)) => {
+                let with_what = match (with, kind) {
+                    (Some(v), OrphanKind::Domain) => format!(
+                        " with its {} {v}",
+                        if host.runtime() == Runtime::Vm {
+                            "volume"
+                        } else {
+                            "network"
+                        }
+                    ),
+                    _ => String::new(),
+                };
+                tracing::info!(name = %name, what, "orphan collected{with_what}");
                 r2.event(
                     now,
                     "orphan-collected",
                     None,
                     Some(host.name()),
                     None,
-                    format!("{what} {name}"),
+                    format!("{what} {name}{with_what}"),
                 )
                 .await;
+            }
+            Ok(Removal::Gone) => {}
+            Ok(Removal::NotOurs) => {
+                tracing::info!(name = %name, what, "not collected: its mark is not this instance's")
+            }
+            Ok(Removal::InUse) => {
+                tracing::info!(name = %name, what, "not collected yet: a domain still uses it")
             }
             Err(e) => {
                 tracing::warn!(name = %name, error = %e, "orphan not collected")
             }
         }
+        r2.inner.state.lock().expect("state").collecting.remove(&(
+            host.name().to_string(),
+            kind,
+            name,
+        ));
     };
     r.inner
         .tasks
         .lock()
         .expect("tasks")
         .spawn(task.instrument(span));
+    true
 }

@@ -104,6 +104,9 @@ pub(crate) struct State {
     rejected_at: Option<i64>,
     backoff: Backoff,
     orphans_seen: HashMap<(String, OrphanKind, String), i64>,
+    /// Orphans being collected now: a pass while one is in flight does not
+    /// start it again (nor record it collected twice).
+    collecting: HashSet<(String, OrphanKind, String)>,
     /// VMs with work in flight (a boot or a destroy): skipped by new actions.
     busy: HashSet<String>,
     /// Fetch bookkeeping of a Git source.
@@ -129,6 +132,12 @@ struct FetchState {
 pub(crate) struct Inner {
     /// This process's name on the reconciler lease: `host:pid:random`.
     pub(crate) holder: String,
+    /// This store's instance id, and the instances adopted (configuration
+    /// and `labpool adopt`, read again every pass): the only marks whose
+    /// objects this labpool ever collects.
+    pub(crate) owners: Mutex<crate::hosts::owner::Owners>,
+    /// This store's instance id.
+    pub(crate) instance: String,
     pub(crate) config: Config,
     pub(crate) store: Store,
     pub(crate) hosts: BTreeMap<String, Arc<Host>>,
@@ -158,6 +167,11 @@ impl Reconciler {
         for host in &config.hosts {
             store.upsert_host(&host.name, &host.uri, now).await?;
         }
+        let instance = store.instance_id().await?;
+        let owners = Mutex::new(crate::hosts::owner::Owners::new(
+            instance.clone(),
+            &config.reconcile.adopt_instances,
+        ));
         let hosts = config
             .hosts
             .iter()
@@ -170,6 +184,8 @@ impl Reconciler {
         Ok(Reconciler {
             inner: Arc::new(Inner {
                 holder: lease_holder(),
+                owners,
+                instance,
                 config,
                 store,
                 hosts,
@@ -182,6 +198,7 @@ impl Reconciler {
                     rejected_at: None,
                     backoff,
                     orphans_seen: HashMap::new(),
+                    collecting: HashSet::new(),
                     busy: HashSet::new(),
                     fetch: FetchState::default(),
                 }),
@@ -223,6 +240,32 @@ impl Reconciler {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// This labpool's instance id (its store's): every mark it makes names it.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The instances whose objects count as this labpool's, as of the last
+    /// [`Reconciler::refresh_owners`].
+    pub fn owners(&self) -> crate::hosts::owner::Owners {
+        self.inner.owners.lock().expect("owners").clone()
+    }
+
+    /// Reads the adopted instances again: the configuration's and those
+    /// `labpool adopt` recorded in the store (never this store's own).
+    pub async fn refresh_owners(&self) -> Result<crate::hosts::owner::Owners, StoreError> {
+        let mut adopted = self.inner.config.reconcile.adopt_instances.clone();
+        for (instance, _) in self.inner.store.adopted_instances().await? {
+            if !adopted.contains(&instance) {
+                adopted.push(instance);
+            }
+        }
+        adopted.retain(|i| *i != self.inner.instance);
+        let owners = crate::hosts::owner::Owners::new(self.inner.instance.clone(), &adopted);
+        *self.inner.owners.lock().expect("owners") = owners.clone();
+        Ok(owners)
     }
 
     pub fn store(&self) -> &Store {
@@ -934,11 +977,12 @@ impl Reconciler {
         };
         // Orphans count as first seen now: a dry run collects none.
         let world = self.observe_world(now, &mut HashMap::new()).await?;
-        let plan = plan::plan(
+        let mut plan = plan::plan(
             &self.desired_with_demand(&courses, now).await?,
             &world.observed,
             &self.policy(),
         );
+        plan.actions.extend(plan::adopt_legacy(&world.legacy_known));
         let down = world
             .host_errors
             .into_iter()
@@ -954,6 +998,7 @@ impl Reconciler {
         orphans_seen: &mut HashMap<(String, OrphanKind, String), i64>,
     ) -> Result<observe::World, StoreError> {
         let known = self.inner.store.courses().await?;
+        let owners = self.refresh_owners().await?;
         let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
         observe::observe(
             &self.inner.store,
@@ -962,6 +1007,7 @@ impl Reconciler {
             known.into_iter().map(|r| r.name).collect(),
             now,
             orphans_seen,
+            &owners,
         )
         .await
     }
@@ -986,9 +1032,11 @@ impl Reconciler {
         self.inner.state.lock().expect("state").orphans_seen = seen;
         let world = world?;
         self.record_host_status(&world.host_errors, now).await?;
+        self.record_foreign(&world.foreign, now).await?;
         self.inner.store.prune_launches(now).await?;
         let desired = self.desired_with_demand(&courses, now).await?;
-        let plan = plan::plan(&desired, &world.observed, &self.policy());
+        let mut plan = plan::plan(&desired, &world.observed, &self.policy());
+        plan.actions.extend(plan::adopt_legacy(&world.legacy_known));
         let by_name: HashMap<&str, &Course> =
             courses.iter().map(|c| (c.name.as_str(), c)).collect();
         let started = execute::execute(self, &plan, &world, &by_name, now).await?;
@@ -1138,6 +1186,50 @@ impl Reconciler {
                     tracing::warn!(host, error = %message, "host is down");
                 }
                 self.event(now, kind, None, Some(host), None, message).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records what each host that answered holds of other instances; a
+    /// host and instance seen for the first time get one event (and a log
+    /// line), not one per pass.
+    async fn record_foreign(
+        &self,
+        foreign: &[(String, Vec<(String, i64)>)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        for (host, seen) in foreign {
+            let new = self
+                .inner
+                .store
+                .set_foreign_objects(host, seen, now)
+                .await?;
+            for instance in new {
+                let objects = seen
+                    .iter()
+                    .find(|(i, _)| *i == instance)
+                    .map_or(0, |(_, n)| *n);
+                let whose = if instance == crate::hosts::owner::LEGACY {
+                    "an earlier labpool version's, unknown to this store".to_string()
+                } else {
+                    format!("labpool instance {instance}'s")
+                };
+                tracing::warn!(
+                    host,
+                    instance,
+                    objects,
+                    "objects of another labpool on this host; left alone"
+                );
+                self.event(
+                    now,
+                    "foreign-objects",
+                    None,
+                    Some(host),
+                    None,
+                    format!("{objects} object(s) marked as {whose}: reported, never touched (this instance is {})", self.instance()),
+                )
+                .await;
             }
         }
         Ok(())

@@ -142,6 +142,21 @@ pub enum Action {
     },
     /// The course is gone from the source and has no VM left: drop its row.
     ForgetCourse { course: String },
+    /// A domain an earlier version marked with no instance, whose VM the
+    /// store knows: its mark gets this labpool's instance (libvirt only).
+    /// Added after planning, from the observation ([`adopt_legacy`]).
+    Adopt { host: String, name: String },
+}
+
+/// The re-marks a pass makes: one per legacy domain the store knows.
+pub fn adopt_legacy(legacy_known: &[(String, String)]) -> Vec<Action> {
+    legacy_known
+        .iter()
+        .map(|(host, name)| Action::Adopt {
+            host: host.clone(),
+            name: name.clone(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

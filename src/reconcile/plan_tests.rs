@@ -954,7 +954,8 @@ fn down_host_is_left_alone_and_replaced_elsewhere() {
         p.actions.iter().all(|a| match a {
             Action::Create { host, .. }
             | Action::Destroy { host, .. }
-            | Action::CollectOrphan { host, .. } => host != "h0",
+            | Action::CollectOrphan { host, .. }
+            | Action::Adopt { host, .. } => host != "h0",
             Action::ForgetCourse { .. } => true,
         }),
         "{:?}",
@@ -1335,6 +1336,8 @@ fn simulate(desired: &[DesiredCourse], observed: &Observed, plan: &Plan) -> Obse
                 .orphans
                 .retain(|o| !(&o.host == host && o.kind == *kind && &o.name == name)),
             Action::ForgetCourse { course } => next.known_courses.retain(|c| c != course),
+            // Never planned: added from the observation, outside `plan`.
+            Action::Adopt { .. } => {}
         }
     }
     next
@@ -1465,6 +1468,7 @@ fn check_plan(desired: &[DesiredCourse], observed: &Observed, p: &Plan) -> Resul
                     return Err(format!("forgets a course with {left} VM(s) left: {a:?}"));
                 }
             }
+            Action::Adopt { .. } => return Err(format!("the planner adopts nothing: {a:?}")),
         }
     }
     let remaining = || {
@@ -1562,6 +1566,7 @@ fn property_plans_respect_capacity_slots_max_and_sessions() {
                 Action::Destroy { reason, .. } => format!("destroy {}", reason.as_str()),
                 Action::CollectOrphan { .. } => "collect orphan".to_string(),
                 Action::ForgetCourse { .. } => "forget course".to_string(),
+                Action::Adopt { .. } => "adopt".to_string(),
             })
             .collect();
         kinds.extend(p.courses.iter().filter_map(|c| {

@@ -18,6 +18,7 @@ mod counts;
 mod courses;
 mod events;
 mod hosts;
+mod instance;
 mod launch_batch;
 mod launches;
 mod leases;
@@ -38,6 +39,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, Executor, Transaction};
 
+pub use instance::ForeignRow;
 pub use launch_batch::LaunchConnection;
 pub use launches::{
     LaunchOutcome, LaunchRequest, LoginMatch, LoginRow, WAIT_STALE_MS, WaitOutcome, WaitTicket,

@@ -8,12 +8,15 @@
 //! after `orphan_grace`, unlabelled ones are left alone; and two students'
 //! containers reach neither each other nor the host.
 //!
-//! Every labpool collects the labelled containers it does not know, so
-//! these tests take turns: one shared lock in this process, and a file lock
-//! against another test process on the same engine. All but the orphan test
-//! run with `orphan_grace: 1h`; the orphan test, whose grace is short, waits
-//! before every pass until the engine holds no labelled object that is not
-//! its own (another labpool's, say `serve --dev`), so it never collects one.
+//! A labpool collects the containers labelled with its own instance that
+//! it does not know (another instance's are only reported: tested below),
+//! and each test cleans up what earlier runs left, so these tests take
+//! turns: one shared lock in this process, and a file lock against another
+//! test process on the same engine. All but the orphan and the ownership
+//! tests run with `orphan_grace: 1h`; the orphan test, whose grace is
+//! short, waits before every pass until the engine holds no labelled object
+//! that is not its own (another labpool's, say `serve --dev`) — what older
+//! versions, without an instance label, needed.
 //! Each test removes what it made, and only that: labpool's containers and
 //! networks of its own courses (all named `itc-…`), found by label.
 
@@ -30,7 +33,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
 };
 use futures_util::StreamExt;
-use labpool::hosts::docker::{LABEL_COURSE, LABEL_SPEC, LABEL_VM};
+use labpool::hosts::docker::{LABEL_COURSE, LABEL_INSTANCE, LABEL_SPEC, LABEL_VM};
 use labpool::store::{VmRow, VmState};
 use tokio::io::AsyncWriteExt;
 
@@ -686,12 +689,21 @@ async fn labelled_orphans_are_collected_after_the_grace_and_unlabelled_ones_left
     let _clean_orphans = Cleanup::course(GONE);
     let _clean_bystanders = Cleanup(TEST_LABEL, "containers");
     let docker = engine().await;
+    let lab = Lab::new();
+    lab.course_text(
+        COURSE,
+        &course_text(COURSE, 1, 2, "{ expiry: 1h, idle: 30m }", None),
+    );
+    let config = lab.config(&head(&format!("{}s", GRACE.as_secs())));
+    let r = lab.reconciler(config).await;
+    // Labelled as this labpool's (its instance), unknown to its store.
     let id = format!("{:016x}", rand::random::<u64>());
     let (orphan, orphan_net) = (format!("labpool-{GONE}-{id}"), format!("labpool-net-{id}"));
     let labels = HashMap::from([
         (LABEL_VM.to_string(), id.clone()),
         (LABEL_COURSE.to_string(), GONE.to_string()),
         (LABEL_SPEC.to_string(), "0000000000000000".to_string()),
+        (LABEL_INSTANCE.to_string(), r.instance().to_string()),
     ]);
     make(&docker, &orphan, &orphan_net, &labels).await;
     // Bystanders named exactly as labpool names its own, without its label.
@@ -701,14 +713,6 @@ async fn labelled_orphans_are_collected_after_the_grace_and_unlabelled_ones_left
         format!("labpool-net-{other}"),
     );
     make(&docker, &bystander, &bystander_net, &HashMap::new()).await;
-
-    let lab = Lab::new();
-    lab.course_text(
-        COURSE,
-        &course_text(COURSE, 1, 2, "{ expiry: 1h, idle: 30m }", None),
-    );
-    let config = lab.config(&head(&format!("{}s", GRACE.as_secs())));
-    let r = lab.reconciler(config).await;
     let mine = [COURSE, GONE];
 
     // The first pass sees the orphans, and leaves them for the grace.
@@ -752,12 +756,10 @@ async fn labelled_orphans_are_collected_after_the_grace_and_unlabelled_ones_left
         .filter(|e| e.kind == "orphan-collected")
         .map(|e| e.message.as_str())
         .collect();
-    assert!(
-        collected.contains(&format!("container {orphan}").as_str()),
-        "{collected:?}"
-    );
-    assert!(
-        collected.contains(&format!("network {orphan_net}").as_str()),
+    // One collection, one event: the container took its network with it.
+    assert_eq!(
+        collected,
+        vec![format!("container {orphan} with its network {orphan_net}").as_str()],
         "{collected:?}"
     );
 
@@ -774,6 +776,145 @@ async fn labelled_orphans_are_collected_after_the_grace_and_unlabelled_ones_left
     assert_eq!(warm.state, VmState::Warm);
     assert!(container_exists(&docker, &warm.domain).await);
     assert!(network_exists(&docker, &warm.volume).await);
+}
+
+/// Issue 16 §1 on one Docker engine: labpool A (a live session and a warm
+/// container), B (its own store and course) and C (no course at all), each
+/// with a 2 s grace, pass in turn for many grace periods. Nobody loses a
+/// container, a network or a session; each reports the others' objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_labpools_on_one_engine_never_collect_each_others_labs() {
+    const A: &str = "itc-own-a";
+    const B: &str = "itc-own-b";
+    const GRACE: Duration = Duration::from_secs(2);
+    let _turn = turn().await;
+    let (_clean_a, _clean_b) = (Cleanup::course(A), Cleanup::course(B));
+    let docker = engine().await;
+    let (lab_a, lab_b, lab_c) = (Lab::new(), Lab::new(), Lab::new());
+    lab_a.course_text(A, &course_text(A, 1, 2, "{ expiry: 1h, idle: 30m }", None));
+    lab_b.course_text(B, &course_text(B, 1, 1, "{ expiry: 1h, idle: 30m }", None));
+    let a = lab_a.reconciler(lab_a.config(&head("2s"))).await;
+    let b = lab_b.reconciler(lab_b.config(&head("2s"))).await;
+    let c = lab_c.reconciler(lab_c.config(&head("2s"))).await;
+    let vms = converge(&a, Duration::from_secs(60), "A warm", |v| {
+        count(v, A, VmState::Warm) == 1
+    })
+    .await;
+    let now = labpool::reconcile::now_ms();
+    let key = labpool::store::SessionKey {
+        issuer: "https://lms.example".into(),
+        deployment_id: "d".into(),
+        user_sub: "alice".into(),
+        context_id: "ctx".into(),
+        resource_link_id: "rl".into(),
+    };
+    let claimed = a
+        .store()
+        .claim(A, &vms[0].spec_hash, &key, now, now + 3_600_000)
+        .await
+        .unwrap()
+        .expect("a warm container for alice");
+    converge(&a, Duration::from_secs(60), "A: 1 warm, 1 assigned", |v| {
+        count(v, A, VmState::Warm) == 1 && count(v, A, VmState::Assigned) == 1
+    })
+    .await;
+    converge(&b, Duration::from_secs(60), "B warm", |v| {
+        count(v, B, VmState::Warm) == 1
+    })
+    .await;
+    let rows = |r: &labpool::reconcile::Reconciler| {
+        let store = r.store().clone();
+        async move {
+            let vms: BTreeSet<(String, String)> = store
+                .vms()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|v| (v.id, v.state.to_string()))
+                .collect();
+            vms
+        }
+    };
+    let (before_a, before_b) = (rows(&a).await, rows(&b).await);
+
+    let started = Instant::now();
+    while started.elapsed() < GRACE * 7 {
+        for (name, r) in [("A", &a), ("B", &b), ("C", &c)] {
+            let report = r.pass().await.expect("pass");
+            r.settle().await;
+            assert!(
+                !report.plan.actions.iter().any(|x| matches!(
+                    x,
+                    labpool::reconcile::plan::Action::CollectOrphan { .. }
+                        | labpool::reconcile::plan::Action::Destroy { .. }
+                )),
+                "{name} would touch something after {:?}: {:?}",
+                started.elapsed(),
+                report.plan.actions
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(rows(&a).await, before_a);
+    assert_eq!(rows(&b).await, before_b);
+    for r in [&a, &b] {
+        for vm in r.store().vms().await.unwrap() {
+            assert!(container_exists(&docker, &vm.domain).await, "{}", vm.domain);
+            assert!(network_exists(&docker, &vm.volume).await, "{}", vm.volume);
+            let labels = docker
+                .inspect_container(&vm.domain, None)
+                .await
+                .unwrap()
+                .config
+                .and_then(|c| c.labels)
+                .unwrap_or_default();
+            assert_eq!(
+                labels.get(LABEL_INSTANCE).map(String::as_str),
+                Some(r.instance())
+            );
+        }
+    }
+    let session = a
+        .store()
+        .session(&claimed.session.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(session.ended_at, None, "alice's session is live");
+    let foreign = |r: &labpool::reconcile::Reconciler, other: &labpool::reconcile::Reconciler| {
+        let (store, other) = (r.store().clone(), other.instance().to_string());
+        async move {
+            store
+                .foreign_objects()
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|f| f.host == "docker" && f.instance == other)
+                .map(|f| f.objects)
+        }
+    };
+    // A container and a network per lab.
+    assert_eq!(foreign(&a, &b).await, Some(2));
+    assert_eq!(foreign(&b, &a).await, Some(4));
+    assert_eq!(foreign(&c, &a).await, Some(4));
+    assert_eq!(foreign(&c, &b).await, Some(2));
+    let said = a
+        .store()
+        .events(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "foreign-objects" && e.message.contains(b.instance()))
+        .count();
+    assert_eq!(said, 1, "said once, not every pass");
+    a.store()
+        .end_session(
+            &claimed.session.id,
+            "test over",
+            labpool::reconcile::now_ms(),
+        )
+        .await
+        .unwrap();
 }
 
 /// Every IPv4 address of this machine but loopback.

@@ -17,6 +17,7 @@ mod lms;
 mod logins;
 mod lti;
 mod metrics;
+mod ownership;
 mod qemu;
 mod reconcile;
 mod registration;

@@ -291,15 +291,19 @@ async fn orphans_are_collected_after_the_grace_and_vanished_vms_replaced() {
     // a store loss and a cleanup): it must go.
     let host = Arc::clone(r.host("a").unwrap());
     let image = config.images.values().next().unwrap().clone();
+    let instance = r.instance().to_string();
+    let volume = xml::volume_name(&instance, "00000000000000ff");
+    let orphan_volume = volume.clone();
     host.run(move |h| {
         h.create(&NewVm {
             mark: xml::Mark {
                 vm_id: "00000000000000ff".into(),
                 course: "tidy".into(),
                 spec_hash: "x".into(),
+                instance: Some(instance),
             },
             domain: "labpool-tidy-00000000000000ff",
-            volume: "labpool-00000000000000ff.qcow2",
+            volume: &volume,
             vcpus: 1,
             memory: 1 << 28,
             disk: None,
@@ -317,6 +321,10 @@ async fn orphans_are_collected_after_the_grace_and_vanished_vms_replaced() {
         .await
         .unwrap();
 
+    // Two passes at once: the second finds the first's collection in
+    // flight and leaves it (issue 16 §5: events listed one orphan
+    // collection twice).
+    r.pass().await.unwrap();
     r.pass().await.unwrap();
     r.settle().await;
     let inventory = host.run(|h| h.inventory()).await.unwrap();
@@ -339,7 +347,18 @@ async fn orphans_are_collected_after_the_grace_and_vanished_vms_replaced() {
     .await;
     assert_ne!(vms[0].id, vanished_id, "a new VM replaced the vanished one");
     let events = r.store().events(50).await.unwrap();
-    assert!(events.iter().any(|e| e.kind == "orphan-collected"));
+    let collected: Vec<&str> = events
+        .iter()
+        .filter(|e| e.kind == "orphan-collected")
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        collected,
+        vec![format!(
+            "domain labpool-tidy-00000000000000ff with its volume {orphan_volume}"
+        )],
+        "one orphan, one collection, one event"
+    );
     assert!(
         events
             .iter()

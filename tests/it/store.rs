@@ -53,7 +53,65 @@ on_both!(
     a_user_holds_labs_up_to_the_course_and_global_limits,
     one_users_launches_racing_on_two_connections_get_one_lab,
     a_held_revision_is_confirmed_by_its_exact_id_only,
+    a_store_has_one_instance_id_for_every_replica,
+    foreign_objects_are_replaced_per_host_and_new_instances_said_once,
 );
+
+/// Issue 16 §1: the instance id is made once and kept; replicas opening the
+/// same store (at once, too) read the same id.
+async fn a_store_has_one_instance_id_for_every_replica(db: Db) {
+    let id = db.instance_id().await.unwrap();
+    assert!(labpool::hosts::xml::is_instance_id(&id), "{id}");
+    let opens = (0..4).map(|_| {
+        let url = db.url.clone();
+        tokio::spawn(async move {
+            Store::open(&url)
+                .await
+                .unwrap()
+                .instance_id()
+                .await
+                .unwrap()
+        })
+    });
+    for other in opens {
+        assert_eq!(other.await.unwrap(), id);
+    }
+    assert_eq!(db.instance_id().await.unwrap(), id);
+}
+
+async fn foreign_objects_are_replaced_per_host_and_new_instances_said_once(db: Db) {
+    let seen = |list: &[(&str, i64)]| -> Vec<(String, i64)> {
+        list.iter().map(|(i, n)| (i.to_string(), *n)).collect()
+    };
+    let new = db
+        .set_foreign_objects("a", &seen(&[("aaaaaaaaaaaa", 2), ("legacy", 1)]), 10)
+        .await
+        .unwrap();
+    assert_eq!(new, vec!["aaaaaaaaaaaa".to_string(), "legacy".to_string()]);
+    db.set_foreign_objects("b", &seen(&[("bbbbbbbbbbbb", 4)]), 10)
+        .await
+        .unwrap();
+    // The next pass: one instance still there (counted anew), one gone.
+    let new = db
+        .set_foreign_objects("a", &seen(&[("aaaaaaaaaaaa", 3)]), 20)
+        .await
+        .unwrap();
+    assert!(new.is_empty(), "{new:?}");
+    let rows: Vec<(String, String, i64, i64, i64)> = db
+        .foreign_objects()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| (f.host, f.instance, f.objects, f.first_seen_at, f.seen_at))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("a".into(), "aaaaaaaaaaaa".into(), 3, 10, 20),
+            ("b".into(), "bbbbbbbbbbbb".into(), 4, 10, 10),
+        ]
+    );
+}
 
 /// A store on a fresh database, and the URL it was opened with.
 pub struct Db {
