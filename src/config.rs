@@ -698,6 +698,10 @@ pub struct ReconcileConfig {
     /// further failure (up to 5m) and resets when one becomes warm. Default 5s.
     #[serde(default = "default_backoff")]
     pub backoff: Duration,
+    /// How long events are kept; older ones are deleted by the passes, a
+    /// bounded batch at a time. Default 30d.
+    #[serde(default = "default_event_retention")]
+    pub event_retention: Duration,
 }
 
 impl Default for ReconcileConfig {
@@ -708,6 +712,7 @@ impl Default for ReconcileConfig {
             orphan_grace: default_orphan_grace(),
             prewarm: default_prewarm(),
             backoff: default_backoff(),
+            event_retention: default_event_retention(),
         }
     }
 }
@@ -726,6 +731,9 @@ fn default_prewarm() -> Duration {
 }
 fn default_backoff() -> Duration {
     Duration::from_secs(5)
+}
+fn default_event_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 
 fn default_storage_pool() -> String {
