@@ -38,6 +38,9 @@ use backoff::Backoff;
 use desired::DesiredCourse;
 use plan::{OrphanKind, Plan, Policy};
 
+/// Events older than `reconcile.event_retention` deleted per pass at most.
+pub const EVENT_PRUNE_BATCH: i64 = 5_000;
+
 /// Longest wait between failed boots of one course.
 const BACKOFF_CAP_MS: i64 = 5 * 60 * 1000;
 
@@ -719,6 +722,17 @@ impl Reconciler {
         let world = world?;
         self.record_host_status(&world.host_errors, now).await?;
         self.inner.store.prune_launches(now).await?;
+        let retention = self
+            .inner
+            .config
+            .reconcile
+            .event_retention
+            .get()
+            .as_millis() as i64;
+        self.inner
+            .store
+            .prune_events(now.saturating_sub(retention), EVENT_PRUNE_BATCH)
+            .await?;
         let desired = self.desired_with_demand(&courses, now).await?;
         let plan = plan::plan(&desired, &world.observed, &self.policy());
         let by_name: HashMap<&str, &Course> =
@@ -876,13 +890,23 @@ impl Reconciler {
     }
 
     async fn record_conditions(&self, plan: &Plan, now: i64) -> Result<(), StoreError> {
-        for counts in plan.courses.iter().filter(|c| c.desired) {
+        for counts in &plan.courses {
             let condition = execute::condition(counts);
             let json = serde_json::json!({ "counts": counts, "condition": condition });
-            self.inner
-                .store
-                .set_course_conditions(&counts.course, &json.to_string(), now)
-                .await?;
+            if counts.desired {
+                self.inner
+                    .store
+                    .set_course_conditions(&counts.course, &json.to_string(), now)
+                    .await?;
+            } else {
+                // A removed course still draining: target 0 and its
+                // students, never the target it had (its row keeps its
+                // revision and time: it is not part of the applied one).
+                self.inner
+                    .store
+                    .set_removed_course_conditions(&counts.course, &json.to_string())
+                    .await?;
+            }
         }
         Ok(())
     }
