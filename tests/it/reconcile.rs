@@ -546,39 +546,66 @@ async fn an_edited_course_file_applies_without_waiting_for_the_resync() {
     running.await.unwrap();
 }
 
-/// Drives passes by hand on a changed build at `pool.max`, looking at the
-/// store after every pass and every settle (the only moments a warm VM can
-/// go: a destroy is set `deleting` in the pass), until the pool is all new.
-/// Returns the fewest warm VMs seen and the most VMs alive at once.
-async fn replace_at_max(r: &labpool::reconcile::Reconciler, course: &str) -> (usize, usize) {
-    let old_hash = r.store().vms().await.unwrap()[0].spec_hash.clone();
-    let mut fewest_warm = usize::MAX;
-    let mut most_alive = 0;
-    let start = std::time::Instant::now();
-    loop {
-        for step in 0..2 {
-            if step == 0 {
-                r.pass().await.unwrap();
-            } else {
-                r.settle().await;
-            }
-            let vms = r.store().vms().await.unwrap();
-            fewest_warm = fewest_warm.min(count(&vms, course, VmState::Warm));
-            most_alive = most_alive.max(
-                vms.iter()
-                    .filter(|v| v.course == course && v.state != VmState::Deleting)
-                    .count(),
-            );
-            let done = vms.len() == 2
-                && vms
-                    .iter()
-                    .all(|v| v.state == VmState::Warm && v.spec_hash != old_hash);
-            if done && step == 1 {
-                return (fewest_warm, most_alive);
-            }
+/// Replaces `course`'s build (the edit `change` makes) at `pool.max` and
+/// replays every change to its VMs' rows, in order: a trigger in the SQLite
+/// store logs each insert, state change and delete, so no moment is missed
+/// however fast the test hosts boot. Returns the fewest warm VMs and the
+/// most VMs alive (not `deleting`) at any moment of the replacement.
+async fn replace_at_max(
+    lab: &Lab,
+    r: &labpool::reconcile::Reconciler,
+    course: &str,
+    change: impl FnOnce(),
+) -> (usize, usize) {
+    use sqlx::{Connection as _, Executor as _};
+    let url = format!("sqlite:{}", lab.path().join("labpool.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    db.execute(
+        "CREATE TABLE vm_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, course TEXT, state TEXT);
+         CREATE TRIGGER vm_log_insert AFTER INSERT ON vms BEGIN
+             INSERT INTO vm_log (id, course, state) VALUES (new.id, new.course, new.state); END;
+         CREATE TRIGGER vm_log_update AFTER UPDATE OF state ON vms BEGIN
+             INSERT INTO vm_log (id, course, state) VALUES (new.id, new.course, new.state); END;
+         CREATE TRIGGER vm_log_delete AFTER DELETE ON vms BEGIN
+             INSERT INTO vm_log (id, course, state) VALUES (old.id, old.course, 'gone'); END;",
+    )
+    .await
+    .unwrap();
+    let before = r.store().vms().await.unwrap();
+    let old_hash = before[0].spec_hash.clone();
+    change();
+    converge(r, MINUTE, "all of the new build", |vms| {
+        vms.len() == 2
+            && vms
+                .iter()
+                .all(|v| v.state == VmState::Warm && v.spec_hash != old_hash)
+    })
+    .await;
+    let log: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, course, state FROM vm_log ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert!(!log.is_empty());
+    let mut states: std::collections::HashMap<String, String> = before
+        .iter()
+        .filter(|v| v.course == course)
+        .map(|v| (v.id.clone(), v.state.as_str().to_string()))
+        .collect();
+    let (mut fewest_warm, mut most_alive) = (usize::MAX, 0);
+    for (id, c, state) in log {
+        if c != course {
+            continue;
         }
-        assert!(start.elapsed() < MINUTE, "the replacement never finished");
+        if state == "gone" {
+            states.remove(&id);
+        } else {
+            states.insert(id, state);
+        }
+        fewest_warm = fewest_warm.min(states.values().filter(|s| *s == "warm").count());
+        most_alive = most_alive.max(states.values().filter(|s| *s != "deleting").count());
     }
+    (fewest_warm, most_alive)
 }
 
 #[tokio::test]
@@ -597,8 +624,10 @@ async fn a_replacement_at_max_keeps_a_warm_vm_where_a_host_has_room() {
         count(v, "drain-roll", VmState::Warm) == 2
     })
     .await;
-    lab.course("drain-roll", "tiny", "320MiB", 2, 2);
-    let (fewest_warm, most_alive) = replace_at_max(&r, "drain-roll").await;
+    let (fewest_warm, most_alive) = replace_at_max(&lab, &r, "drain-roll", || {
+        lab.course("drain-roll", "tiny", "320MiB", 2, 2)
+    })
+    .await;
     assert!(fewest_warm >= 1, "a moment with no warm VM");
     assert_eq!(most_alive, 3, "a surge of one past max, never more");
     let events = r.store().events(100).await.unwrap();
@@ -628,8 +657,10 @@ async fn a_replacement_at_max_with_no_room_destroys_the_old_first() {
         count(v, "drain-tight", VmState::Warm) == 2
     })
     .await;
-    lab.course("drain-tight", "tiny", "320MiB", 2, 2);
-    let (fewest_warm, most_alive) = replace_at_max(&r, "drain-tight").await;
+    let (fewest_warm, most_alive) = replace_at_max(&lab, &r, "drain-tight", || {
+        lab.course("drain-tight", "tiny", "320MiB", 2, 2)
+    })
+    .await;
     assert_eq!((fewest_warm, most_alive), (0, 2));
 }
 
