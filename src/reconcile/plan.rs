@@ -576,10 +576,12 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
                 gone.push((vm, replaced(vm)));
                 alive -= 1;
             }
-            if surge == 1 && alive + need > c.max && fresh_booting.is_empty() {
-                if let Some(vm) = stale_warm.last() {
-                    surges.push((c, vm, alive, need));
-                }
+            if surge == 1
+                && alive + need > c.max
+                && fresh_booting.is_empty()
+                && let Some(vm) = stale_warm.last()
+            {
+                surges.push((c, vm, alive, need));
             }
         }
         for (vm, reason) in gone {
