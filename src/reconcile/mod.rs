@@ -690,7 +690,15 @@ impl Reconciler {
     ) -> Result<observe::World, StoreError> {
         let known = self.inner.store.courses().await?;
         let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
-        observe::observe(
+        // A removed course's students still end idle, by its last file.
+        let idle: BTreeMap<String, i64> = known
+            .iter()
+            .filter_map(|r| {
+                let c = serde_json::from_str::<Course>(&r.spec_json).ok()?;
+                Some((r.name.clone(), c.session.idle.get().as_millis() as i64))
+            })
+            .collect();
+        let mut world = observe::observe(
             &self.inner.store,
             &hosts,
             self.inner.config.reconcile.boots_per_host,
@@ -698,7 +706,9 @@ impl Reconciler {
             now,
             orphans_seen,
         )
-        .await
+        .await?;
+        world.observed.stored_idle_ms = idle;
+        Ok(world)
     }
 
     /// One pass: source, observe, plan, execute. Actions run in the

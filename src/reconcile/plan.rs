@@ -9,7 +9,9 @@
 //! - domain gone while it should run (`booting`, `warm`, `assigned`), or shut
 //!   off while `warm`/`assigned`: destroyed (its session ends) and replaced;
 //! - `failed`, or `creating`/`booting` past the readiness timeout: destroyed;
-//! - `assigned` past its hard expiry, or with no live session: destroyed;
+//! - `assigned` past its hard expiry, idle past its course's `idle` (a
+//!   removed course's from its last stored file), or with no live session:
+//!   destroyed;
 //! - course removed: `creating`/`booting`/`warm` destroyed at once,
 //!   `assigned` left to its student (drain: target 0, and the counts say how
 //!   many students are left and when the last hard expiry comes);
@@ -52,6 +54,10 @@ pub struct Observed {
     pub orphans: Vec<Orphan>,
     /// Courses the store knows (applied earlier), present or removed.
     pub known_courses: Vec<String>,
+    /// `session.idle` (ms) of courses the store knows, from their last
+    /// applied file: a removed course's sessions still end when idle.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stored_idle_ms: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -449,9 +455,13 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
             VmState::Assigned => match vm.session_expires {
                 Some(expires) if expires <= now => Some(DestroyReason::Expired),
                 Some(_)
-                    if course.zip(vm.session_active).is_some_and(|(c, active)| {
-                        c.idle_ms > 0 && active.saturating_add(c.idle_ms) <= now
-                    }) =>
+                    if course
+                        .map(|c| c.idle_ms)
+                        .or_else(|| observed.stored_idle_ms.get(&vm.course).copied())
+                        .zip(vm.session_active)
+                        .is_some_and(|(idle, active)| {
+                            idle > 0 && active.saturating_add(idle) <= now
+                        }) =>
                 {
                     Some(DestroyReason::Idle)
                 }

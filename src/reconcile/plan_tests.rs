@@ -102,6 +102,7 @@ fn world(hosts: Vec<ObservedHost>, vms: Vec<ObservedVm>) -> Observed {
         vms,
         orphans: Vec::new(),
         known_courses: Vec::new(),
+        stored_idle_ms: BTreeMap::new(),
     }
 }
 
@@ -1081,6 +1082,21 @@ fn a_draining_course_counts_its_students_and_its_hard_stop() {
             .starts_with("draining (3 students, hard stop 1970-01-12 "),
         "{condition:?}"
     );
+    // A removed course's sessions still end when idle (by its stored file's
+    // `idle`), as README's sessions do.
+    let idle = ObservedVm {
+        session_active: Some(NOW - 2 * HOUR),
+        ..at("i0", "h0", Some(NOW + HOUR))
+    };
+    let mut w2 = world(vec![host("h0")], vec![idle.clone()]);
+    w2.known_courses = vec!["old".into()];
+    w2.stored_idle_ms.insert("old".into(), HOUR);
+    let p2 = plan(std::slice::from_ref(&keep), &w2, &POLICY);
+    assert_eq!(destroys(&p2), vec![("i0", DestroyReason::Idle)]);
+    w2.stored_idle_ms.insert("old".into(), 3 * HOUR);
+    let p2 = plan(std::slice::from_ref(&keep), &w2, &POLICY);
+    assert!(destroys(&p2).is_empty(), "{:?}", p2.actions);
+
     // A desired course never drains.
     assert_eq!(
         p.courses
@@ -1498,6 +1514,7 @@ fn random_world(seed: u64) -> World {
             vms,
             orphans,
             known_courses,
+            stored_idle_ms: BTreeMap::new(),
         },
     }
 }

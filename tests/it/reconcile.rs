@@ -706,9 +706,26 @@ async fn a_removed_course_shows_target_0_and_draining_until_its_hard_stop() {
     })
     .await;
 
+    // Ben last typed an hour ago (the course's idle is the default 30m).
+    let ben = r
+        .store()
+        .claim(
+            "drain-gone",
+            &vms[0].spec_hash,
+            &drain_key("ben"),
+            now - 3_600_000,
+            expires,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
     lab.remove_course("drain-gone");
     let report = r.pass().await.unwrap();
     r.settle().await;
+    // A removed course's sessions still end when idle, as README says.
+    let ben = r.store().session(&ben.session.id).await.unwrap().unwrap();
+    assert!(ben.ended_at.is_some(), "{ben:?}");
     let counts = report
         .plan
         .courses
