@@ -1515,6 +1515,21 @@ async fn a_removed_course_still_draining_gives_its_students_their_vms_back() {
         .await
         .unwrap();
     assert_eq!(page.status, 200, "{}", page.body);
+    // Its terminal names the course and its idle from the stored file.
+    let mut term = crate::terminal::Term::connect(
+        &w.base,
+        &back,
+        &crate::terminal::Cred::Code(code.clone()),
+        0,
+    )
+    .await;
+    let info = term.session_info(Duration::from_secs(10)).await;
+    assert_eq!(
+        (info["title"].as_str(), info["idle_ms"].as_i64()),
+        (Some("Draining lab"), Some(30 * 60 * 1000)),
+        "{info}"
+    );
+    term.close().await;
 
     // Not from another link, not as another user, not with a forged token.
     let other_link = w.launch(&student("alice", "link-e")).await;
