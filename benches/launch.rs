@@ -218,6 +218,7 @@ async fn store_only(bed: &Bed, round: usize) -> Duration {
             expiry_ms: 3_600_000,
             per_user: 1,
             labs_per_user: 3,
+            resume_only: false,
         });
     }
     let start = Instant::now();

@@ -153,6 +153,7 @@ fn busy_world() -> (Vec<DesiredCourse>, Observed) {
         vms,
         orphans,
         known_courses,
+        stored_idle_ms: Default::default(),
     };
     (desired, observed)
 }
@@ -182,6 +183,7 @@ fn quiet_world() -> (Vec<DesiredCourse>, Observed) {
         vms,
         orphans: Vec::new(),
         known_courses: desired.iter().map(|c| c.name.clone()).collect(),
+        stored_idle_ms: Default::default(),
     };
     (desired, observed)
 }

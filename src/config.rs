@@ -743,6 +743,10 @@ pub struct ReconcileConfig {
     /// none: another instance's objects are only reported.
     #[serde(default)]
     pub adopt_instances: Vec<String>,
+    /// How long events are kept; older ones are deleted by the passes, a
+    /// bounded batch at a time. Default 30d.
+    #[serde(default = "default_event_retention")]
+    pub event_retention: Duration,
 }
 
 impl Default for ReconcileConfig {
@@ -754,6 +758,7 @@ impl Default for ReconcileConfig {
             prewarm: default_prewarm(),
             backoff: default_backoff(),
             adopt_instances: Vec::new(),
+            event_retention: default_event_retention(),
         }
     }
 }
@@ -772,6 +777,9 @@ fn default_prewarm() -> Duration {
 }
 fn default_backoff() -> Duration {
     Duration::from_secs(5)
+}
+fn default_event_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
 }
 
 fn default_storage_pool() -> String {

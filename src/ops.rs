@@ -293,7 +293,11 @@ fn write_plan(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
             c.course, c.target, c.warm, c.booting, c.assigned
         );
         if !c.desired {
-            line.push_str("  (removed: draining)");
+            let d = c.draining.unwrap_or_default();
+            line.push_str(&format!(
+                "  (removed: {})",
+                crate::reconcile::execute::draining_reason(d.students, d.hard_stop)
+            ));
         }
         if c.in_class {
             line.push_str("  (class time: additive changes only)");

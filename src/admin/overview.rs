@@ -19,7 +19,9 @@ pub struct CourseStatus {
     pub title: String,
     /// The course repository's revision it was applied from.
     pub revision: String,
-    /// Warm VMs wanted now (schedule-adjusted, capped by `max`).
+    /// Warm VMs wanted now (schedule-adjusted, capped so warm plus assigned
+    /// stays within `max`): what the reconciler's last pass aimed for. 0 for
+    /// a removed course.
     pub target: u64,
     pub max: u32,
     pub warm: u32,
@@ -28,9 +30,13 @@ pub struct CourseStatus {
     pub assigned: u32,
     pub failed: u32,
     pub deleting: u32,
-    /// `Ready`, `Progressing`, `Degraded` or `Unknown`.
+    /// `Ready`, `Progressing`, `Degraded`, `Draining` (removed from the
+    /// source; its students keep their VMs) or `Unknown`.
     pub condition: String,
     pub reason: String,
+    /// A removed course still draining: the last of its students' hard
+    /// expiries (unix ms), when its last VM goes at the latest.
+    pub hard_stop: Option<i64>,
     /// The schedule window open now, else the next one (none: no schedule).
     pub next_window: Option<WindowTimes>,
 }
@@ -217,13 +223,25 @@ pub async fn courses(
                 serde_json::from_str(&row.conditions_json).unwrap_or_default();
             let course: Option<Course> = serde_json::from_str(&row.spec_json).ok();
             let name = row.name.as_str();
-            let target = conditions["counts"]["target"].as_u64().unwrap_or(0);
+            let removed = conditions["counts"]["desired"] == serde_json::Value::Bool(false);
+            let target = match removed {
+                true => 0,
+                false => conditions["counts"]["target"].as_u64().unwrap_or(0),
+            };
+            let hard_stop = conditions["counts"]["draining"]["hard_stop"]
+                .as_i64()
+                .filter(|_| removed);
             let warm = count(name, VmState::Warm);
             let booting = count(name, VmState::Creating) + count(name, VmState::Booting);
+            let assigned = count(name, VmState::Assigned);
             // Counts are live; the condition is the last pass's, brought up
             // to date where the counts alone decide it.
             let (condition, reason) = match conditions["condition"]["status"].as_str() {
                 None => ("Unknown".to_string(), "not reconciled yet".to_string()),
+                _ if removed => (
+                    "Draining".to_string(),
+                    crate::reconcile::execute::draining_reason(assigned, hard_stop.unwrap_or(0)),
+                ),
                 Some("Degraded") => (
                     "Degraded".to_string(),
                     conditions["condition"]["reason"]
@@ -244,7 +262,8 @@ pub async fn courses(
                 max: course.as_ref().map_or(0, |c| c.pool.max),
                 warm,
                 booting,
-                assigned: count(name, VmState::Assigned),
+                assigned,
+                hard_stop,
                 failed: count(name, VmState::Failed),
                 deleting: count(name, VmState::Deleting),
                 condition,

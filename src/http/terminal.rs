@@ -269,10 +269,25 @@ async fn bridge(app: App, id: String, origin: Result<(), String>, mut socket: We
             return close(socket, CLOSE_REFUSED, reason).await;
         }
     };
-    let course = app.lti.catalog.get().await.ok().and_then(|c| {
+    let mut course = app.lti.catalog.get().await.ok().and_then(|c| {
         c.course(&session.course)
             .map(|c| (c.title.clone(), c.idle_ms))
     });
+    if course.is_none() {
+        // A removed course still draining: its last stored file, whose
+        // `idle` still ends the session.
+        let stored = app
+            .lti
+            .store()
+            .courses()
+            .await
+            .ok()
+            .and_then(|rows| rows.into_iter().find(|r| r.name == session.course));
+        course = stored.and_then(|r| {
+            let spec = serde_json::from_str::<crate::course::Course>(&r.spec_json).ok()?;
+            Some((r.title, spec.session.idle.get().as_millis() as i64))
+        });
+    }
     let (title, idle_ms) = course.unwrap_or_else(|| (session.course.clone(), 0));
     let session_info = |now: i64| {
         text(

@@ -222,19 +222,26 @@ impl Lti {
         let catalog = self.catalog.get().await?;
         let course = match self.resolve(&catalog, &launch) {
             Ok(course) => course.clone(),
-            Err(Unresolved::Needs(needs)) => {
-                self.use_login(login, now).await?;
-                self.metrics.refused("no-course");
-                tracing::Span::current().record("outcome", Outcome::Refused.as_str());
-                tracing::warn!(issuer = %launch.registration.issuer,
-                    context = ?needs.context_id, named = ?needs.named,
-                    "launch refused: no course configured for this link");
-                return Ok(LaunchResult::NeedsCourse(needs));
-            }
-            Err(Unresolved::Refused(refusal)) => {
-                // Used up, so the same id_token cannot be posted again.
-                self.use_login(login, now).await?;
-                return Err(refusal);
+            Err(unresolved) => {
+                // The course may be gone from the catalog (removed, still
+                // draining) while this very key (user, context, link) holds
+                // a live session: that comes back, whatever the catalog
+                // says now. Otherwise refused as before; the login is used
+                // up either way, so the same id_token cannot be posted again.
+                if let Some(back) = self.resume_only(&launch, login, &catalog, now).await? {
+                    return Ok(back);
+                }
+                return match unresolved {
+                    Unresolved::Needs(needs) => {
+                        self.metrics.refused("no-course");
+                        tracing::Span::current().record("outcome", Outcome::Refused.as_str());
+                        tracing::warn!(issuer = %launch.registration.issuer,
+                            context = ?needs.context_id, named = ?needs.named,
+                            "launch refused: no course configured for this link");
+                        Ok(LaunchResult::NeedsCourse(needs))
+                    }
+                    Unresolved::Refused(refusal) => Err(refusal),
+                };
             }
         };
         // The course name is from the course files, the session id is
@@ -253,6 +260,7 @@ impl Lti {
             expiry_ms: course.expiry_ms,
             per_user: course.per_user,
             labs_per_user: self.labs_per_user,
+            resume_only: false,
         };
         let outcome = self
             .launches
@@ -310,6 +318,9 @@ impl Lti {
                     return_url: claims.return_url(),
                 })))
             }
+            LaunchOutcome::NoLiveSession => Err(Refusal::internal(
+                "a launch with a course was decided as a resume-only one",
+            )),
             LaunchOutcome::Full { in_use } => {
                 self.decided(&course.name, Outcome::Full);
                 tracing::warn!(in_use, max = course.max, "launch refused: lab is full");
@@ -317,6 +328,69 @@ impl Lti {
                     title: course.title.clone(),
                 })
             }
+        }
+    }
+
+    /// A launch whose course did not resolve: the key's live session back
+    /// (`Some`), or `None` once the login is used up and no session is live.
+    /// Only a verified id_token's exact key (issuer, deployment, user,
+    /// context, resource link) finds a session, as any resume does.
+    async fn resume_only(
+        &self,
+        launch: &Launch,
+        login: LoginMatch<'_>,
+        catalog: &super::catalog::Catalog,
+        now: i64,
+    ) -> Result<Option<LaunchResult>, Refusal> {
+        let request = LaunchRequest {
+            state: login.state.to_owned(),
+            nonce: login.nonce.to_owned(),
+            issuer: login.issuer.to_owned(),
+            client_id: login.client_id.to_owned(),
+            course: String::new(),
+            spec_hash: String::new(),
+            key: session_key(launch),
+            max: 0,
+            expiry_ms: 0,
+            per_user: 0,
+            labs_per_user: self.labs_per_user,
+            resume_only: true,
+        };
+        let outcome = self
+            .launches
+            .decide(request)
+            .await
+            .map_err(Refusal::internal)?;
+        match outcome {
+            LaunchOutcome::Claimed(claimed) => {
+                let name = claimed.session.course.clone();
+                tracing::Span::current().record("course", name.as_str());
+                self.decided(&name, Outcome::Resumed);
+                tracing::Span::current().record("session", claimed.session.id.as_str());
+                tracing::info!(vm = %claimed.vm.id, resumed = true,
+                    "launch: the live session of a course no longer in the catalog");
+                let title = match catalog.course(&name) {
+                    Some(c) => c.title.clone(),
+                    None => self
+                        .store
+                        .courses()
+                        .await?
+                        .into_iter()
+                        .find(|r| r.name == name)
+                        .map_or(name, |r| r.title),
+                };
+                Ok(Some(LaunchResult::Session {
+                    code: self.tokens.issue_code(&claimed.session.id, secs(now)),
+                    session_id: claimed.session.id,
+                    resumed: true,
+                    course: title,
+                }))
+            }
+            LaunchOutcome::NoLiveSession => Ok(None),
+            LaunchOutcome::LoginRejected => Err(self.login_refusal(login, now).await),
+            _ => Err(Refusal::internal(
+                "a resume-only launch was decided as a new lab",
+            )),
         }
     }
 

@@ -27,12 +27,33 @@ use crate::store::{StoreError, VmRow, VmState};
 /// A course's condition, derived from its counts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Condition {
-    /// `Ready`, `Progressing` or `Degraded`.
+    /// `Ready`, `Progressing`, `Degraded`, or `Draining` (a removed course
+    /// whose students still hold VMs).
     pub status: &'static str,
     pub reason: String,
 }
 
+/// A removed course's reason: `draining (2 students, hard stop 2026-12-04
+/// 18:30 UTC)`, the hard stop being the last of its sessions' hard expiry.
+pub fn draining_reason(students: u32, hard_stop: i64) -> String {
+    if students == 0 {
+        return "draining (no students left)".into();
+    }
+    let at = chrono::DateTime::from_timestamp_millis(hard_stop)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| hard_stop.to_string());
+    let who = if students == 1 { "student" } else { "students" };
+    format!("draining ({students} {who}, hard stop {at})")
+}
+
 pub fn condition(c: &CourseCounts) -> Condition {
+    if !c.desired {
+        let d = c.draining.unwrap_or_default();
+        return Condition {
+            status: "Draining",
+            reason: draining_reason(d.students, d.hard_stop),
+        };
+    }
     let degraded = |reason: String| Condition {
         status: "Degraded",
         reason,

@@ -38,6 +38,9 @@ use backoff::Backoff;
 use desired::DesiredCourse;
 use plan::{OrphanKind, Plan, Policy};
 
+/// Events older than `reconcile.event_retention` deleted per pass at most.
+pub const EVENT_PRUNE_BATCH: i64 = 5_000;
+
 /// Longest wait between failed boots of one course.
 const BACKOFF_CAP_MS: i64 = 5 * 60 * 1000;
 
@@ -1000,7 +1003,15 @@ impl Reconciler {
         let known = self.inner.store.courses().await?;
         let owners = self.refresh_owners().await?;
         let hosts: Vec<Arc<Host>> = self.inner.hosts.values().cloned().collect();
-        observe::observe(
+        // A removed course's students still end idle, by its last file.
+        let idle: BTreeMap<String, i64> = known
+            .iter()
+            .filter_map(|r| {
+                let c = serde_json::from_str::<Course>(&r.spec_json).ok()?;
+                Some((r.name.clone(), c.session.idle.get().as_millis() as i64))
+            })
+            .collect();
+        let mut world = observe::observe(
             &self.inner.store,
             &hosts,
             self.inner.config.reconcile.boots_per_host,
@@ -1009,7 +1020,9 @@ impl Reconciler {
             orphans_seen,
             &owners,
         )
-        .await
+        .await?;
+        world.observed.stored_idle_ms = idle;
+        Ok(world)
     }
 
     /// One pass: source, observe, plan, execute. Actions run in the
@@ -1034,6 +1047,17 @@ impl Reconciler {
         self.record_host_status(&world.host_errors, now).await?;
         self.record_foreign(&world.foreign, now).await?;
         self.inner.store.prune_launches(now).await?;
+        let retention = self
+            .inner
+            .config
+            .reconcile
+            .event_retention
+            .get()
+            .as_millis() as i64;
+        self.inner
+            .store
+            .prune_events(now.saturating_sub(retention), EVENT_PRUNE_BATCH)
+            .await?;
         let desired = self.desired_with_demand(&courses, now).await?;
         let mut plan = plan::plan(&desired, &world.observed, &self.policy());
         plan.actions.extend(plan::adopt_legacy(&world.legacy_known));
@@ -1236,13 +1260,23 @@ impl Reconciler {
     }
 
     async fn record_conditions(&self, plan: &Plan, now: i64) -> Result<(), StoreError> {
-        for counts in plan.courses.iter().filter(|c| c.desired) {
+        for counts in &plan.courses {
             let condition = execute::condition(counts);
             let json = serde_json::json!({ "counts": counts, "condition": condition });
-            self.inner
-                .store
-                .set_course_conditions(&counts.course, &json.to_string(), now)
-                .await?;
+            if counts.desired {
+                self.inner
+                    .store
+                    .set_course_conditions(&counts.course, &json.to_string(), now)
+                    .await?;
+            } else {
+                // A removed course still draining: target 0 and its
+                // students, never the target it had (its row keeps its
+                // revision and time: it is not part of the applied one).
+                self.inner
+                    .store
+                    .set_removed_course_conditions(&counts.course, &json.to_string())
+                    .await?;
+            }
         }
         Ok(())
     }

@@ -174,6 +174,7 @@ pub async fn observe(
             vms,
             orphans,
             known_courses,
+            stored_idle_ms: Default::default(),
         },
         vms: rows.into_iter().map(|r| (r.id.clone(), r)).collect(),
         sessions_by_vm,

@@ -9,17 +9,26 @@
 //! - domain gone while it should run (`booting`, `warm`, `assigned`), or shut
 //!   off while `warm`/`assigned`: destroyed (its session ends) and replaced;
 //! - `failed`, or `creating`/`booting` past the readiness timeout: destroyed;
-//! - `assigned` past its hard expiry, or with no live session: destroyed;
+//! - `assigned` past its hard expiry, idle past its course's `idle` (a
+//!   removed course's from its last stored file), or with no live session:
+//!   destroyed;
 //! - course removed: `creating`/`booting`/`warm` destroyed at once,
-//!   `assigned` left to its student (drain);
+//!   `assigned` left to its student (drain: target 0, and the counts say how
+//!   many students are left and when the last hard expiry comes);
 //! - otherwise counted as *fresh* (spec hash matches, host not drained) or
 //!   *outdated* (an older spec, or a drained host: replaced the same way).
 //!
 //! Per course: the target is the schedule-adjusted warm count, capped so warm
-//! plus assigned never exceeds `max`. Missing fresh VMs are created; outdated
-//! ones are replaced rolling (an outdated warm VM stays until a fresh one is
-//! warm in its place, unless `max` leaves no room to surge and a fresh one
-//! can start now); surplus goes.
+//! plus assigned never exceeds `max` (assigned VMs on hosts that are down
+//! count: their students hold them, as the launch's `max` check counts
+//! their sessions). Missing fresh VMs are created; outdated ones are
+//! replaced rolling: an outdated warm VM stays until a fresh one is warm in
+//! its place. At `max` the replacement surges by one (like a rolling
+//! update's `maxSurge: 1`): one outdated warm VM stays past `max` while its
+//! replacement boots, if some host has room for one more VM (or the surge's
+//! VM is already booting); only when no host has room does the outdated VM
+//! go first to make it, and then only if a fresh one can start now.
+//! Surplus goes.
 //! During class time (`in_class`) nothing is taken away.
 //!
 //! Creates are placed round-robin over courses, each on the host with the
@@ -45,6 +54,10 @@ pub struct Observed {
     pub orphans: Vec<Orphan>,
     /// Courses the store knows (applied earlier), present or removed.
     pub known_courses: Vec<String>,
+    /// `session.idle` (ms) of courses the store knows, from their last
+    /// applied file: a removed course's sessions still end when idle.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stored_idle_ms: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -231,10 +244,26 @@ pub struct CourseCounts {
     pub assigned: u32,
     pub failed: u32,
     pub outdated: u32,
-    /// VMs on hosts that are down (not counted above).
+    /// VMs on hosts that are down (not counted above, except their live
+    /// assigned VMs, which are in `assigned`).
     pub unreachable: u32,
     pub in_class: bool,
     pub shortfall: Option<Shortfall>,
+    /// A removed course still draining: its students' VMs and when the last
+    /// of their sessions reaches its hard expiry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draining: Option<Draining>,
+}
+
+/// What is left of a removed course: its students keep their VMs until
+/// their sessions end, at the latest at their hard expiry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Draining {
+    /// Live sessions (students) still holding a VM of the course.
+    pub students: u32,
+    /// The latest hard expiry among them (unix ms): by then the course is
+    /// gone.
+    pub hard_stop: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -397,6 +426,13 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
         });
     };
 
+    // A removed course's student: counted, and the last hard expiry kept.
+    let drain = |entry: &mut CourseCounts, vm: &ObservedVm| {
+        let d = entry.draining.get_or_insert_with(Draining::default);
+        d.students += 1;
+        d.hard_stop = d.hard_stop.max(vm.session_expires.unwrap_or(0));
+    };
+
     for vm in &observed.vms {
         let course = by_name.get(vm.course.as_str()).copied();
         let entry = counts.entry(&vm.course).or_insert_with(|| CourseCounts {
@@ -405,6 +441,15 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
         });
         if !host_up(&vm.host) {
             entry.unreachable += 1;
+            // Its student still holds it (and the launch counts the
+            // session against `max`): the target leaves room for it.
+            if vm.state == VmState::Assigned && vm.session_expires.is_some_and(|e| e > now) {
+                entry.assigned += 1;
+                match course {
+                    Some(_) => pools.entry(&vm.course).or_default().assigned += 1,
+                    None => drain(entry, vm),
+                }
+            }
             continue;
         }
         let timeout = course.map_or(policy.default_ready_timeout_ms, |c| c.ready_timeout_ms);
@@ -425,9 +470,13 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
             VmState::Assigned => match vm.session_expires {
                 Some(expires) if expires <= now => Some(DestroyReason::Expired),
                 Some(_)
-                    if course.zip(vm.session_active).is_some_and(|(c, active)| {
-                        c.idle_ms > 0 && active.saturating_add(c.idle_ms) <= now
-                    }) =>
+                    if course
+                        .map(|c| c.idle_ms)
+                        .or_else(|| observed.stored_idle_ms.get(&vm.course).copied())
+                        .zip(vm.session_active)
+                        .is_some_and(|(idle, active)| {
+                            idle > 0 && active.saturating_add(idle) <= now
+                        }) =>
                 {
                     Some(DestroyReason::Idle)
                 }
@@ -439,7 +488,12 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
         };
         match vm.state {
             VmState::Failed => entry.failed += 1,
-            VmState::Assigned if reason.is_none() => entry.assigned += 1,
+            VmState::Assigned if reason.is_none() => {
+                entry.assigned += 1;
+                if course.is_none() {
+                    drain(entry, vm);
+                }
+            }
             _ => {}
         }
         if let Some(reason) = reason {
@@ -469,6 +523,9 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
 
     // Per course: take away what is too much, work out what is missing.
     let mut wants: Vec<(&DesiredCourse, u32)> = Vec::new();
+    // Outdated warm VMs kept past `max` for a surge judged on room that
+    // this plan's creates may yet take: (course, VM, alive, need).
+    let mut surges: Vec<(&DesiredCourse, &ObservedVm, u32, u32)> = Vec::new();
     for c in desired {
         let pool = pools.remove(c.name.as_str()).unwrap_or_default();
         let entry = counts
@@ -511,6 +568,13 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
                 gone.push((vm, replaced(vm)));
             }
         }
+        // What goes so far frees its capacity before the surge is judged.
+        for (vm, reason) in gone.drain(..) {
+            destroy(vm, reason, &mut actions);
+            if let Some(load) = hosts.get_mut(vm.host.as_str()) {
+                load.remove(vm.vcpus, vm.memory, is_booting(vm.state));
+            }
+        }
         let fresh = (fresh_warm.len() + fresh_booting.len()) as u32;
         let need = target.saturating_sub(fresh);
         // May exceed `max` (a host came back, `max` was lowered): room is
@@ -520,12 +584,29 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
         // Outdated warm VMs still serve: they are given up only for VMs that
         // can start now, not while backing off or when no host could hold one.
         let can_start = backoff.is_none() && hosts.values().any(|h| h.could_hold(c));
+        // A replacement at `max` surges by one: an outdated warm VM stays
+        // past `max` while a fresh one boots, if some host has room for the
+        // extra VM now, or the surge is under way (a fresh VM booting).
+        let surge = u32::from(
+            !c.in_class
+                && !stale_warm.is_empty()
+                && (!fresh_booting.is_empty()
+                    || hosts.values().any(|h| h.could_hold(c) && h.has_room(c))),
+        );
+        let limit = c.max + surge;
         if !c.in_class && can_start {
             // No room to surge: give up outdated warm VMs to make some.
-            while alive + need > c.max {
+            while alive + need > limit {
                 let Some(vm) = stale_warm.pop() else { break };
                 gone.push((vm, replaced(vm)));
                 alive -= 1;
+            }
+            if surge == 1
+                && alive + need > c.max
+                && fresh_booting.is_empty()
+                && let Some(vm) = stale_warm.last()
+            {
+                surges.push((c, vm, alive, need));
             }
         }
         for (vm, reason) in gone {
@@ -535,7 +616,7 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
             }
         }
         if need > 0 {
-            let room = c.max.saturating_sub(alive);
+            let room = limit.saturating_sub(alive);
             match backoff {
                 Some(until) => entry.shortfall = Some(Shortfall::BackingOff { until }),
                 None if room > 0 => wants.push((c, need.min(room))),
@@ -550,16 +631,7 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
     let mut round = 0;
     while !wants.is_empty() {
         wants.retain_mut(|(c, need)| {
-            let best = hosts
-                .values_mut()
-                .filter(|h| h.could_hold(c) && h.has_room(c) && h.has_boot_slot())
-                .min_by(|a, b| {
-                    let ka = a.per_course.get(c.name.as_str()).copied().unwrap_or(0);
-                    let kb = b.per_course.get(c.name.as_str()).copied().unwrap_or(0);
-                    ka.cmp(&kb)
-                        .then(a.load().total_cmp(&b.load()))
-                        .then(a.host.name.cmp(&b.host.name))
-                });
+            let best = best_host(&mut hosts, c);
             let Some(host) = best else {
                 let entry = counts.get_mut(c.name.as_str()).expect("counted");
                 entry.shortfall = Some(shortfall(c, hosts.values()));
@@ -585,6 +657,50 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
                     .map(|h| h.boots_per_host as usize)
                     .sum::<usize>()
         );
+    }
+
+    // A surge judged on room the creates above took after all: no VM of
+    // the course could be placed and no host has room now. The outdated VM
+    // goes first, as when there was no room (its destroy before the
+    // creates), and its capacity takes what it can of the replacements.
+    for (c, vm, alive, need) in surges {
+        let placed = actions
+            .iter()
+            .any(|a| matches!(a, Action::Create { course, .. } if *course == c.name));
+        if placed || hosts.values().any(|h| h.could_hold(c) && h.has_room(c)) {
+            continue;
+        }
+        let first_create = actions
+            .iter()
+            .position(|a| matches!(a, Action::Create { .. }))
+            .unwrap_or(actions.len());
+        actions.insert(
+            first_create,
+            Action::Destroy {
+                vm: vm.id.clone(),
+                course: vm.course.clone(),
+                host: vm.host.clone(),
+                reason: replaced(vm),
+            },
+        );
+        if let Some(load) = hosts.get_mut(vm.host.as_str()) {
+            load.remove(vm.vcpus, vm.memory, false);
+        }
+        let entry = counts.get_mut(c.name.as_str()).expect("counted");
+        entry.shortfall = None;
+        for _ in 0..need.min(c.max.saturating_sub(alive - 1)) {
+            let Some(host) = best_host(&mut hosts, c) else {
+                entry.shortfall = Some(shortfall(c, hosts.values()));
+                break;
+            };
+            host.add(c.vcpus, c.memory, true);
+            *host.per_course.entry(c.name.as_str()).or_default() += 1;
+            actions.push(Action::Create {
+                course: c.name.clone(),
+                host: host.host.name.clone(),
+                spec_hash: c.spec_hash.clone(),
+            });
+        }
     }
 
     // Orphans past their grace, on hosts that answer.
@@ -620,6 +736,25 @@ pub fn plan(desired: &[DesiredCourse], observed: &Observed, policy: &Policy) -> 
         actions,
         courses: counts.into_values().collect(),
     }
+}
+
+/// Where the next VM of `c` goes: among hosts that could hold it, have room
+/// and a free boot slot, the one with the fewest VMs of the course, then the
+/// lowest load, then by name.
+fn best_host<'m, 'a>(
+    hosts: &'m mut BTreeMap<&'a str, HostLoad<'a>>,
+    c: &DesiredCourse,
+) -> Option<&'m mut HostLoad<'a>> {
+    hosts
+        .values_mut()
+        .filter(|h| h.could_hold(c) && h.has_room(c) && h.has_boot_slot())
+        .min_by(|a, b| {
+            let ka = a.per_course.get(c.name.as_str()).copied().unwrap_or(0);
+            let kb = b.per_course.get(c.name.as_str()).copied().unwrap_or(0);
+            ka.cmp(&kb)
+                .then(a.load().total_cmp(&b.load()))
+                .then(a.host.name.cmp(&b.host.name))
+        })
 }
 
 /// Why nothing could be placed for `c`.

@@ -10,8 +10,8 @@ use rand::{RngExt as _, SeedableRng as _};
 
 use super::desired::DesiredCourse;
 use super::plan::{
-    Action, CourseCounts, DestroyReason, DomainSeen, Observed, ObservedHost, ObservedVm, Orphan,
-    OrphanKind, Plan, Policy, Shortfall, plan,
+    Action, CourseCounts, DestroyReason, DomainSeen, Draining, Observed, ObservedHost, ObservedVm,
+    Orphan, OrphanKind, Plan, Policy, Shortfall, plan,
 };
 use crate::course::spec::Runtime;
 use crate::store::VmState;
@@ -102,6 +102,7 @@ fn world(hosts: Vec<ObservedHost>, vms: Vec<ObservedVm>) -> Observed {
         vms,
         orphans: Vec::new(),
         known_courses: Vec::new(),
+        stored_idle_ms: BTreeMap::new(),
     }
 }
 
@@ -568,11 +569,85 @@ fn spec_change_replaces_rolling() {
 }
 
 #[test]
-fn no_room_to_surge_gives_up_outdated_warm_vms() {
-    // (max, outdated warm, assigned) -> (outdated destroyed, creates); target 2.
+fn a_replacement_at_max_surges_by_one_where_a_host_has_room() {
+    // (max, outdated warm, assigned) -> (outdated destroyed, creates); target
+    // 2 (capped to max - assigned), two hosts with room to spare.
     let table: &[(u32, usize, usize, usize, usize)] = &[
         (4, 2, 0, 0, 2), // room for all: rolling
-        (3, 2, 0, 1, 2), // room for one: one goes
+        (3, 2, 0, 0, 2), // room for one more, plus the surge: none goes yet
+        (2, 2, 0, 1, 2), // at max: one stays past max while the new boot
+        (3, 2, 1, 1, 2), // the assigned one takes the room; one stays
+        (2, 1, 1, 0, 1), // target capped to 1: the one outdated stays
+    ];
+    for &(max, outdated, assigned, want_gone, want_creates) in table {
+        let old = course("c", 2, max);
+        let new = respec(&old);
+        let mut vms = many("old", outdated, &old, "h0", VmState::Warm);
+        vms.extend(many("a", assigned, &new, "h0", VmState::Assigned));
+        let p = plan(
+            std::slice::from_ref(&new),
+            &world(vec![host("h0"), host("h1")], vms.clone()),
+            &POLICY,
+        );
+        let case = format!("max {max}, {outdated} outdated, {assigned} assigned");
+        let gone = destroys(&p);
+        assert!(
+            gone.iter()
+                .all(|(id, r)| id.starts_with("old") && *r == DestroyReason::Outdated),
+            "{case}: {gone:?}"
+        );
+        assert_eq!(gone.len(), want_gone, "{case}: {:?}", p.actions);
+        assert_eq!(creates(&p).len(), want_creates, "{case}: {:?}", p.actions);
+        let alive = outdated + assigned - want_gone + want_creates;
+        assert!(alive <= max as usize + 1, "{case}: {alive} alive");
+        assert!(
+            outdated > want_gone,
+            "{case}: a warm VM stays while the new boot"
+        );
+
+        // The next pass, the replacements booting: nothing goes (the surge
+        // is under way, though the hosts may be full now).
+        let mut next = vms;
+        next.retain(|v| !gone.iter().any(|(id, _)| *id == v.id));
+        next.extend(many("new", want_creates, &new, "h1", VmState::Booting));
+        let full = |name: &str| ObservedHost {
+            max_vms: next.iter().filter(|v| v.host == name).count() as u32,
+            ..host(name)
+        };
+        let p = plan(
+            std::slice::from_ref(&new),
+            &world(vec![full("h0"), full("h1")], next.clone()),
+            &POLICY,
+        );
+        assert!(p.actions.is_empty(), "{case}, booting: {:?}", p.actions);
+
+        // Once they are warm, the outdated ones go.
+        for v in &mut next {
+            if v.state == VmState::Booting {
+                v.state = VmState::Warm;
+            }
+        }
+        let p = plan(
+            std::slice::from_ref(&new),
+            &world(vec![host("h0"), host("h1")], next),
+            &POLICY,
+        );
+        assert_eq!(
+            destroys(&p).len(),
+            outdated - want_gone,
+            "{case}, warm: {:?}",
+            p.actions
+        );
+        assert!(creates(&p).is_empty(), "{case}, warm: {:?}", p.actions);
+    }
+}
+
+#[test]
+fn no_room_to_surge_gives_up_outdated_warm_vms() {
+    // No host has room for one more VM: at max the outdated warm VMs go
+    // first to make room, as many as the creates need.
+    // (max, outdated warm, assigned) -> (outdated destroyed, creates); target 2.
+    let table: &[(u32, usize, usize, usize, usize)] = &[
         (2, 2, 0, 2, 2), // none: both go
         (3, 2, 1, 2, 2), // the assigned one takes the room
         (2, 1, 1, 1, 1), // target capped to max - assigned = 1
@@ -582,11 +657,11 @@ fn no_room_to_surge_gives_up_outdated_warm_vms() {
         let new = respec(&old);
         let mut vms = many("old", outdated, &old, "h0", VmState::Warm);
         vms.extend(many("a", assigned, &new, "h0", VmState::Assigned));
-        let p = plan(
-            std::slice::from_ref(&new),
-            &world(vec![host("h0"), host("h1")], vms),
-            &POLICY,
-        );
+        let full = ObservedHost {
+            max_vms: (outdated + assigned) as u32,
+            ..host("h0")
+        };
+        let p = plan(std::slice::from_ref(&new), &world(vec![full], vms), &POLICY);
         let case = format!("max {max}, {outdated} outdated, {assigned} assigned");
         let gone = destroys(&p);
         assert!(
@@ -602,10 +677,49 @@ fn no_room_to_surge_gives_up_outdated_warm_vms() {
 }
 
 #[test]
+fn a_surge_whose_room_another_course_takes_falls_back_to_destroying_first() {
+    // One host with one free slot. Course "a" (fresh, empty) and course "b"
+    // (at max, an outdated warm VM) both want it; "a" is placed first (by
+    // name), so "b"'s surge has no room after all: its outdated VM goes in
+    // this plan and its replacement takes the capacity it frees, as when
+    // there was no room, and a second plan has nothing to add.
+    let a = course("a", 1, 4);
+    let old = course("b", 1, 1);
+    let b = respec(&old);
+    let desired = vec![a, b.clone()];
+    let vms = vec![vm("old", &old, "h0", VmState::Warm)];
+    let h0 = ObservedHost {
+        max_vms: 2,
+        ..host("h0")
+    };
+    let w = world(vec![h0], vms);
+    let p = plan(&desired, &w, &POLICY);
+    assert_eq!(destroys(&p), vec![("old", DestroyReason::Outdated)]);
+    let mut made = creates(&p);
+    made.sort();
+    assert_eq!(made, vec![("a", "h0"), ("b", "h0")], "{:?}", p.actions);
+    let first_create = p
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::Create { .. }))
+        .unwrap();
+    assert!(
+        matches!(p.actions[first_create - 1], Action::Destroy { .. }),
+        "destroys come before creates: {:?}",
+        p.actions
+    );
+    assert_eq!(counts(&p, "b").shortfall, None);
+    let again = plan(&desired, &simulate(&desired, &w, &p), &POLICY);
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+    check_plan(&desired, &w, &p).unwrap();
+}
+
+#[test]
 fn creates_stay_within_max_when_a_course_is_over_it() {
     // A host came back: 1 assigned, 1 fresh warm, 1 fresh booting and 2
     // outdated warm VMs, 5 alive with `max` 4. The target (3) wants one more
-    // fresh VM: two outdated ones must go to make room for it, not one.
+    // fresh VM: with the surge of one (a fresh VM is booting) one outdated
+    // VM stays, so one must go to make room for it, not none.
     let old = course("c", 3, 4);
     let new = respec(&old);
     let vms = vec![
@@ -621,15 +735,7 @@ fn creates_stay_within_max_when_a_course_is_over_it() {
         &world(hosts(), vms.clone()),
         &POLICY,
     );
-    let mut gone = destroys(&p);
-    gone.sort_by_key(|(id, _)| *id);
-    assert_eq!(
-        gone,
-        vec![
-            ("old0", DestroyReason::Outdated),
-            ("old1", DestroyReason::Outdated)
-        ]
-    );
+    assert_eq!(destroys(&p), vec![("old1", DestroyReason::Outdated)]);
     assert_eq!(creates(&p).len(), 1);
 
     // In class nothing goes, so there is no room: nothing is created.
@@ -885,6 +991,14 @@ fn removed_course_drains() {
     let counts = counts(&p, "old");
     assert!(!counts.desired);
     assert_eq!(counts.assigned, 1);
+    assert_eq!(counts.target, 0);
+    assert_eq!(
+        counts.draining,
+        Some(Draining {
+            students: 1,
+            hard_stop: NOW + HOUR
+        })
+    );
 
     // Everything goes in this plan (the assigned one expired): forgotten.
     let vms = vec![
@@ -925,8 +1039,108 @@ fn removed_course_drains() {
     assert_eq!(destroys(&p), vec![("s", DestroyReason::BootTimeout)]);
 }
 
+#[test]
+fn a_draining_course_counts_its_students_and_its_hard_stop() {
+    // Students on an up host and on a down one: all hold their VMs, and the
+    // last hard expiry is the drain's hard stop. An expired or ended session
+    // is not a student.
+    let gone_course = course("old", 2, 4);
+    let keep = course("c", 0, 4);
+    let at = |id: &str, host: &str, expires: Option<i64>| ObservedVm {
+        session_expires: expires,
+        ..vm(id, &gone_course, host, VmState::Assigned)
+    };
+    let vms = vec![
+        at("a0", "h0", Some(NOW + HOUR)),
+        at("a1", "h0", Some(NOW + 3 * HOUR)),
+        at("a2", "h1", Some(NOW + 2 * HOUR)),
+        at("x0", "h0", Some(NOW - 1)),
+        at("x1", "h0", None),
+        vm("w", &gone_course, "h0", VmState::Warm),
+    ];
+    let mut w = world(vec![host("h0"), down("h1")], vms);
+    w.known_courses = vec!["c".into(), "old".into()];
+    let p = plan(std::slice::from_ref(&keep), &w, &POLICY);
+    let counts = counts(&p, "old");
+    assert_eq!((counts.target, counts.warm, counts.assigned), (0, 0, 3));
+    assert_eq!(
+        counts.draining,
+        Some(Draining {
+            students: 3,
+            hard_stop: NOW + 3 * HOUR
+        })
+    );
+    let condition = super::execute::condition(counts);
+    assert_eq!(condition.status, "Draining");
+    assert_eq!(
+        condition.reason,
+        super::execute::draining_reason(3, NOW + 3 * HOUR)
+    );
+    assert!(
+        condition
+            .reason
+            .starts_with("draining (3 students, hard stop 1970-01-12 "),
+        "{condition:?}"
+    );
+    // A removed course's sessions still end when idle (by its stored file's
+    // `idle`), as README's sessions do.
+    let idle = ObservedVm {
+        session_active: Some(NOW - 2 * HOUR),
+        ..at("i0", "h0", Some(NOW + HOUR))
+    };
+    let mut w2 = world(vec![host("h0")], vec![idle.clone()]);
+    w2.known_courses = vec!["old".into()];
+    w2.stored_idle_ms.insert("old".into(), HOUR);
+    let p2 = plan(std::slice::from_ref(&keep), &w2, &POLICY);
+    assert_eq!(destroys(&p2), vec![("i0", DestroyReason::Idle)]);
+    w2.stored_idle_ms.insert("old".into(), 3 * HOUR);
+    let p2 = plan(std::slice::from_ref(&keep), &w2, &POLICY);
+    assert!(destroys(&p2).is_empty(), "{:?}", p2.actions);
+
+    // A desired course never drains.
+    assert_eq!(
+        p.courses
+            .iter()
+            .find(|c| c.course == "c")
+            .map(|c| c.draining),
+        Some(None)
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Hosts that are down, orphans.
+
+#[test]
+fn assigned_vms_on_a_down_host_count_against_max() {
+    // max 3, warm 2: two students on h0, which is down, and one on h1. The
+    // target is what the planner aims for, with all three students counted
+    // (the launch counts their sessions against `max` too): 0, not 2.
+    let c = course("c", 2, 3);
+    let mut vms = many("a", 2, &c, "h0", VmState::Assigned);
+    for v in &mut vms {
+        v.domain = DomainSeen::Unknown;
+    }
+    vms.push(vm("b", &c, "h1", VmState::Assigned));
+    let w = world(vec![down("h0"), host("h1"), host("h2")], vms.clone());
+    let p = plan(std::slice::from_ref(&c), &w, &POLICY);
+    assert!(creates(&p).is_empty(), "{:?}", p.actions);
+    let c0 = counts(&p, "c");
+    assert_eq!((c0.target, c0.assigned, c0.unreachable), (0, 3, 2));
+    assert_eq!(c0.shortfall, Some(Shortfall::AtMax));
+    assert!(c0.target + c0.assigned <= c.max);
+
+    // One of them ended (its session expired while the host was down): it
+    // no longer counts, and one warm VM has room.
+    vms[0].session_expires = Some(NOW - 1);
+    let p = plan(
+        std::slice::from_ref(&c),
+        &world(vec![down("h0"), host("h1"), host("h2")], vms),
+        &POLICY,
+    );
+    let after = counts(&p, "c");
+    assert_eq!((after.target, after.assigned), (1, 2));
+    assert_eq!(creates(&p).len(), 1);
+}
 
 #[test]
 fn down_host_is_left_alone_and_replaced_elsewhere() {
@@ -1122,12 +1336,20 @@ fn outdated_warm_vms_stay_when_no_replacement_can_start() {
     assert!(p.actions.is_empty(), "no host fits: {:?}", p.actions);
     assert_eq!(counts(&p, "c").shortfall, Some(Shortfall::NoHostFits));
 
-    // Otherwise they make room as before.
+    // Otherwise they make room as before: with a surge of one where the
+    // host has room for it, both where it has none.
     let p = plan(
         std::slice::from_ref(&new),
-        &world(vec![host("h0")], vms),
+        &world(vec![host("h0")], vms.clone()),
         &POLICY,
     );
+    assert_eq!(destroys(&p).len(), 1);
+    assert_eq!(creates(&p).len(), 2);
+    let full = ObservedHost {
+        max_vms: 2,
+        ..host("h0")
+    };
+    let p = plan(std::slice::from_ref(&new), &world(vec![full], vms), &POLICY);
     assert_eq!(destroys(&p).len(), 2);
     assert_eq!(creates(&p).len(), 2);
 }
@@ -1293,6 +1515,7 @@ fn random_world(seed: u64) -> World {
             vms,
             orphans,
             known_courses,
+            stored_idle_ms: BTreeMap::new(),
         },
     }
 }
@@ -1518,9 +1741,16 @@ fn check_plan(desired: &[DesiredCourse], observed: &Observed, p: &Plan) -> Resul
                 )
             })
             .count() as u32;
-        if alive + n > c.max {
+        // A replacement surges by one: past `max` only while an outdated
+        // warm VM stays for it.
+        let drained = |h: &str| hosts.get(h).is_some_and(|h| h.draining);
+        let outdated_warm = remaining()
+            .filter(|v| v.course == *course && up(&v.host))
+            .any(|v| v.state == VmState::Warm && (v.spec_hash != c.spec_hash || drained(&v.host)));
+        let limit = c.max + u32::from(outdated_warm);
+        if alive + n > limit {
             return Err(format!(
-                "(e) {course}: {alive} alive + {n} creates > max {}",
+                "(e) {course}: {alive} alive + {n} creates > max {} (outdated warm left: {outdated_warm})",
                 c.max
             ));
         }
@@ -1689,10 +1919,19 @@ fn check_targets(
             .iter()
             .filter(|v| v.state == VmState::Warm && v.spec_hash != c.spec_hash)
             .count() as u32;
-        let alive = mine
+        // Students on hosts that are down hold their VMs against `max` too.
+        let held_elsewhere = observed
+            .vms
             .iter()
-            .filter(|v| matches!(v.state, VmState::Warm | VmState::Assigned))
+            .filter(|v| v.course == c.name && !up.contains(v.host.as_str()))
+            .filter(|v| v.state == VmState::Assigned)
+            .filter(|v| v.session_expires.is_some_and(|e| e > observed.now))
             .count() as u32;
+        let alive = held_elsewhere
+            + mine
+                .iter()
+                .filter(|v| matches!(v.state, VmState::Warm | VmState::Assigned))
+                .count() as u32;
         let no_capacity = matches!(
             counts.shortfall,
             Some(Shortfall::NoHostFits | Shortfall::CapacityFull)
@@ -1740,32 +1979,77 @@ fn property_g_ample_capacity_reaches_every_target() {
     // One more host with room for everything: every course that is not
     // backing off gets exactly its target (in class: as far as `max` lets).
     for seed in seeds(3_000) {
-        let mut w = random_world(seed);
-        w.observed.hosts.push(ObservedHost {
-            name: "big".into(),
-            up: true,
-            max_vms: 1_000,
-            memory: 1_000 * GIB,
-            vcpu_slots: 1_000,
-            images: None,
-            boots_per_host: 4,
-            draining: false,
-            runtime: Runtime::Vm,
-        });
-        w.observed.hosts.push(ObservedHost {
-            name: "big-docker".into(),
-            up: true,
-            max_vms: 1_000,
-            memory: 1_000 * GIB,
-            vcpu_slots: 1_000,
-            images: None,
-            boots_per_host: 4,
-            draining: false,
-            runtime: Runtime::Container,
-        });
+        let w = ample_world(seed);
         let (last, observed, rounds) = converge(seed, &w.desired, w.observed, 30);
         check_targets(seed, &w.desired, &observed, &last, true);
         // 6 courses of at most 6 warm, 4 boots at a time on the big host.
         assert!(rounds <= 12, "seed {seed}: {rounds} rounds");
+    }
+}
+
+/// The random world plus a host with room for everything, of each runtime.
+fn ample_world(seed: u64) -> World {
+    let mut w = random_world(seed);
+    for (name, runtime) in [("big", Runtime::Vm), ("big-docker", Runtime::Container)] {
+        w.observed.hosts.push(ObservedHost {
+            name: name.into(),
+            up: true,
+            max_vms: 1_000,
+            memory: 1_000 * GIB,
+            vcpu_slots: 1_000,
+            images: None,
+            boots_per_host: 4,
+            draining: false,
+            runtime,
+        });
+    }
+    w
+}
+
+#[test]
+fn property_a_replacement_with_room_never_empties_a_pool() {
+    // Where a host has room, a course that wants warm VMs and has one that
+    // is healthy (on an up host, domain running) keeps at least one warm
+    // through every plan of its convergence: outdated ones stay until their
+    // replacements are warm, at `max` too (the surge of one).
+    for seed in seeds(3_000) {
+        let w = ample_world(seed);
+        let mut observed = w.observed;
+        for round in 0..30 {
+            let p = plan(&w.desired, &observed, &POLICY);
+            let gone: HashSet<&str> = destroys(&p).into_iter().map(|(id, _)| id).collect();
+            let up: HashSet<&str> = observed
+                .hosts
+                .iter()
+                .filter(|h| h.up)
+                .map(|h| h.name.as_str())
+                .collect();
+            for c in &w.desired {
+                let warm = |v: &&ObservedVm| {
+                    v.course == c.name
+                        && v.state == VmState::Warm
+                        && v.domain == DomainSeen::Running
+                        && up.contains(v.host.as_str())
+                };
+                let before = observed.vms.iter().filter(warm).count();
+                let after = observed
+                    .vms
+                    .iter()
+                    .filter(warm)
+                    .filter(|v| !gone.contains(v.id.as_str()))
+                    .count();
+                assert!(
+                    counts(&p, &c.name).target == 0 || before == 0 || after > 0,
+                    "seed {seed}, round {round}, course {}: {before} warm, none left by {:?}",
+                    c.name,
+                    p.actions
+                );
+            }
+            if p.actions.is_empty() && !booting_on_up_host(&observed) {
+                break;
+            }
+            observed = simulate(&w.desired, &observed, &p);
+            boots_finish(&mut observed);
+        }
     }
 }

@@ -50,6 +50,23 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the conditions of a removed course that is still draining,
+    /// leaving `updated_at` alone: the row is not part of the revision
+    /// applied last ([`Store::applied_courses`]). An unknown course (already
+    /// forgotten) is not an error.
+    pub async fn set_removed_course_conditions(
+        &self,
+        name: &str,
+        conditions_json: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE courses SET conditions_json = $2 WHERE name = $1")
+            .bind(name)
+            .bind(conditions_json)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// All courses, by name.
     pub async fn courses(&self) -> Result<Vec<CourseRow>, StoreError> {
         Ok(sqlx::query_as("SELECT * FROM courses ORDER BY name")

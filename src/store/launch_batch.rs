@@ -12,6 +12,8 @@
 //! 2. Use the logins up: each state once, and only if its nonce, issuer,
 //!    client and deployment match the id_token's.
 //! 3. Keys with a live session get it back (`resumed`); it is not a new lab.
+//!    A launch that resolved no course (`resume_only`) stops here: its
+//!    session back, or `NoLiveSession`.
 //!    The other launches count against their user's limits (live sessions
 //!    plus live wait tickets, per course and in all), in arrival order; one
 //!    over a limit is refused (`UserLimit`).
@@ -182,7 +184,9 @@ impl Store {
         // Accepted launches, the first of each key leading the others.
         let mut leaders: Vec<usize> = Vec::new();
         let mut followers: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut leader_of: HashMap<&SessionKey, usize> = HashMap::new();
+        // (A resume-only launch leads its own: it must never share a new
+        // claim's outcome, nor a new claim its refusal.)
+        let mut leader_of: HashMap<(&SessionKey, bool), usize> = HashMap::new();
         for (i, l) in batch.iter().enumerate() {
             // A state posted twice in one batch: the first post uses it.
             let ok = used.contains(&l.state) && taken.insert(l.state.as_str());
@@ -190,10 +194,10 @@ impl Store {
                 outcomes[i] = Some(LaunchOutcome::LoginRejected);
                 continue;
             }
-            match leader_of.get(&l.key) {
+            match leader_of.get(&(&l.key, l.resume_only)) {
                 Some(&lead) => followers.entry(lead).or_default().push(i),
                 None => {
-                    leader_of.insert(&l.key, i);
+                    leader_of.insert((&l.key, l.resume_only), i);
                     leaders.push(i);
                 }
             }
@@ -209,6 +213,9 @@ impl Store {
                 match resumed.get(&batch[i].key) {
                     Some(claimed) => {
                         outcomes[i] = Some(LaunchOutcome::Claimed(Box::new(claimed.clone())))
+                    }
+                    None if batch[i].resume_only => {
+                        outcomes[i] = Some(LaunchOutcome::NoLiveSession)
                     }
                     None => pending.push(i),
                 }

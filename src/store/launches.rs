@@ -66,6 +66,11 @@ pub struct LaunchRequest {
     pub per_user: u32,
     /// `lti.limits.labs_per_user`: labs the user may hold in all courses.
     pub labs_per_user: u32,
+    /// The launch resolved no course (the link's course was removed from
+    /// the source, say): it may only get the key's live session back,
+    /// whatever course that is; without one it is
+    /// [`LaunchOutcome::NoLiveSession`]. Its login is used up either way.
+    pub resume_only: bool,
 }
 
 impl LaunchRequest {
@@ -97,6 +102,9 @@ pub enum LaunchOutcome {
     UserLimit {
         held: Vec<String>,
     },
+    /// A [`LaunchRequest::resume_only`] launch whose key has no live
+    /// session: nothing is claimed or queued.
+    NoLiveSession,
 }
 
 /// A launch waiting for a VM.

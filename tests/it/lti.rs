@@ -1449,3 +1449,103 @@ on_both!(
     one_user_launching_many_times_gets_one_vm,
     launches_beyond_the_warm_pool_wait_then_get_vms,
 );
+
+/// Issue 16 §4: a student of a removed course that is still draining gets
+/// their live VM back through the LMS (the launch looked the course up in
+/// the catalog first, found nothing and refused). Only the very binding
+/// (user, LMS context, resource link) of a verified launch finds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_course_still_draining_gives_its_students_their_vms_back() {
+    let w = World::new(Db::Sqlite, 1, 10).await;
+    let context = "drain-ctx";
+    w.lab.course_text(
+        "drain-lti",
+        &format!(
+            "name: drain-lti\ntitle: Draining lab\nimage: tiny\nvm: {{ vcpus: 1, memory: 64MiB }}\npool: {{ warm: 1, max: 3 }}\n{}",
+            lti_block(&w.platform, &[context])
+        ),
+    );
+    converge(
+        &w.reconciler,
+        Duration::from_secs(20),
+        "drain-lti warm",
+        |vms| count(vms, "drain-lti", VmState::Warm) == 1,
+    )
+    .await;
+    let student = |user: &str, link: &str| {
+        Launch::new(CLIENT, DEPLOYMENT, user, link).in_context(context, "Draining 101")
+    };
+    // The catalog is cached for a second: launch until it has the course.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let page = w.launch(&student("alice", "link-d")).await;
+        if page.status == 303 {
+            break page;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+    };
+    let (session, _) = session_of(&first);
+    let row = w.store.session(&session).await.unwrap().unwrap();
+    assert_eq!(row.course, "drain-lti");
+
+    w.lab.remove_course("drain-lti");
+    w.reconciler.pass().await.unwrap();
+    w.reconciler.settle().await;
+    let vms = w.store.vms().await.unwrap();
+    assert_eq!(count(&vms, "drain-lti", VmState::Assigned), 1, "draining");
+    assert_eq!(count(&vms, "drain-lti", VmState::Warm), 0);
+    // Until the cached catalog forgets the course a new launch may still
+    // wait for it: launch until the link opens nothing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = w.launch(&student("bob", "link-d")).await;
+        if page.status == 404 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", page.body);
+    }
+
+    // Alice relaunches from the same link: her session, a new code.
+    let again = w.launch(&student("alice", "link-d")).await;
+    let (back, code) = session_of(&again);
+    assert_eq!(back, session, "the live session of the removed course");
+    assert!(!code.is_empty());
+    let page = Browser::new()
+        .get(again.location.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200, "{}", page.body);
+    // Its terminal names the course and its idle from the stored file.
+    let mut term = crate::terminal::Term::connect(
+        &w.base,
+        &back,
+        &crate::terminal::Cred::Code(code.clone()),
+        0,
+    )
+    .await;
+    let info = term.session_info(Duration::from_secs(10)).await;
+    assert_eq!(
+        (info["title"].as_str(), info["idle_ms"].as_i64()),
+        (Some("Draining lab"), Some(30 * 60 * 1000)),
+        "{info}"
+    );
+    term.close().await;
+
+    // Not from another link, not as another user, not with a forged token.
+    let other_link = w.launch(&student("alice", "link-e")).await;
+    assert_eq!(other_link.status, 404, "{}", other_link.body);
+    let forged = w
+        .launch(&student("alice", "link-d").forged(Forgery::WrongKey))
+        .await;
+    assert_refused(&forged, 401, "signature does not verify");
+
+    // Once her session ends, the link opens nothing, as for anyone.
+    assert!(
+        w.store
+            .end_session(&session, "done", labpool::reconcile::now_ms())
+            .await
+            .unwrap()
+    );
+    let after = w.launch(&student("alice", "link-d")).await;
+    assert_eq!(after.status, 404, "{}", after.body);
+}

@@ -571,3 +571,349 @@ async fn an_edited_course_file_applies_without_waiting_for_the_resync() {
     let _ = stop.send(());
     running.await.unwrap();
 }
+
+/// Replaces `course`'s build (the edit `change` makes) at `pool.max` and
+/// replays every change to its VMs' rows, in order: a trigger in the SQLite
+/// store logs each insert, state change and delete, so no moment is missed
+/// however fast the test hosts boot. Returns the fewest warm VMs and the
+/// most VMs alive (not `deleting`) at any moment of the replacement.
+async fn replace_at_max(
+    lab: &Lab,
+    r: &labpool::reconcile::Reconciler,
+    course: &str,
+    change: impl FnOnce(),
+) -> (usize, usize) {
+    use sqlx::{Connection as _, Executor as _};
+    let url = format!("sqlite:{}", lab.path().join("labpool.db").display());
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    db.execute(
+        "CREATE TABLE vm_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, course TEXT, state TEXT);
+         CREATE TRIGGER vm_log_insert AFTER INSERT ON vms BEGIN
+             INSERT INTO vm_log (id, course, state) VALUES (new.id, new.course, new.state); END;
+         CREATE TRIGGER vm_log_update AFTER UPDATE OF state ON vms BEGIN
+             INSERT INTO vm_log (id, course, state) VALUES (new.id, new.course, new.state); END;
+         CREATE TRIGGER vm_log_delete AFTER DELETE ON vms BEGIN
+             INSERT INTO vm_log (id, course, state) VALUES (old.id, old.course, 'gone'); END;",
+    )
+    .await
+    .unwrap();
+    let before = r.store().vms().await.unwrap();
+    let old_hash = before[0].spec_hash.clone();
+    change();
+    converge(r, MINUTE, "all of the new build", |vms| {
+        vms.len() == 2
+            && vms
+                .iter()
+                .all(|v| v.state == VmState::Warm && v.spec_hash != old_hash)
+    })
+    .await;
+    let log: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, course, state FROM vm_log ORDER BY seq")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert!(!log.is_empty());
+    let mut states: std::collections::HashMap<String, String> = before
+        .iter()
+        .filter(|v| v.course == course)
+        .map(|v| (v.id.clone(), v.state.as_str().to_string()))
+        .collect();
+    let (mut fewest_warm, mut most_alive) = (usize::MAX, 0);
+    for (id, c, state) in log {
+        if c != course {
+            continue;
+        }
+        if state == "gone" {
+            states.remove(&id);
+        } else {
+            states.insert(id, state);
+        }
+        fewest_warm = fewest_warm.min(states.values().filter(|s| *s == "warm").count());
+        most_alive = most_alive.max(states.values().filter(|s| *s != "deleting").count());
+    }
+    (fewest_warm, most_alive)
+}
+
+#[tokio::test]
+async fn a_replacement_at_max_keeps_a_warm_vm_where_a_host_has_room() {
+    // warm 2 = max 2, and the host has room for a third VM: the new build
+    // surges by one, so a warm VM is there through the whole replacement.
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("a", &lab.test_host("a"), 3)
+    ));
+    lab.course("drain-roll", "tiny", "256MiB", 2, 2);
+    let r = lab.reconciler(config).await;
+    converge(&r, MINUTE, "2 warm", |v| {
+        count(v, "drain-roll", VmState::Warm) == 2
+    })
+    .await;
+    let (fewest_warm, most_alive) = replace_at_max(&lab, &r, "drain-roll", || {
+        lab.course("drain-roll", "tiny", "320MiB", 2, 2)
+    })
+    .await;
+    assert!(fewest_warm >= 1, "a moment with no warm VM");
+    assert_eq!(most_alive, 3, "a surge of one past max, never more");
+    let events = r.store().events(100).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == "vm-destroyed" && e.message == "outdated")
+            .count(),
+        2,
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_replacement_at_max_with_no_room_destroys_the_old_first() {
+    // The same at max, on a host with room for two VMs only: the old go first
+    // (what README says happens when no host can take the extra VM).
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("a", &lab.test_host("a"), 2)
+    ));
+    lab.course("drain-tight", "tiny", "256MiB", 2, 2);
+    let r = lab.reconciler(config).await;
+    converge(&r, MINUTE, "2 warm", |v| {
+        count(v, "drain-tight", VmState::Warm) == 2
+    })
+    .await;
+    let (fewest_warm, most_alive) = replace_at_max(&lab, &r, "drain-tight", || {
+        lab.course("drain-tight", "tiny", "320MiB", 2, 2)
+    })
+    .await;
+    assert_eq!((fewest_warm, most_alive), (0, 2));
+}
+
+fn drain_key(user: &str) -> SessionKey {
+    SessionKey {
+        issuer: "https://lms.example".into(),
+        deployment_id: "d".into(),
+        user_sub: user.into(),
+        context_id: "ctx".into(),
+        resource_link_id: "rl".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_removed_course_shows_target_0_and_draining_until_its_hard_stop() {
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("a", &lab.test_host("a"), 20)
+    ));
+    lab.course("drain-gone", "tiny", "256MiB", 1, 4);
+    let r = lab.reconciler(config.clone()).await;
+    let vms = converge(&r, MINUTE, "1 warm", |v| {
+        count(v, "drain-gone", VmState::Warm) == 1
+    })
+    .await;
+    let now = now_ms();
+    let expires = now + 2 * 3_600_000;
+    r.store()
+        .claim(
+            "drain-gone",
+            &vms[0].spec_hash,
+            &drain_key("ann"),
+            now,
+            expires,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    converge(&r, MINUTE, "refilled", |v| {
+        count(v, "drain-gone", VmState::Warm) == 1
+    })
+    .await;
+
+    // Ben last typed an hour ago (the course's idle is the default 30m).
+    let ben = r
+        .store()
+        .claim(
+            "drain-gone",
+            &vms[0].spec_hash,
+            &drain_key("ben"),
+            now - 3_600_000,
+            expires,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+
+    lab.remove_course("drain-gone");
+    let report = r.pass().await.unwrap();
+    r.settle().await;
+    // A removed course's sessions still end when idle, as README says.
+    let ben = r.store().session(&ben.session.id).await.unwrap().unwrap();
+    assert!(ben.ended_at.is_some(), "{ben:?}");
+    let counts = report
+        .plan
+        .courses
+        .iter()
+        .find(|c| c.course == "drain-gone")
+        .unwrap();
+    assert_eq!((counts.target, counts.assigned), (0, 1));
+    let hard_stop = labpool::reconcile::execute::draining_reason(1, expires);
+    assert!(
+        hard_stop.starts_with("draining (1 student, hard stop 20"),
+        "{hard_stop}"
+    );
+    let vms = r.store().vms().await.unwrap();
+    let status = labpool::admin::overview::courses(r.store(), &vms, now_ms())
+        .await
+        .unwrap();
+    let gone = status.iter().find(|c| c.name == "drain-gone").unwrap();
+    assert_eq!(
+        (gone.target, gone.warm, gone.assigned),
+        (0, 0, 1),
+        "{gone:?}"
+    );
+    assert_eq!(
+        (gone.condition.as_str(), gone.reason.as_str()),
+        ("Draining", hard_stop.as_str())
+    );
+    assert_eq!(gone.hard_stop, Some(expires));
+
+    // `labpool status` says the same.
+    let path = lab.path().join("labpool.yaml");
+    let human =
+        crate::support::labpool_in(lab.path(), &["status", "--config", path.to_str().unwrap()]);
+    let line = human
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("drain-gone"))
+        .unwrap_or_else(|| panic!("{}", human.stdout));
+    assert!(line.contains(&format!("Draining: {hard_stop}")), "{line}");
+    let columns: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(&columns[1..5], ["0", "0", "0", "1"], "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_a_host_is_down_its_students_count_against_max() {
+    // 3 students at max 3, two of them on a host that stops answering: the
+    // target is 0 (what the planner aims for), not 2.
+    let lab = Lab::new();
+    let node = lab.path().join("far.xml");
+    std::fs::write(&node, crate::lab::test_node_xml(64)).unwrap();
+    let socket = lab.path().join("proxy.sock");
+    let proxy = Proxy::start(socket.clone());
+    let far_uri = format!("test+unix://{}?socket={}", node.display(), socket.display());
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{}{TEST_IMAGES}",
+        fast(""),
+        host_yaml("far", &far_uri, 2),
+        host_yaml("near", &lab.test_host("near"), 2)
+    ));
+    lab.course("drain-down", "tiny", "256MiB", 3, 3);
+    let r = lab.reconciler(config).await;
+    let vms = converge(&r, MINUTE, "3 warm", |v| {
+        count(v, "drain-down", VmState::Warm) == 3
+    })
+    .await;
+    assert_eq!(warm_on(&vms, "far"), 2, "{vms:?}");
+    let now = now_ms();
+    for user in ["u1", "u2", "u3"] {
+        r.store()
+            .claim(
+                "drain-down",
+                &vms[0].spec_hash,
+                &drain_key(user),
+                now,
+                now + 3_600_000,
+            )
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    proxy.cut();
+    let start = std::time::Instant::now();
+    let counts = loop {
+        let report = r.pass().await.unwrap();
+        r.settle().await;
+        let hosts = r.store().hosts().await.unwrap();
+        if hosts.iter().any(|h| h.name == "far" && !h.up) {
+            break report
+                .plan
+                .courses
+                .into_iter()
+                .find(|c| c.course == "drain-down")
+                .unwrap();
+        }
+        assert!(start.elapsed() < MINUTE, "far never went down");
+    };
+    assert_eq!(
+        (counts.target, counts.assigned, counts.unreachable),
+        (0, 3, 2),
+        "{counts:?}"
+    );
+    assert!(
+        !r.store()
+            .vms()
+            .await
+            .unwrap()
+            .iter()
+            .any(|v| v.host == "near" && v.state != VmState::Assigned),
+        "nothing is built past max"
+    );
+    let vms = r.store().vms().await.unwrap();
+    let status = labpool::admin::overview::courses(r.store(), &vms, now_ms())
+        .await
+        .unwrap();
+    let c = &status[0];
+    assert_eq!((c.target, c.assigned, c.max), (0, 3, 3), "{c:?}");
+    assert!(c.target + u64::from(c.assigned) <= u64::from(c.max));
+}
+
+#[tokio::test]
+async fn a_pass_prunes_events_past_the_retention() {
+    let lab = Lab::new();
+    let config = lab.config(&format!(
+        "{}hosts:\n{}{TEST_IMAGES}",
+        fast(", event_retention: 1d"),
+        host_yaml("a", &lab.test_host("a"), 4)
+    ));
+    assert_eq!(
+        config.reconcile.event_retention.get(),
+        Duration::from_secs(86_400)
+    );
+    lab.course("drain-events", "tiny", "256MiB", 0, 1);
+    let r = lab.reconciler(config).await;
+    let day = 86_400_000;
+    for (at, message) in [(now_ms() - 2 * day, "old"), (now_ms() - day / 2, "recent")] {
+        r.store()
+            .record_event(&labpool::store::NewEvent {
+                at,
+                kind: "drain-test".into(),
+                course: None,
+                host: None,
+                vm: None,
+                message: message.into(),
+            })
+            .await
+            .unwrap();
+    }
+    r.pass().await.unwrap();
+    let left: Vec<String> = r
+        .store()
+        .events(1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "drain-test")
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(left, ["recent"]);
+    // The default keeps 30 days.
+    assert_eq!(
+        labpool::config::ReconcileConfig::default()
+            .event_retention
+            .get(),
+        Duration::from_secs(30 * 86_400)
+    );
+}

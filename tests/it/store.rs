@@ -47,6 +47,7 @@ on_both!(
     concurrent_claims_never_share_a_vm,
     concurrent_claims_with_one_key_make_one_session,
     events_come_newest_first,
+    old_events_are_pruned_in_bounded_batches,
     one_lease_holder_at_a_time,
     a_batch_of_launches_is_decided_in_one_go,
     a_code_is_redeemed_once_even_by_racing_replicas,
@@ -764,6 +765,43 @@ async fn events_come_newest_first(db: Db) {
     assert_eq!(db.events(2).await.unwrap(), events[..2]);
 }
 
+async fn old_events_are_pruned_in_bounded_batches(db: Db) {
+    let event = |at: i64, message: String| NewEvent {
+        at,
+        kind: "vm-ready".into(),
+        course: Some(COURSE.into()),
+        host: None,
+        vm: None,
+        message,
+    };
+    // 25 old events (at 0..25) and 5 recent ones (at 100..105), cut at 100.
+    for at in (0..25).chain(100..105) {
+        db.record_event(&event(at, format!("at {at}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        db.prune_events(100, 10).await.unwrap(),
+        10,
+        "a batch at most"
+    );
+    let left = db.events(100).await.unwrap();
+    assert_eq!(left.len(), 20);
+    assert!(
+        left.iter().all(|e| e.at >= 10),
+        "the oldest go first: {left:?}"
+    );
+    assert_eq!(db.prune_events(100, 10).await.unwrap(), 10);
+    assert_eq!(db.prune_events(100, 10).await.unwrap(), 5);
+    assert_eq!(
+        db.prune_events(100, 10).await.unwrap(),
+        0,
+        "nothing old left"
+    );
+    let left: Vec<i64> = db.events(100).await.unwrap().iter().map(|e| e.at).collect();
+    assert_eq!(left, [104, 103, 102, 101, 100], "the recent ones are kept");
+}
+
 // ---- SQLite only -------------------------------------------------------------
 
 #[tokio::test]
@@ -906,6 +944,7 @@ fn launch_of(state: &str, user: &str, max: u32) -> LaunchRequest {
         expiry_ms: 3_600_000,
         per_user: 1,
         labs_per_user: 3,
+        resume_only: false,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Term {
     pub tokens: Vec<String>,
     /// The ids (`jti`) of `tokens`, which a page acknowledges them by.
     pub token_ids: Vec<String>,
+    /// The latest `session` message (title, expiry, idle).
+    pub session: Option<serde_json::Value>,
 }
 
 /// What a page authenticates its socket with (its first message).
@@ -88,6 +90,7 @@ impl Term {
             statuses: Vec::new(),
             tokens: Vec::new(),
             token_ids: Vec::new(),
+            session: None,
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut attached = false;
@@ -138,11 +141,23 @@ impl Term {
                         self.tokens.push(v["token"].as_str().unwrap().into());
                         self.token_ids.push(v["id"].as_str().unwrap().into());
                     }
+                    Some("session") => self.session = Some(v),
                     _ => {}
                 }
             }
             _ => {}
         }
+    }
+
+    /// Reads until the `session` message has come (within `limit`).
+    pub async fn session_info(&mut self, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        while self.session.is_none() {
+            if self.next(deadline).await.is_none() {
+                panic!("the socket closed before a `session` message");
+            }
+        }
+        self.session.clone().unwrap()
     }
 
     pub fn text(&self) -> String {
