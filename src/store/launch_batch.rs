@@ -405,9 +405,13 @@ impl Store {
             Backend::Sqlite => "",
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
         };
+        // The course's current build first; an outdated warm VM (kept while
+        // its replacement boots, see the planner's surge) only when none is.
         let warm: Vec<VmRow> = sqlx::query_as(&format!(
-            "SELECT * FROM vms WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
-             ORDER BY COALESCE(ready_at, state_changed_at), id LIMIT $3 {lock}"
+            "SELECT * FROM vms WHERE course = $1 AND state = 'warm'
+             ORDER BY CASE WHEN spec_hash = $2 THEN 0 ELSE 1 END,
+                      COALESCE(ready_at, state_changed_at), id
+             LIMIT $3 {lock}"
         ))
         .bind(course)
         .bind(spec_hash)

@@ -103,9 +103,10 @@ impl Store {
         }))
     }
 
-    /// Assigns the oldest-ready warm VM of `course` built from `spec_hash`,
-    /// past the `skip` oldest, inside the caller's write transaction; None
-    /// when there is none.
+    /// Assigns the oldest-ready warm VM of `course` built from `spec_hash`
+    /// (or, when none is warm, of an older build: the one a replacement
+    /// keeps until its successor is warm), past the `skip` oldest, inside
+    /// the caller's write transaction; None when there is none.
     async fn take_warm_in(
         &self,
         tx: &mut Transaction<'static, Any>,
@@ -125,8 +126,9 @@ impl Store {
             "UPDATE vms SET state = 'assigned', state_changed_at = $3, reason = NULL
              WHERE state = 'warm' AND id = (
                  SELECT id FROM vms
-                 WHERE course = $1 AND spec_hash = $2 AND state = 'warm'
-                 ORDER BY COALESCE(ready_at, state_changed_at), id
+                 WHERE course = $1 AND state = 'warm'
+                 ORDER BY CASE WHEN spec_hash = $2 THEN 0 ELSE 1 END,
+                          COALESCE(ready_at, state_changed_at), id
                  LIMIT 1 OFFSET $4 {lock})
              RETURNING *"
         ))

@@ -592,6 +592,7 @@ async fn two_labpools_on_one_libvirt_host_never_collect_each_others_labs() {
                 .unwrap();
         }
         lab.remove_course(course);
+        crate::lab::confirm_removal(r).await;
         converge(r, MINUTE, "drained", |v| v.is_empty()).await;
     }
     assert!(volumes_in(&pool.0).is_empty(), "{:?}", volumes_in(&pool.0));

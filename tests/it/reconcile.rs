@@ -747,6 +747,7 @@ async fn a_removed_course_shows_target_0_and_draining_until_its_hard_stop() {
         .unwrap();
 
     lab.remove_course("drain-gone");
+    confirm_removal(&r).await;
     let report = r.pass().await.unwrap();
     r.settle().await;
     // A removed course's sessions still end when idle, as README says.

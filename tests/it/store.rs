@@ -586,14 +586,23 @@ async fn claim_takes_the_oldest_warm_vm_of_the_right_spec(db: Db) {
     assert_eq!(second.vm.id, "newer");
     assert_ne!(second.session.id, first.session.id);
 
-    // Left: a VM of an old spec, one of another course, one still booting.
+    // With none of the current build warm, the old build's warm VM (the
+    // one a replacement keeps until its successor is warm) is next,
+    // although it was ready first.
+    let third = db
+        .claim(COURSE, SPEC, &key("cy"), 120, 900)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.vm.id, "old-spec");
+    // Left: one of another course, one still booting.
     assert_eq!(
-        db.claim(COURSE, SPEC, &key("cy"), 120, 900).await.unwrap(),
+        db.claim(COURSE, SPEC, &key("dee"), 130, 900).await.unwrap(),
         None
     );
     assert_eq!(
         db.live_sessions().await.unwrap(),
-        [first.session, second.session]
+        [first.session, second.session, third.session]
     );
 }
 
