@@ -281,6 +281,7 @@ fn main() {
                 .join(format!("{COURSE}.yaml")),
         )
         .unwrap();
+        bed::confirm_removal(&bed).await;
         converge(&bed, "every container removed", |v| v.is_empty()).await;
         bed.platform.shutdown().await;
     });

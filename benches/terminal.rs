@@ -272,6 +272,7 @@ fn main() {
         // Everything goes: the courses are removed and their VMs destroyed.
         std::fs::remove_dir_all(bed.dir.path().join("courses")).unwrap();
         std::fs::create_dir(bed.dir.path().join("courses")).unwrap();
+        bed::confirm_removal(&bed).await;
         converge(&bed, "every VM removed", |v| v.is_empty()).await;
     });
 }

@@ -97,6 +97,24 @@ pub async fn converge(bed: &Bed, what: &str, done: impl Fn(&[VmRow]) -> bool) ->
     }
 }
 
+/// Empties the course folder's effect on purpose: a revision removing every
+/// course is held until an admin confirms it (README, Held revisions), so
+/// one pass holds it and this confirms it, as an operator would; the next
+/// pass (the caller's `converge`) applies it.
+pub async fn confirm_removal(bed: &Bed) {
+    bed.reconciler.pass().await.unwrap();
+    bed.reconciler.settle().await;
+    let held = bed
+        .store
+        .source_revision("held")
+        .await
+        .unwrap()
+        .expect("a revision removing every course is held");
+    labpool::admin::actions::confirm_revision(&bed.store, &held.revision, "bench")
+        .await
+        .unwrap();
+}
+
 /// A page's terminal socket: where it is, the origin the page is on, and
 /// the page's first message (its credential: never in the URL).
 pub struct PageSocket {
