@@ -33,9 +33,9 @@ use url::{Host, Url};
 
 use super::App;
 use crate::config::{Config, PlatformConfig};
+use crate::html::escape;
 use crate::lms::{Launch, Platform, ToolRegistration};
 use crate::lti::COURSE_PARAM;
-use crate::lti::pages::escape;
 use crate::store::VmState;
 
 /// Where the page and the platform live under labpool's base URL.
@@ -296,16 +296,18 @@ dt { font-weight: 600; } dd { margin: 0 0 .4rem 1rem; word-break: break-all; }
 ";
 
 fn render(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>{STYLE}</style></head>\n<body>\n\
-         <p class=\"banner\" id=\"banner\" role=\"alert\"><strong>Development only.</strong> \
+    let body = format!(
+        "<p class=\"banner\" id=\"banner\" role=\"alert\"><strong>Development only.</strong> \
          This is labpool's try-it LMS (<code>labpool serve --dev</code>): anyone who can open \
          this page can launch any course as any student. Run it on your own machine only.</p>\n\
-         {body}\n</body></html>\n",
-        title = escape(title)
-    )
+         {body}"
+    );
+    crate::html::page(&crate::html::Page {
+        title,
+        style: Some(STYLE),
+        body: &body,
+        ..Default::default()
+    })
 }
 
 /// Try-it pages: never cached (warm counts move), never framed, styles
