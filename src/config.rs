@@ -240,7 +240,9 @@ fn default_key_grace() -> Duration {
     Duration::from_secs(72 * 3600)
 }
 
-/// One LMS registration: the values its admin screen shows.
+/// One LMS registration: the values its admin screen shows. A platform
+/// registered through Dynamic Registration has the same values
+/// (`lti::platforms::Registration` holds either).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformConfig {
