@@ -50,7 +50,7 @@ pub struct DomainSpec<'a> {
     pub volume: &'a str,
     pub direct_boot: Option<DirectBoot<'a>>,
     /// User networking (passt) with the guest's SSH port forwarded here.
-    pub ssh_forward: Option<SshPortForward<'a>>,
+    pub ssh_forward: Option<SshPortForward>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,8 +61,8 @@ pub struct DirectBoot<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshPortForward<'a> {
-    pub address: &'a str,
+pub struct SshPortForward {
+    pub address: std::net::IpAddr,
     pub host_port: u16,
     pub guest_port: u16,
 }
@@ -163,9 +163,7 @@ pub fn domain(spec: &DomainSpec<'_>) -> String {
         let _ = write!(
             x,
             "    <interface type='user'>\n      <backend type='passt'/>\n      <model type='virtio'/>\n      <portForward proto='tcp' address='{}'>\n        <range start='{}' to='{}'/>\n      </portForward>\n    </interface>\n",
-            escape(fwd.address),
-            fwd.host_port,
-            fwd.guest_port
+            fwd.address, fwd.host_port, fwd.guest_port
         );
     }
     x.push_str("    <serial type='pty'><target port='0'/></serial>\n    <console type='pty'><target type='serial' port='0'/></console>\n");
@@ -412,7 +410,7 @@ mod tests {
                 cmdline: "console=ttyS0 a<b",
             }),
             ssh_forward: Some(SshPortForward {
-                address: "127.0.0.1",
+                address: [127, 0, 0, 1].into(),
                 host_port: 22001,
                 guest_port: 22,
             }),
