@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -240,7 +241,9 @@ fn default_key_grace() -> Duration {
     Duration::from_secs(72 * 3600)
 }
 
-/// One LMS registration: the values its admin screen shows.
+/// One LMS registration: the values its admin screen shows. A platform
+/// registered through Dynamic Registration has the same values
+/// (`lti::platforms::Registration` holds either).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformConfig {
@@ -319,8 +322,8 @@ pub struct DockerTls {
 pub struct SshForward {
     /// The address the forwards listen on, reachable from labpool.
     /// Default `127.0.0.1` (labpool on the same machine as the host).
-    #[serde(default = "default_forward_address")]
-    pub address: String,
+    #[serde(default = "default_forward_address", deserialize_with = "ip_address")]
+    pub address: IpAddr,
     /// First port of the range (inclusive). Default 22000.
     #[serde(default = "default_first_port")]
     pub first_port: u16,
@@ -339,8 +342,29 @@ impl Default for SshForward {
     }
 }
 
-fn default_forward_address() -> String {
-    "127.0.0.1".into()
+fn default_forward_address() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+/// An IP address, parsed as the file is read (so `validate` reports it at
+/// its line, not the first boot that uses it).
+fn ip_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<IpAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an IP address such as 127.0.0.1 or ::1"
+        ))
+    })
+}
+
+/// An address and port, parsed as the file is read.
+fn socket_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.trim().parse().map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`{text}` is not an address and port such as 127.0.0.1:8080"
+        ))
+    })
 }
 fn default_first_port() -> u16 {
     22000
@@ -426,8 +450,8 @@ fn default_database() -> DatabaseUrl {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address and port to listen on. Default `127.0.0.1:8080`.
-    #[serde(default = "default_listen")]
-    pub listen: String,
+    #[serde(default = "default_listen", deserialize_with = "socket_address")]
+    pub listen: SocketAddr,
     /// Other names labpool answers to besides `lti.base_url`'s host
     /// (`host` or `host:port`; without a port, base_url's). Requests naming
     /// any other `Host` are refused (421), except `/healthz` and `/readyz`.
@@ -551,8 +575,8 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:8080".into()
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
 /// Where course files come from: a local folder, or a Git repository.
@@ -1124,17 +1148,6 @@ impl Config {
                 ),
             ));
         }
-        if self.http.listen.parse::<std::net::SocketAddr>().is_err() {
-            out.push(Diagnostic::new(
-                path,
-                doc.value_position("/http/listen"),
-                Code::InvalidValue,
-                format!(
-                    "`{}` is not an address and port such as 127.0.0.1:8080",
-                    self.http.listen
-                ),
-            ));
-        }
         if let Some(git) = &self.source.git {
             let chosen = [&git.branch, &git.tag, &git.commit]
                 .iter()
@@ -1392,6 +1405,38 @@ mod tests {
         let mut abs = DatabaseUrl::new("sqlite:/var/lib/labpool/state.db?mode=rwc");
         abs.resolve(Path::new("/etc"));
         assert_eq!(abs.expose(), "sqlite:/var/lib/labpool/state.db?mode=rwc");
+    }
+
+    #[test]
+    fn addresses_are_parsed_as_the_file_is_read() {
+        let text = "http: { listen: \"[::1]:9000\" }\nhosts:\n  - name: a\n    uri: test:///default\n    capacity: { vms: 1, memory: 1GiB, vcpus: 1 }\n    ssh_forward: { address: 10.0.0.7 }\n  - name: b\n    uri: test:///default\n    capacity: { vms: 1, memory: 1GiB, vcpus: 1 }\n";
+        let config = Config::parse(Path::new("c.yaml"), text).unwrap();
+        assert_eq!(config.http.listen, "[::1]:9000".parse().unwrap());
+        assert_eq!(config.base_url(), "http://[::1]:9000");
+        assert_eq!(
+            config.hosts[0].ssh_forward.address,
+            IpAddr::from([10, 0, 0, 7])
+        );
+        assert_eq!(
+            config.hosts[1].ssh_forward.address,
+            IpAddr::from([127, 0, 0, 1])
+        );
+        assert_eq!(Config::default().http.listen.to_string(), "127.0.0.1:8080");
+        for (text, line) in [
+            (
+                "hosts:\n  - name: a\n    uri: test:///default\n    capacity: { vms: 1, memory: 1GiB, vcpus: 1 }\n    ssh_forward:\n      address: not an ip at all\n",
+                6,
+            ),
+            ("http:\n  listen: 127.0.0.1\n", 2),
+        ] {
+            let err = Config::parse(Path::new("c.yaml"), text).unwrap_err();
+            let d = &err.diagnostics[0];
+            assert_eq!(
+                (d.position.line, d.code),
+                (line, Code::InvalidValue),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

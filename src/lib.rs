@@ -10,6 +10,7 @@ pub mod course;
 pub mod diagnostic;
 pub mod file_modes;
 pub mod hosts;
+pub mod html;
 pub mod http;
 pub mod lms;
 pub mod lti;

@@ -482,7 +482,7 @@ impl Host {
             volume: vm.volume,
             direct_boot,
             ssh_forward: vm.ssh.map(|(host_port, guest_port)| xml::SshPortForward {
-                address: &self.config.ssh_forward.address,
+                address: self.config.ssh_forward.address,
                 host_port,
                 guest_port,
             }),

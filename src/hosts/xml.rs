@@ -2,6 +2,7 @@
 //! a domain as labpool's. Pure text in, text out, so it is tested without a
 //! host.
 
+use crate::html::escape;
 use std::fmt::Write as _;
 
 /// labpool's XML namespace for domain metadata. A domain is labpool's if and
@@ -49,7 +50,7 @@ pub struct DomainSpec<'a> {
     pub volume: &'a str,
     pub direct_boot: Option<DirectBoot<'a>>,
     /// User networking (passt) with the guest's SSH port forwarded here.
-    pub ssh_forward: Option<SshPortForward<'a>>,
+    pub ssh_forward: Option<SshPortForward>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,33 +61,19 @@ pub struct DirectBoot<'a> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshPortForward<'a> {
-    pub address: &'a str,
+pub struct SshPortForward {
+    pub address: std::net::IpAddr,
     pub host_port: u16,
     pub guest_port: u16,
 }
 
-/// Escapes text for XML attribute values and element content.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
+/// Reads back what [`escape`] and libvirt (`&apos;`) write.
 fn unescape(text: &str) -> String {
     text.replace("&lt;", "<")
         .replace("&gt;", ">")
         .replace("&quot;", "\"")
         .replace("&apos;", "'")
+        .replace("&#39;", "'")
         .replace("&amp;", "&")
 }
 
@@ -176,9 +163,7 @@ pub fn domain(spec: &DomainSpec<'_>) -> String {
         let _ = write!(
             x,
             "    <interface type='user'>\n      <backend type='passt'/>\n      <model type='virtio'/>\n      <portForward proto='tcp' address='{}'>\n        <range start='{}' to='{}'/>\n      </portForward>\n    </interface>\n",
-            escape(fwd.address),
-            fwd.host_port,
-            fwd.guest_port
+            fwd.address, fwd.host_port, fwd.guest_port
         );
     }
     x.push_str("    <serial type='pty'><target port='0'/></serial>\n    <console type='pty'><target type='serial' port='0'/></console>\n");
@@ -265,7 +250,11 @@ pub fn vm_id_of_volume(name: &str) -> Option<&str> {
 /// labpool name it as `<source pool='…' volume='…'/>`; others may give the
 /// volume's path, `path`.)
 pub fn uses_volume(domain_xml: &str, pool: &str, volume: &str, path: Option<&str>) -> bool {
-    let quoted = |v: &str| [format!("'{}'", escape(v)), format!("\"{}\"", escape(v))];
+    // libvirt writes an apostrophe in a value as `&apos;`.
+    let quoted = |v: &str| {
+        let v = escape(v).replace("&#39;", "&apos;");
+        [format!("'{v}'"), format!("\"{v}\"")]
+    };
     let by_name = quoted(pool)
         .iter()
         .any(|p| domain_xml.contains(&format!("pool={p}")))
@@ -364,6 +353,19 @@ mod tests {
         }
     }
 
+    /// The shared escape writes `'` as `&#39;`; marks still read back, and
+    /// a path is still matched in libvirt's own form (`&apos;`).
+    #[test]
+    fn apostrophes_read_back_in_both_forms() {
+        let mut m = mark();
+        m.course = "o'brien".into();
+        assert_eq!(parse_mark(&mark_element(&m)), Some(m.clone()));
+        let libvirt = "<vm id=\"0123456789abcdef\" course=\"o&apos;brien\" spec=\"feedface00000000\" instance=\"a1b2c3d4e5f6\"/>";
+        assert_eq!(parse_mark(libvirt), Some(m));
+        let by_path = "<disk type='file'><source file='/pool/o&apos;brien.qcow2'/></disk>";
+        assert!(uses_volume(by_path, "p", "v", Some("/pool/o'brien.qcow2")));
+    }
+
     #[test]
     fn a_domain_using_a_volume_is_found_by_pool_and_name_or_path() {
         let m = mark();
@@ -408,7 +410,7 @@ mod tests {
                 cmdline: "console=ttyS0 a<b",
             }),
             ssh_forward: Some(SshPortForward {
-                address: "127.0.0.1",
+                address: [127, 0, 0, 1].into(),
                 host_port: 22001,
                 guest_port: 22,
             }),

@@ -20,7 +20,7 @@ use super::App;
 use crate::admin::overview::{self, Overview};
 use crate::admin::tokens::{self, AuthError};
 use crate::admin::{ActionError, Principal, Scope};
-use crate::lti::pages::escape;
+use crate::html::escape;
 use crate::reconcile::now_ms;
 
 const COOKIE: &str = "labpool_admin";
@@ -85,35 +85,34 @@ fn headers() -> [(header::HeaderName, &'static str); 4] {
     ]
 }
 
+/// The dashboard's style: no policy hash, the dashboard allows inline
+/// styles (it carries no script).
+const STYLE: &str = "
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1d2433; }
+h1 { font-size: 1.3rem; margin: 0 0 .3rem; } h2 { font-size: 1.05rem; margin: 1.6rem 0 .4rem; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .25rem .6rem; border-bottom: 1px solid #e3e7ee; vertical-align: top; }
+th { color: #5a6478; font-weight: 600; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.muted { color: #5a6478; } .bad { color: #b42318; } .ok { color: #1a7f37; } .warn { color: #9a6700; }
+form.inline { display: inline; } button { font: inherit; padding: .1rem .6rem; }
+.note { background: #eef6ee; border: 1px solid #b7dbb7; padding: .4rem .8rem; margin: .6rem 0; }
+.error { background: #fdeceb; border: 1px solid #f0b8b3; padding: .4rem .8rem; margin: .6rem 0; }
+header { display: flex; justify-content: space-between; align-items: baseline; flex-wrap: wrap; gap: .5rem; }
+";
+
 fn html(status: StatusCode, title: &str, body: &str, refresh: bool) -> Response {
     let refresh = if refresh {
         format!(r#"<meta http-equiv="refresh" content="{REFRESH_SECS}; url=/admin">"#)
     } else {
         String::new()
     };
-    let page = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">{refresh}
-<title>{title}</title>
-<style>
-body {{ font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem; color: #1d2433; }}
-h1 {{ font-size: 1.3rem; margin: 0 0 .3rem; }} h2 {{ font-size: 1.05rem; margin: 1.6rem 0 .4rem; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ text-align: left; padding: .25rem .6rem; border-bottom: 1px solid #e3e7ee; vertical-align: top; }}
-th {{ color: #5a6478; font-weight: 600; }} td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
-.muted {{ color: #5a6478; }} .bad {{ color: #b42318; }} .ok {{ color: #1a7f37; }} .warn {{ color: #9a6700; }}
-form.inline {{ display: inline; }} button {{ font: inherit; padding: .1rem .6rem; }}
-.note {{ background: #eef6ee; border: 1px solid #b7dbb7; padding: .4rem .8rem; margin: .6rem 0; }}
-.error {{ background: #fdeceb; border: 1px solid #f0b8b3; padding: .4rem .8rem; margin: .6rem 0; }}
-header {{ display: flex; justify-content: space-between; align-items: baseline; flex-wrap: wrap; gap: .5rem; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"#,
-        title = escape(title)
-    );
+    let page = crate::html::page(&crate::html::Page {
+        title,
+        head: &refresh,
+        style: Some(STYLE),
+        body,
+        ..Default::default()
+    });
     (status, headers(), Html(page)).into_response()
 }
 

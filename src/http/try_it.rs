@@ -33,9 +33,9 @@ use url::{Host, Url};
 
 use super::App;
 use crate::config::{Config, PlatformConfig};
+use crate::html::escape;
 use crate::lms::{Launch, Platform, ToolRegistration};
 use crate::lti::COURSE_PARAM;
-use crate::lti::pages::escape;
 use crate::store::VmState;
 
 /// Where the page and the platform live under labpool's base URL.
@@ -110,10 +110,7 @@ pub enum TryItError {
 pub fn exposure(config: &Config) -> Option<String> {
     let mut exposed = Vec::new();
     let listen = &config.http.listen;
-    if !listen
-        .parse::<std::net::SocketAddr>()
-        .is_ok_and(|a| a.ip().is_loopback())
-    {
+    if !listen.ip().is_loopback() {
         exposed.push(format!("http.listen {listen}"));
     }
     let base = config.base_url();
@@ -296,16 +293,18 @@ dt { font-weight: 600; } dd { margin: 0 0 .4rem 1rem; word-break: break-all; }
 ";
 
 fn render(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>{STYLE}</style></head>\n<body>\n\
-         <p class=\"banner\" id=\"banner\" role=\"alert\"><strong>Development only.</strong> \
+    let body = format!(
+        "<p class=\"banner\" id=\"banner\" role=\"alert\"><strong>Development only.</strong> \
          This is labpool's try-it LMS (<code>labpool serve --dev</code>): anyone who can open \
          this page can launch any course as any student. Run it on your own machine only.</p>\n\
-         {body}\n</body></html>\n",
-        title = escape(title)
-    )
+         {body}"
+    );
+    crate::html::page(&crate::html::Page {
+        title,
+        style: Some(STYLE),
+        body: &body,
+        ..Default::default()
+    })
 }
 
 /// Try-it pages: never cached (warm counts move), never framed, styles
@@ -519,7 +518,7 @@ mod tests {
 
     fn config_of(listen: &str, base_url: Option<&str>) -> Config {
         let mut config = Config::default();
-        config.http.listen = listen.into();
+        config.http.listen = listen.parse().expect("an address and port");
         config.lti.base_url = base_url.map(Into::into);
         config
     }

@@ -110,7 +110,7 @@ pub fn parse_forms(html: &str) -> Vec<Form> {
 
 /// Escapes text for an HTML attribute value or element content: the same
 /// escaping the tool's pages use.
-pub use crate::lti::pages::escape as escape_html;
+pub use crate::html::escape as escape_html;
 
 /// Replaces the character references HTML writers commonly emit: the named
 /// `&amp; &quot; &apos; &lt; &gt;` and numeric `&#NN;` / `&#xHH;`. Anything

@@ -9,10 +9,12 @@ use anyhow::Context as _;
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::Value;
+
+use crate::lti::keys::pem;
 
 /// An RSA-2048 key pair with its key id: what signs a platform's id_tokens,
 /// and what a test's fake tool signs its deep-linking responses with.
@@ -126,18 +128,6 @@ pub fn compact_jwt(header: &Value, claims: &Value, signature: &[u8]) -> String {
         b64url(claims.to_string().as_bytes()),
         b64url(signature)
     )
-}
-
-/// PEM armour: base64 in 64-character lines between BEGIN/END `label`.
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
 }
 
 #[cfg(test)]

@@ -38,7 +38,8 @@ impl LaunchableCourse {
     /// Whether a launch through `registration`'s deployment `deployment`
     /// may open this course.
     pub fn allows(&self, registration: &super::platforms::Registration, deployment: &str) -> bool {
-        registration.any_course || self.lti.allows(&registration.issuer, deployment)
+        registration.platform.any_course
+            || self.lti.allows(&registration.platform.issuer, deployment)
     }
 }
 

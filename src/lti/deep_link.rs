@@ -68,11 +68,11 @@ impl Lti {
         let request = self.tokens.seal(&PickRequest {
             aud: PICK_AUDIENCE.into(),
             exp: secs(now) + PICK_TTL_SECS,
-            issuer: launch.registration.issuer.clone(),
-            client_id: launch.registration.client_id.clone(),
+            issuer: launch.registration.platform.issuer.clone(),
+            client_id: launch.registration.platform.client_id.clone(),
             deployment_id: launch.claims.deployment().to_owned(),
             return_url: settings.deep_link_return_url.clone(),
-            any_course: launch.registration.any_course,
+            any_course: launch.registration.platform.any_course,
             data: settings.data.clone(),
         });
         let deployment = launch.claims.deployment();

@@ -158,9 +158,10 @@ impl Lti {
                     }
                 }
                 (None, Some(target)) => {
-                    let platform_origin = url::Url::parse(&launch.registration.auth_login_url)
-                        .map(|u| u.origin().ascii_serialization())
-                        .unwrap_or_default();
+                    let platform_origin =
+                        url::Url::parse(&launch.registration.platform.auth_login_url)
+                            .map(|u| u.origin().ascii_serialization())
+                            .unwrap_or_default();
                     return Ok(LaunchResult::StorageCheck {
                         target: target.clone(),
                         state,
@@ -179,9 +180,10 @@ impl Lti {
                     let Some(target) = remembered else {
                         return Err(self.missing_cookie(&state).await);
                     };
-                    let platform_origin = url::Url::parse(&launch.registration.auth_login_url)
-                        .map(|u| u.origin().ascii_serialization())
-                        .unwrap_or_default();
+                    let platform_origin =
+                        url::Url::parse(&launch.registration.platform.auth_login_url)
+                            .map(|u| u.origin().ascii_serialization())
+                            .unwrap_or_default();
                     return Ok(LaunchResult::StorageCheck {
                         target,
                         state,
@@ -196,8 +198,8 @@ impl Lti {
         let login = LoginMatch {
             state: &state,
             nonce: claims.nonce.as_deref().unwrap_or_default(),
-            issuer: &launch.registration.issuer,
-            client_id: &launch.registration.client_id,
+            issuer: &launch.registration.platform.issuer,
+            client_id: &launch.registration.platform.client_id,
             deployment_id: claims.deployment(),
         };
         self.registry
@@ -235,7 +237,7 @@ impl Lti {
                     Unresolved::Needs(needs) => {
                         self.metrics.refused("no-course");
                         tracing::Span::current().record("outcome", Outcome::Refused.as_str());
-                        tracing::warn!(issuer = %launch.registration.issuer,
+                        tracing::warn!(issuer = %launch.registration.platform.issuer,
                             context = ?needs.context_id, named = ?needs.named,
                             "launch refused: no course configured for this link");
                         Ok(LaunchResult::NeedsCourse(needs))
@@ -441,14 +443,14 @@ impl Lti {
                 Err(Unresolved::Refused(Refusal::course_scope(format!(
                     "course `{}` may not be launched from `{}` (deployment `{deployment}`): \
                      its file does not name this platform under lti.platforms",
-                    course.name, registration.issuer
+                    course.name, registration.platform.issuer
                 ))))
             }
         };
         if let Some(token) = claims.custom(PLACEMENT_PARAM) {
             let placement = self
                 .placements
-                .open(&token, &registration.issuer, deployment)
+                .open(&token, &registration.platform.issuer, deployment)
                 .map_err(|e| Unresolved::Refused(Refusal::course_scope(e.to_string())))?;
             return match catalog.course(&placement.course) {
                 Some(course) => permitted(course),
@@ -457,7 +459,7 @@ impl Lti {
         }
         let mapped = context.and_then(|id| catalog.for_context(id));
         if let Some(named) = claims.custom(COURSE_PARAM) {
-            if registration.any_course {
+            if registration.platform.any_course {
                 return catalog.course(&named).ok_or_else(|| needs(Some(named)));
             }
             if let Some(course) = mapped.filter(|c| c.name == named) {
@@ -632,7 +634,7 @@ impl Lti {
 fn session_key(launch: &Launch) -> SessionKey {
     let c = &launch.claims;
     SessionKey {
-        issuer: launch.registration.issuer.clone(),
+        issuer: launch.registration.platform.issuer.clone(),
         deployment_id: c.deployment().to_owned(),
         user_sub: c.sub.clone().unwrap_or_default(),
         context_id: c.context.as_ref().map(|x| x.id.clone()).unwrap_or_default(),

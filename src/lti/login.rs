@@ -123,7 +123,7 @@ impl Lti {
                     state: state.clone(),
                     nonce: nonce.clone(),
                     issuer: iss.clone(),
-                    client_id: registration.client_id.clone(),
+                    client_id: registration.platform.client_id.clone(),
                     deployment_id: req.lti_deployment_id.clone(),
                     target_link_uri: target,
                     login_hint: login_hint.clone(),
@@ -150,10 +150,10 @@ impl Lti {
             return Err(refusal);
         }
 
-        let mut redirect = url::Url::parse(&registration.auth_login_url).map_err(|e| {
+        let mut redirect = url::Url::parse(&registration.platform.auth_login_url).map_err(|e| {
             Refusal::internal(format!(
                 "registered auth_login_url `{}` is not a URL: {e}",
-                registration.auth_login_url
+                registration.platform.auth_login_url
             ))
         })?;
         {
@@ -162,7 +162,7 @@ impl Lti {
                 .append_pair("response_type", "id_token")
                 .append_pair("response_mode", "form_post")
                 .append_pair("prompt", "none")
-                .append_pair("client_id", &registration.client_id)
+                .append_pair("client_id", &registration.platform.client_id)
                 .append_pair("redirect_uri", &self.launch_url())
                 .append_pair("login_hint", &login_hint)
                 .append_pair("state", &state)

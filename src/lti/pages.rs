@@ -5,22 +5,8 @@ use super::Refusal;
 use super::deep_link::Picker;
 use super::launch::{NeedsCourse, UserLimit};
 use super::register::Registered;
-
-/// Escapes text for HTML element content and quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::html::Page;
+use crate::html::escape;
 
 /// A value inside a `<script>`: JSON, with `<` escaped so no `</script>`
 /// can end the script early.
@@ -30,23 +16,21 @@ fn js(value: &str) -> String {
         .replace('<', "\\u003c")
 }
 
+/// The style of the LTI pages, allowed by its hash (`http::headers`).
+const STYLE: &str = "
+body { font: 16px/1.5 system-ui, sans-serif; max-width: 42rem; margin: 3rem auto; padding: 0 1rem; color: #1d2433; }
+h1 { font-size: 1.4rem; } code { background: #eef1f6; padding: 0 .25rem; border-radius: 3px; }
+.note { color: #5a6478; font-size: .9rem; } button, .button { font: inherit; padding: .4rem 1rem; }
+";
+
+/// An LTI page: the common frame with the LTI pages' style.
 pub fn page(title: &str, body: &str) -> String {
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body {{ font: 16px/1.5 system-ui, sans-serif; max-width: 42rem; margin: 3rem auto; padding: 0 1rem; color: #1d2433; }}
-h1 {{ font-size: 1.4rem; }} code {{ background: #eef1f6; padding: 0 .25rem; border-radius: 3px; }}
-.note {{ color: #5a6478; font-size: .9rem; }} button, .button {{ font: inherit; padding: .4rem 1rem; }}
-</style></head>
-<body>
-{body}
-</body></html>
-"#,
-        title = escape(title)
-    )
+    crate::html::page(&Page {
+        title,
+        style: Some(STYLE),
+        body,
+        ..Page::default()
+    })
 }
 
 pub fn refusal(r: &Refusal) -> String {

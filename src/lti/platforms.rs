@@ -12,51 +12,38 @@ use crate::store::{PlatformRow, Store, StoreError};
 /// How long stored registrations are trusted before being read again.
 const STORED_TTL: Duration = Duration::from_secs(2);
 
-/// One platform labpool trusts.
+/// One platform labpool trusts: what a configured platform says (the
+/// same six values a Dynamic Registration stores), and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
-    pub issuer: String,
-    pub client_id: String,
-    pub deployment_ids: Vec<String>,
-    pub auth_login_url: String,
-    pub token_url: String,
-    pub jwks_url: String,
+    pub platform: PlatformConfig,
     /// Registered through Dynamic Registration: its deployments are learned
     /// from signed launches (Canvas names a deployment only when it launches).
     pub dynamic: bool,
-    /// May launch any course by a plain `labpool_course` (the try-it LMS of
-    /// `serve --dev`; see `PlatformConfig::any_course`).
-    pub any_course: bool,
 }
 
 impl Registration {
     pub fn allows_deployment(&self, deployment_id: &str) -> bool {
-        self.dynamic || self.deployment_ids.iter().any(|d| d == deployment_id)
-    }
-
-    fn from_config(p: &PlatformConfig) -> Registration {
-        Registration {
-            issuer: p.issuer.clone(),
-            client_id: p.client_id.clone(),
-            deployment_ids: p.deployment_ids.clone(),
-            auth_login_url: p.auth_login_url.clone(),
-            token_url: p.token_url.clone(),
-            jwks_url: p.jwks_url.clone(),
-            dynamic: false,
-            any_course: p.any_course,
-        }
+        self.dynamic
+            || self
+                .platform
+                .deployment_ids
+                .iter()
+                .any(|d| d == deployment_id)
     }
 
     fn from_row(row: &PlatformRow) -> Registration {
         Registration {
-            issuer: row.issuer.clone(),
-            client_id: row.client_id.clone(),
-            deployment_ids: serde_json::from_str(&row.deployment_ids).unwrap_or_default(),
-            auth_login_url: row.auth_login_url.clone(),
-            token_url: row.token_url.clone(),
-            jwks_url: row.jwks_url.clone(),
+            platform: PlatformConfig {
+                issuer: row.issuer.clone(),
+                client_id: row.client_id.clone(),
+                deployment_ids: serde_json::from_str(&row.deployment_ids).unwrap_or_default(),
+                auth_login_url: row.auth_login_url.clone(),
+                token_url: row.token_url.clone(),
+                jwks_url: row.jwks_url.clone(),
+                any_course: false,
+            },
             dynamic: true,
-            any_course: false,
         }
     }
 }
@@ -70,7 +57,13 @@ pub struct Registry {
 impl Registry {
     pub fn new(configured: &[PlatformConfig], store: Store) -> Registry {
         Registry {
-            configured: configured.iter().map(Registration::from_config).collect(),
+            configured: configured
+                .iter()
+                .map(|p| Registration {
+                    platform: p.clone(),
+                    dynamic: false,
+                })
+                .collect(),
             store,
             stored: RwLock::new(None),
         }
@@ -86,10 +79,12 @@ impl Registry {
         let stored = self.stored().await?;
         let mut found: Vec<Registration> = Vec::new();
         for r in self.configured.iter().chain(stored.iter()) {
-            let wanted = r.issuer == issuer && client_id.is_none_or(|c| c == r.client_id);
-            let shadowed = found
-                .iter()
-                .any(|f| f.issuer == r.issuer && f.client_id == r.client_id);
+            let wanted =
+                r.platform.issuer == issuer && client_id.is_none_or(|c| c == r.platform.client_id);
+            let shadowed = found.iter().any(|f| {
+                f.platform.issuer == r.platform.issuer
+                    && f.platform.client_id == r.platform.client_id
+            });
             if wanted && !shadowed {
                 found.push(r.clone());
             }
@@ -113,22 +108,23 @@ impl Registry {
     ) -> Result<(), StoreError> {
         if !registration.dynamic
             || registration
+                .platform
                 .deployment_ids
                 .iter()
                 .any(|d| d == deployment_id)
         {
             return Ok(());
         }
-        let mut ids = registration.deployment_ids.clone();
+        let mut ids = registration.platform.deployment_ids.clone();
         ids.push(deployment_id.to_owned());
         self.store
             .set_platform_deployments(
-                &registration.issuer,
-                &registration.client_id,
+                &registration.platform.issuer,
+                &registration.platform.client_id,
                 &serde_json::to_string(&ids).expect("strings serialize"),
             )
             .await?;
-        tracing::info!(issuer = %registration.issuer, client_id = %registration.client_id,
+        tracing::info!(issuer = %registration.platform.issuer, client_id = %registration.platform.client_id,
             deployment_id, "learned a deployment of a dynamically registered platform");
         self.forget_cache();
         Ok(())
@@ -145,8 +141,8 @@ impl Registry {
             .chain(stored.iter())
             .flat_map(|r| {
                 [
-                    super::origin_of(&r.issuer),
-                    super::origin_of(&r.auth_login_url),
+                    super::origin_of(&r.platform.issuer),
+                    super::origin_of(&r.platform.auth_login_url),
                 ]
             })
             .filter(|o| !o.is_empty())

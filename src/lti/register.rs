@@ -234,11 +234,11 @@ impl Lti {
     ) -> Result<(), Refusal> {
         let existing = self.registry.find_fresh(issuer).await?;
         if let Some(client_id) = client_id
-            && existing.iter().any(|r| r.client_id == client_id)
+            && existing.iter().any(|r| r.platform.client_id == client_id)
         {
             return Err(already_registered(issuer, client_id));
         }
-        if let Some(other) = existing.iter().find(|r| r.jwks_url != jwks_url) {
+        if let Some(other) = existing.iter().find(|r| r.platform.jwks_url != jwks_url) {
             return Err(Refusal::new(
                 axum::http::StatusCode::CONFLICT,
                 "conflict",
@@ -246,7 +246,7 @@ impl Lti {
                     "issuer {issuer} is registered already (client id {}) with its keys at {}, \
                      and this registration names {jwks_url}. To replace it on purpose, remove it \
                      first: `labpool lti platform remove {issuer} {}` (or edit lti.platforms)",
-                    other.client_id, other.jwks_url, other.client_id
+                    other.platform.client_id, other.platform.jwks_url, other.platform.client_id
                 ),
             ));
         }

@@ -209,7 +209,10 @@ impl Lti {
         // trusts, i.e. one of labpool's own client ids at this issuer. A
         // token also addressed to another party was not minted for labpool
         // alone (the other party could replay it here, or it could ours).
-        let trusted: Vec<&str> = candidates.iter().map(|r| r.client_id.as_str()).collect();
+        let trusted: Vec<&str> = candidates
+            .iter()
+            .map(|r| r.platform.client_id.as_str())
+            .collect();
         if let Some(stranger) = audiences.iter().find(|a| !trusted.contains(a))
             && audiences.iter().any(|a| trusted.contains(a))
         {
@@ -220,7 +223,7 @@ impl Lti {
         }
         let registration = candidates
             .into_iter()
-            .find(|r| audiences.contains(&r.client_id.as_str()))
+            .find(|r| audiences.contains(&r.platform.client_id.as_str()))
             .ok_or_else(|| {
                 Refusal::forged(format!(
                     "audience {audiences:?} does not contain labpool's client id for `{iss}`"
@@ -228,11 +231,11 @@ impl Lti {
             })?;
         if audiences.len() > 1 || unverified.azp.is_some() {
             match &unverified.azp {
-                Some(azp) if *azp == registration.client_id => {}
+                Some(azp) if *azp == registration.platform.client_id => {}
                 Some(azp) => {
                     return Err(Refusal::forged(format!(
                         "azp `{azp}` is not labpool's client id `{}`",
-                        registration.client_id
+                        registration.platform.client_id
                     )));
                 }
                 None => {
@@ -245,7 +248,7 @@ impl Lti {
 
         let key = self
             .platform_keys
-            .key(&registration.jwks_url, &kid, registration.dynamic)
+            .key(&registration.platform.jwks_url, &kid, registration.dynamic)
             .await
             .map_err(|e| match e {
                 super::jwks::JwksError::UnknownKid { .. } => Refusal::forged(e.to_string()),
@@ -256,7 +259,7 @@ impl Lti {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY_SECS;
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
-        validation.set_issuer(&[&registration.issuer]);
+        validation.set_issuer(&[&registration.platform.issuer]);
         // Checked above, with azp, which jsonwebtoken does not do.
         validation.validate_aud = false;
         let data = jsonwebtoken::decode::<Value>(id_token, &key, &validation).map_err(|e| {
@@ -325,7 +328,7 @@ impl Lti {
         if !registration.allows_deployment(deployment) {
             return Err(Refusal::unknown_platform(format!(
                 "deployment `{deployment}` of `{}` is not registered with labpool",
-                registration.issuer
+                registration.platform.issuer
             )));
         }
         let target = claims.target_link_uri.as_deref().unwrap_or_default();

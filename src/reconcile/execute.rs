@@ -7,7 +7,7 @@
 //! planner, which counts `creating`/`booting` VMs against each host's slots.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -495,12 +495,7 @@ async fn boot_steps(
                 if let Some(stream) = console {
                     let _ = stream.abort();
                 }
-                let ip: IpAddr = host
-                    .config
-                    .ssh_forward
-                    .address
-                    .parse()
-                    .map_err(|_| "ssh_forward.address is not an IP address".to_string())?;
+                let ip = host.config.ssh_forward.address;
                 let host_port = row.ssh_port.ok_or("no forwarded port")? as u16;
                 let ssh = course.session.console == Console::Ssh
                     && course.session.ssh.as_ref().map_or(22, |s| s.port) == port;

@@ -582,7 +582,11 @@ impl Inner {
                         .filter(|(vm_id, _)| *vm_id == vm.id)
                         .map(|(_, fp)| fp.clone());
                     let target = ssh::SshTarget {
-                        addr: format!("{}:{port}", host.config.ssh_forward.address),
+                        addr: std::net::SocketAddr::new(
+                            host.config.ssh_forward.address,
+                            u16::try_from(port).unwrap_or_default(),
+                        )
+                        .to_string(),
                         user: ssh_user.unwrap_or_else(|| "root".into()),
                         key,
                         expect_host_key: expect,

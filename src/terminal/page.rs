@@ -12,7 +12,7 @@ use std::sync::LazyLock;
 
 use sha2::{Digest, Sha256};
 
-use crate::lti::pages::escape;
+use crate::html::escape;
 
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -68,24 +68,21 @@ static ASSET_VERSION: LazyLock<String> = LazyLock::new(|| {
 
 /// The full HTML document of a session's page.
 pub fn render(session_id: &str) -> String {
-    let title = "Your lab";
-    let session = escape(session_id);
-    let ws = escape(&format!("/session/{session_id}/terminal"));
     let v = ASSET_VERSION.as_str();
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
+    let head = format!(
+        r#"
 <meta name="referrer" content="no-referrer">
-<title>{title} — labpool</title>
 <link rel="stylesheet" href="/assets/xterm.css?v={v}">
-<link rel="stylesheet" href="/assets/session.css?v={v}">
-</head>
-<body data-session="{session}" data-ws="{ws}" data-state="connecting">
-<header>
-<span id="title">{title}</span>
+<link rel="stylesheet" href="/assets/session.css?v={v}">"#
+    );
+    let attributes = format!(
+        r#" data-session="{}" data-ws="{}" data-state="connecting""#,
+        escape(session_id),
+        escape(&format!("/session/{session_id}/terminal"))
+    );
+    let body = format!(
+        r#"<header>
+<span id="title">{TITLE}</span>
 <span id="left" aria-live="off"></span>
 <span id="state" class="state state-connecting" role="status"><span class="dot" aria-hidden="true"></span><span class="label">connecting…</span></span>
 </header>
@@ -99,12 +96,19 @@ pub fn render(session_id: &str) -> String {
 <noscript><p>The lab terminal needs JavaScript.</p></noscript>
 <script src="/assets/xterm.js?v={v}"></script>
 <script src="/assets/addon-fit.js?v={v}"></script>
-<script src="/assets/session.js?v={v}"></script>
-</body>
-</html>
-"#
-    )
+<script src="/assets/session.js?v={v}"></script>"#
+    );
+    crate::html::page(&crate::html::Page {
+        title: &format!("{TITLE} — labpool"),
+        head: &head,
+        style: None,
+        body_attributes: &attributes,
+        body: &body,
+    })
 }
+
+/// What the page calls the lab until the socket says more.
+const TITLE: &str = "Your lab";
 
 /// An embedded asset by its name under `/assets/`: content type and bytes.
 pub fn asset(name: &str) -> Option<(&'static str, &'static [u8])> {
@@ -136,7 +140,7 @@ mod tests {
     #[test]
     fn render_names_the_session_and_nothing_else() {
         let page = render("s-123");
-        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(page.starts_with("<!doctype html>"));
         assert!(page.contains("<title>Your lab — labpool</title>"));
         assert!(page.contains(r#"<meta name="referrer" content="no-referrer">"#));
         assert!(page.contains(r#"<meta name="viewport""#));

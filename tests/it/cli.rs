@@ -142,6 +142,29 @@ fn a_broken_config_is_a_usage_error_with_its_position() {
     assert!(run.stdout.contains("labpool.yaml:4:5: invalid-value: hosts[0].capcity: unknown field `capcity`, expected one of"), "{}", run.stdout);
 }
 
+/// Addresses are parsed as the file is read: `validate --config` reports a
+/// bad one at its line instead of the first boot (or start) failing on it.
+#[test]
+fn a_bad_address_in_the_config_is_reported_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("labpool.yaml");
+    for (text, want) in [
+        (
+            "hosts:\n  - name: a\n    uri: qemu:///system\n    capacity: { vms: 1, memory: 1GiB, vcpus: 1 }\n    ssh_forward:\n      address: not an ip at all\n",
+            "labpool.yaml:6:16: invalid-value: hosts[0].ssh_forward.address: `not an ip at all` is not an IP address such as 127.0.0.1 or ::1",
+        ),
+        (
+            "http:\n  listen: localhost\n",
+            "labpool.yaml:2:11: invalid-value: http.listen: `localhost` is not an address and port such as 127.0.0.1:8080",
+        ),
+    ] {
+        fs::write(&config, text).unwrap();
+        let run = labpool(&["validate", "--config", config.to_str().unwrap(), "courses"]);
+        assert_ne!(run.status, 0, "{run:?}");
+        assert!(run.stdout.contains(want), "{}", run.stdout);
+    }
+}
+
 #[test]
 fn config_adds_the_image_and_size_checks() {
     let dir = tempfile::tempdir().unwrap();
