@@ -340,3 +340,151 @@ mod tests {
         assert_eq!(spec_hash(&a, None).len(), 16);
     }
 }
+
+/// The spec hashes of representative courses as the previous version
+/// computed them: a change to how the hash is written must keep every one,
+/// or the upgrade would replace every pool.
+#[cfg(test)]
+mod pinned_hashes {
+    use super::*;
+
+    fn course(extra: serde_json::Value) -> Course {
+        let mut base = serde_json::json!({
+            "name": "c", "title": "C",
+            "pool": { "warm": 2, "max": 40 },
+        });
+        for (k, v) in extra.as_object().expect("an object") {
+            base[k] = v.clone();
+        }
+        serde_json::from_value(base).expect("a course")
+    }
+
+    fn vm(extra: serde_json::Value) -> Course {
+        let mut base = serde_json::json!({
+            "image": "busybox", "vm": { "vcpus": 1, "memory": "192MiB" },
+        });
+        for (k, v) in extra.as_object().expect("an object") {
+            base[k] = v.clone();
+        }
+        course(base)
+    }
+
+    fn container(extra: serde_json::Value) -> Course {
+        let mut base = serde_json::json!({
+            "runtime": "container",
+            "container": { "image": "labpool/busybox:1", "cpus": 0.5, "memory": "128MiB" },
+        });
+        for (k, v) in extra.as_object().expect("an object") {
+            base[k] = v.clone();
+        }
+        course(base)
+    }
+
+    #[test]
+    fn hashes_of_todays_courses_are_kept() {
+        let volume = ImageConfig {
+            volume: Some("busybox.qcow2".into()),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        };
+        let direct = ImageConfig {
+            volume: Some("root.qcow2".into()),
+            kernel: Some("/var/lib/labpool/vmlinuz".into()),
+            initrd: Some("/var/lib/labpool/initrd \"x\".img".into()),
+            cmdline: Some("console=ttyS0 quiet".into()),
+        };
+        let cases: Vec<(&str, Course, Option<&ImageConfig>, &str)> = vec![
+            ("serial, default marker", vm(serde_json::json!({})), None, "d4aa0a692edce59b"),
+            (
+                "serial, volume image",
+                vm(serde_json::json!({})),
+                Some(&volume),
+                "7b8b1cefb308631f",
+            ),
+            (
+                "serial, disk, direct boot",
+                vm(serde_json::json!({
+                    "vm": { "vcpus": 2, "memory": "1GiB", "disk": "4GiB" },
+                })),
+                Some(&direct),
+                "11c8a5c5bc81efc7",
+            ),
+            (
+                "serial, own marker with quotes",
+                vm(serde_json::json!({
+                    "readiness": { "console_marker": "ready \"now\" \\o/ \t é" },
+                })),
+                None,
+                "df65c0bab423df63",
+            ),
+            (
+                "serial, port readiness",
+                vm(serde_json::json!({ "readiness": { "port": 8080 } })),
+                None,
+                "132478dd52de3532",
+            ),
+            (
+                "ssh console, default port",
+                vm(serde_json::json!({
+                    "session": { "console": "ssh", "ssh": { "user": "student" } },
+                })),
+                Some(&volume),
+                "717866045c372abb",
+            ),
+            (
+                "ssh console, own port, disk",
+                vm(serde_json::json!({
+                    "vm": { "vcpus": 1, "memory": "512MiB", "disk": "1536MiB" },
+                    "session": { "console": "ssh", "ssh": { "user": "student", "port": 2222 } },
+                })),
+                None,
+                "47f84b09f934d6c4",
+            ),
+            (
+                "ssh console, marker readiness",
+                vm(serde_json::json!({
+                    "session": { "console": "ssh", "ssh": { "user": "student" } },
+                    "readiness": { "console_marker": "sshd started" },
+                })),
+                None,
+                "c559874b17f6a83c",
+            ),
+            (
+                "container, default probe",
+                container(serde_json::json!({})),
+                None,
+                "e16764a8b6d8ccfe",
+            ),
+            (
+                "container, everything set",
+                container(serde_json::json!({
+                    "container": {
+                        "image": "python:3.12-slim", "cpus": 1.0, "memory": "1GiB",
+                        "command": ["sleep", "infinity"], "user": "student",
+                        "shell": ["/bin/bash", "-l"],
+                    },
+                    "readiness": { "command": ["test", "-e", "/tmp/ready"] },
+                })),
+                None,
+                "5fa369c0b63e9ae6",
+            ),
+            (
+                "container, marker readiness",
+                container(serde_json::json!({
+                    "readiness": { "console_marker": "ready" },
+                })),
+                None,
+                "be3cc92107177580",
+            ),
+        ];
+        let mut wrong = Vec::new();
+        for (what, course, catalog, want) in &cases {
+            let got = spec_hash(course, *catalog);
+            if got != *want {
+                wrong.push(format!("{what}: {got} (pinned {want})"));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+}
