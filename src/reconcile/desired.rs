@@ -11,8 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::ImageConfig;
 use crate::course::Course;
-use crate::course::spec::Runtime;
-use crate::course::spec::Window;
+use crate::course::spec::{Console, ContainerSpec, Probe, Runtime, Window};
 use crate::course::values::Day;
 
 /// One course as the planner sees it.
@@ -43,55 +42,166 @@ pub struct DesiredCourse {
     pub backoff_until: Option<i64>,
 }
 
-/// The fields that decide how a VM is built. Warm counts, titles, sessions
-/// and LTI settings change nothing in a running VM, so they are left out:
-/// raising `warm` must not replace the pool.
-#[derive(Serialize)]
-struct BuildInputs<'a> {
-    image: &'a str,
-    catalog: Option<&'a ImageConfig>,
-    vcpus: u32,
-    memory: u64,
-    disk: Option<u64>,
-    console: &'a crate::course::spec::Console,
-    ssh_port: Option<u16>,
-    probe: String,
-}
-
-/// What a container lab is built from.
-#[derive(Serialize)]
-struct ContainerBuildInputs<'a> {
-    runtime: &'static str,
-    container: Option<&'a crate::course::spec::ContainerSpec>,
-    probe: String,
-}
-
 /// The spec hash of a course's VMs: 16 hex digits of a SHA-256 over the build
 /// inputs, including the image's catalog entry (a new base volume or kernel
 /// replaces the pool too).
+///
+/// Only the fields that decide how a VM is built count: warm counts, titles,
+/// sessions and LTI settings change nothing in a running VM, so raising
+/// `warm` must not replace the pool. The inputs are written out by hand
+/// (`build_inputs`), field by field, in the JSON form earlier versions
+/// hashed, so that no derived `Serialize` or `Debug` can move a hash: a
+/// moved hash replaces every VM of the course.
 pub fn spec_hash(course: &Course, catalog: Option<&ImageConfig>) -> String {
-    let json = match (&course.image, &course.vm, &course.container) {
-        (Some(image), Some(vm), _) => serde_json::to_vec(&BuildInputs {
-            image: image.as_str(),
-            catalog,
-            vcpus: vm.vcpus,
-            memory: vm.memory.as_bytes(),
-            disk: vm.disk.map(|d| d.as_bytes()),
-            console: &course.session.console,
-            ssh_port: course.session.ssh.as_ref().map(|s| s.port),
-            probe: format!("{:?}", course.probe()),
-        }),
-        // A container is built from its whole block (image, limits,
-        // command, user) and its readiness probe.
-        (_, _, container) => serde_json::to_vec(&ContainerBuildInputs {
-            runtime: "container",
-            container: container.as_ref(),
-            probe: format!("{:?}", course.probe()),
-        }),
-    }
-    .expect("build inputs serialize");
-    let digest = Sha256::digest(&json);
+    let digest = Sha256::digest(build_inputs(course, catalog).as_bytes());
     hex::encode(&digest[..8])
+}
+
+/// What the spec hash is taken over: a JSON object, its keys in this order.
+fn build_inputs(course: &Course, catalog: Option<&ImageConfig>) -> String {
+    let probe = json_str(&probe_text(&course.probe()));
+    let mut o = JsonObject::default();
+    match (&course.image, &course.vm, &course.container) {
+        (Some(image), Some(vm), _) => {
+            o.field("image", json_str(image.as_str()));
+            o.field("catalog", catalog.map_or_else(null, catalog_json));
+            o.field("vcpus", vm.vcpus.to_string());
+            o.field("memory", vm.memory.as_bytes().to_string());
+            o.field(
+                "disk",
+                vm.disk.map_or_else(null, |d| d.as_bytes().to_string()),
+            );
+            let console = match course.session.console {
+                Console::Serial => "serial",
+                Console::Ssh => "ssh",
+            };
+            o.field("console", json_str(console));
+            o.field(
+                "ssh_port",
+                course
+                    .session
+                    .ssh
+                    .as_ref()
+                    .map_or_else(null, |s| s.port.to_string()),
+            );
+        }
+        // A container is built from its whole block (image, limits,
+        // command, user, shell) and its readiness probe.
+        (_, _, container) => {
+            o.field("runtime", json_str("container"));
+            o.field(
+                "container",
+                container.as_ref().map_or_else(null, container_json),
+            );
+        }
+    }
+    o.field("probe", probe);
+    o.finish()
+}
+
+fn catalog_json(image: &ImageConfig) -> String {
+    let mut o = JsonObject::default();
+    for (key, value) in [
+        ("volume", &image.volume),
+        ("kernel", &image.kernel),
+        ("initrd", &image.initrd),
+        ("cmdline", &image.cmdline),
+    ] {
+        o.field(key, value.as_deref().map_or_else(null, json_str));
+    }
+    o.finish()
+}
+
+fn container_json(c: &ContainerSpec) -> String {
+    let mut o = JsonObject::default();
+    o.field("image", json_str(&c.image));
+    o.field(
+        "cpus",
+        serde_json::to_string(&c.cpus).expect("a limit is finite"),
+    );
+    o.field("memory", json_str(&c.memory.to_string()));
+    // Unset ones are left out, not written as null.
+    if let Some(command) = &c.command {
+        o.field("command", json_list(command));
+    }
+    if let Some(user) = &c.user {
+        o.field("user", json_str(user));
+    }
+    if let Some(shell) = &c.shell {
+        o.field("shell", json_list(shell));
+    }
+    o.finish()
+}
+
+/// The readiness probe as earlier versions wrote it (Rust's debug form of
+/// the probe then): `ConsoleMarker("login:")`, `Port(22)`,
+/// `Command(["test", "-e", "/tmp/ready"])`.
+fn probe_text(probe: &Probe) -> String {
+    match probe {
+        Probe::ConsoleMarker(marker) => format!("ConsoleMarker({})", quoted(marker)),
+        Probe::Port(port) => format!("Port({port})"),
+        Probe::Command(argv) => {
+            let argv: Vec<String> = argv.iter().map(|a| quoted(a)).collect();
+            format!("Command([{}])", argv.join(", "))
+        }
+    }
+}
+
+/// `text` in double quotes, escaped as Rust's debug form of a string
+/// escapes it: `\"`, `\\`, `\t`, `\r`, `\n`, `\0`, other ASCII controls as
+/// `\u{1b}`; beyond ASCII, what `char::escape_debug` writes.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\0' => out.push_str("\\0"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c if c.is_ascii() => out.push(c),
+            c => out.extend(c.escape_debug()),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn null() -> String {
+    "null".to_string()
+}
+
+fn json_str(text: &str) -> String {
+    serde_json::to_string(text).expect("strings serialize")
+}
+
+fn json_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|i| json_str(i)).collect();
+    format!("[{}]", items.join(","))
+}
+
+/// A compact JSON object written key by key.
+#[derive(Default)]
+struct JsonObject(String);
+
+impl JsonObject {
+    fn field(&mut self, key: &str, value: String) {
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        self.0.push_str(&json_str(key));
+        self.0.push(':');
+        self.0.push_str(&value);
+    }
+
+    fn finish(mut self) -> String {
+        if self.0.is_empty() {
+            self.0.push('{');
+        }
+        self.0.push('}');
+        self.0
+    }
 }
 
 /// The warm target at `now`: the largest `warm` of the windows that are on
@@ -380,6 +490,21 @@ mod pinned_hashes {
         course(base)
     }
 
+    /// The probe is written as Rust's debug form of a string wrote it
+    /// when the hashes above were taken.
+    #[test]
+    fn probe_strings_are_quoted_as_debug_quoted_them() {
+        let ascii: String = (0u8..128).map(char::from).collect();
+        for text in [
+            ascii.as_str(),
+            "é ü 中文 \u{200b} \u{301}x \u{feff}",
+            "",
+            "'",
+        ] {
+            assert_eq!(quoted(text), format!("{text:?}"), "{text:?}");
+        }
+    }
+
     #[test]
     fn hashes_of_todays_courses_are_kept() {
         let volume = ImageConfig {
@@ -395,7 +520,12 @@ mod pinned_hashes {
             cmdline: Some("console=ttyS0 quiet".into()),
         };
         let cases: Vec<(&str, Course, Option<&ImageConfig>, &str)> = vec![
-            ("serial, default marker", vm(serde_json::json!({})), None, "d4aa0a692edce59b"),
+            (
+                "serial, default marker",
+                vm(serde_json::json!({})),
+                None,
+                "d4aa0a692edce59b",
+            ),
             (
                 "serial, volume image",
                 vm(serde_json::json!({})),
