@@ -28,7 +28,7 @@ pub fn command(args: &DiffArgs) -> Outcome {
         courses: head_courses,
         ..
     } = load(&args.head, false)?;
-    let format = args.format.into();
+    let format = args.format;
     match head_courses {
         Err(rejected) => print(Status::Invalid, |out| {
             render::write_rejected(out, format, &base.side, &head, &rejected)

@@ -18,9 +18,9 @@ use serde::Serialize;
 
 use crate::config::ImageConfig;
 use crate::course::Course;
-use crate::course::spec::{Probe, Window};
+use crate::course::spec::Window;
 use crate::course::values::ImageName;
-use crate::reconcile::desired::spec_hash;
+use crate::reconcile::desired::{BuildField, build_fields, spec_hash};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -308,20 +308,32 @@ fn change(field: &str, from: impl ToString, to: impl ToString) -> FieldChange {
     }
 }
 
-fn or_default<T: ToString>(v: Option<T>) -> String {
-    v.map_or_else(|| "default".to_string(), |v| v.to_string())
-}
-
 fn or_none<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "none".to_string(), |v| v.to_string())
 }
 
-fn probe(p: &Probe) -> String {
-    match p {
-        Probe::ConsoleMarker(m) => format!("console marker \"{m}\""),
-        Probe::Port(port) => format!("port {port}"),
-        Probe::Command(cmd) => format!("command {cmd:?}"),
+/// The build fields that differ, head's order first, then those only base
+/// has (a runtime change swaps `vcpus` for `cpus`); "none" where a side
+/// has no such field.
+fn build_changes(base: &[BuildField], head: &[BuildField]) -> Vec<FieldChange> {
+    let find = |fields: &'_ [BuildField], name| fields.iter().find(|f| f.name == name).cloned();
+    let names = head
+        .iter()
+        .chain(
+            base.iter()
+                .filter(|b| !head.iter().any(|h| h.name == b.name)),
+        )
+        .map(|f| f.name);
+    let mut changes = Vec::new();
+    for name in names {
+        let (from, to) = (find(base, name), find(head, name));
+        let same = matches!((&from, &to), (Some(f), Some(t)) if f.same(t));
+        if !same {
+            let shown = |f: Option<BuildField>| f.map_or_else(|| "none".to_string(), |f| f.shown);
+            changes.push(change(name, shown(from), shown(to)));
+        }
     }
+    changes
 }
 
 fn changed(
@@ -370,68 +382,11 @@ fn changed(
         }
     }
 
-    // The build: what the reconciler compares to replace VMs.
+    // The build: what the reconciler compares to replace VMs, field by
+    // field from the one list the spec hash is written from.
     if spec_hash(b, b_image) != spec_hash(h, h_image) {
         d.replaces_warm_vms = true;
-        let mut fields = Vec::new();
-        if b.runtime != h.runtime {
-            fields.push(change("runtime", b.runtime.as_str(), h.runtime.as_str()));
-        }
-        if image_of(b) != image_of(h) {
-            fields.push(change("image", image_of(b), image_of(h)));
-        } else if b_image != h_image {
-            fields.push(change("image", "catalog entry", "new catalog entry"));
-        }
-        let (bs, hs) = (b.size(), h.size());
-        if let (Some(bc), Some(hc)) = (&b.container, &h.container) {
-            if bc.cpus != hc.cpus {
-                fields.push(change("cpus", bc.cpus, hc.cpus));
-            }
-        } else if bs.vcpus != hs.vcpus {
-            fields.push(change("vcpus", bs.vcpus, hs.vcpus));
-        }
-        if bs.memory != hs.memory {
-            fields.push(change("memory", bs.memory, hs.memory));
-        }
-        let disk = |c: &Course| c.vm.as_ref().and_then(|vm| vm.disk);
-        if disk(b) != disk(h) {
-            fields.push(change("disk", or_default(disk(b)), or_default(disk(h))));
-        }
-        if let (Some(bc), Some(hc)) = (&b.container, &h.container) {
-            let list = |v: &Option<Vec<String>>| or_none(v.as_ref().map(|v| format!("{v:?}")));
-            if bc.command != hc.command {
-                fields.push(change("command", list(&bc.command), list(&hc.command)));
-            }
-            if bc.user != hc.user {
-                fields.push(change(
-                    "user",
-                    or_none(bc.user.clone()),
-                    or_none(hc.user.clone()),
-                ));
-            }
-            if bc.shell != hc.shell {
-                fields.push(change("shell", list(&bc.shell), list(&hc.shell)));
-            }
-        }
-        if b.session.console != h.session.console {
-            let name = |c| {
-                serde_json::to_value(c)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-            };
-            fields.push(change(
-                "console",
-                or_none(name(b.session.console)),
-                or_none(name(h.session.console)),
-            ));
-        }
-        let port = |c: &Course| c.session.ssh.as_ref().map(|s| s.port);
-        if port(b) != port(h) {
-            fields.push(change("ssh.port", or_none(port(b)), or_none(port(h))));
-        }
-        if b.probe() != h.probe() {
-            fields.push(change("readiness", probe(&b.probe()), probe(&h.probe())));
-        }
+        let mut fields = build_changes(&build_fields(b, b_image), &build_fields(h, h_image));
         if fields.is_empty() {
             fields.push(change("build", "", ""));
         }
@@ -570,6 +525,70 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    /// Issue 17 §5: the diff's build fields are the spec hash's, from one
+    /// list: each field that moves the hash is named, in the hash's order.
+    #[test]
+    fn every_build_field_that_moves_the_hash_is_named() {
+        let a = course("a", serde_json::json!({}));
+        let b = course(
+            "a",
+            serde_json::json!({
+                "vm": { "vcpus": 2, "memory": "512MiB", "disk": "10GiB" },
+                "session": { "console": "ssh", "ssh": { "user": "student", "port": 2222 } },
+                "readiness": { "port": 2222 },
+            }),
+        );
+        let (courses, _, _) = diff(&[a], &[b], None);
+        assert_eq!(
+            courses[0].replaced_fields,
+            ["vcpus", "memory", "disk", "console", "ssh.port", "readiness"]
+        );
+        let shown: Vec<String> = courses[0]
+            .build_changes
+            .iter()
+            .map(|f| format!("{} {} → {}", f.field, f.from, f.to))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "vcpus 1 → 2",
+                "memory 256MiB → 512MiB",
+                "disk default → 10GiB",
+                "console serial → ssh",
+                "ssh.port none → 2222",
+                "readiness console marker \"login:\" → port 2222",
+            ]
+        );
+
+        let lab = |extra: serde_json::Value| {
+            let mut v = serde_json::json!({
+                "name": "c", "title": "C", "runtime": "container",
+                "container": { "image": "busybox:1", "cpus": 0.5, "memory": "64MiB" },
+                "pool": { "warm": 1, "max": 2 },
+            });
+            for (k, x) in extra.as_object().unwrap() {
+                v["container"][k] = x.clone();
+            }
+            serde_json::from_value::<Course>(v).unwrap()
+        };
+        let (courses, _, _) = diff(
+            &[lab(serde_json::json!({}))],
+            &[lab(serde_json::json!({ "cpus": 1, "user": "student" }))],
+            None,
+        );
+        assert_eq!(courses[0].replaced_fields, ["cpus", "user"]);
+        assert_eq!(courses[0].build_changes[1].from, "none");
+
+        // From a VM to a container: the runtime, and each side's own fields.
+        let (courses, _, _) = diff(
+            &[course("c", serde_json::json!({}))],
+            &[lab(serde_json::json!({}))],
+            None,
+        );
+        assert_eq!(courses[0].replaced_fields[..2], ["runtime", "image"]);
+        assert!(courses[0].replaced_fields.contains(&"vcpus".to_string()));
     }
 
     #[test]
