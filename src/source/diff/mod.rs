@@ -543,7 +543,14 @@ mod tests {
         let (courses, _, _) = diff(&[a], &[b], None);
         assert_eq!(
             courses[0].replaced_fields,
-            ["vcpus", "memory", "disk", "console", "ssh.port", "readiness"]
+            [
+                "vcpus",
+                "memory",
+                "disk",
+                "console",
+                "ssh.port",
+                "readiness"
+            ]
         );
         let shown: Vec<String> = courses[0]
             .build_changes
