@@ -12,7 +12,15 @@ use crate::diagnostic::Format;
 use crate::source::diff::render::Format as DiffFormat;
 
 #[derive(Debug, Parser)]
-#[command(name = "labpool", version, about = "Pools of pre-warmed lab VMs for LMS courses", long_about = None)]
+#[command(
+    name = "labpool",
+    version,
+    about = "Pools of pre-warmed lab VMs for LMS courses",
+    long_about = None,
+    after_help = "Exit statuses (every command; README \"Exit statuses\"): 0 ok or no changes, \
+                  1 invalid input or findings, 2 changes (plan, diff), 64 usage, \
+                  69 unavailable (store, host, remote), 74 I/O"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

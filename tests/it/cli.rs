@@ -270,6 +270,15 @@ fn every_command_ends_with_a_status_of_the_one_table() {
         let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
         v["instance"].as_str().unwrap().to_string()
     };
+    // A store whose reconciler lease another labpool holds.
+    let leased = format!("sqlite:{}", dir.path().join("leased.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = labpool::store::Store::open(&leased).await.unwrap();
+        store
+            .acquire_lease("reconciler", "elsewhere.example:1", 0, i64::MAX, None)
+            .await
+            .unwrap();
+    });
     let cases: &[(&[&str], i32)] = &[
         (&["--help"], 0),
         (&["--version"], 0),
@@ -306,6 +315,17 @@ fn every_command_ends_with_a_status_of_the_one_table() {
                 "empty.yaml",
                 "--database",
                 down,
+            ],
+            69,
+        ),
+        (
+            &[
+                "reconcile",
+                "--once",
+                "--config",
+                "empty.yaml",
+                "--database",
+                &leased,
             ],
             69,
         ),
