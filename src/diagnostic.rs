@@ -226,7 +226,7 @@ pub fn sort(diagnostics: &mut [Diagnostic]) {
 }
 
 /// How `labpool validate` prints what it found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// `file:line:column: code: message`, coloured on a terminal.
     Human,

@@ -5,65 +5,17 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::cli::exit;
+use crate::cli::args::{
+    Common, Dev, KeysAction, LtiAction, Output, PlatformAction, RevisionAction, TokenAction,
+};
+use crate::cli::exit::{Failure, OrStatus as _, Outcome, Status, print};
 use crate::config::{Config, DatabaseUrl};
 use crate::reconcile::Reconciler;
 use crate::reconcile::plan::{Action, Plan};
 use crate::store::Store;
-
-/// Options every operating command takes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Common {
-    /// labpool's configuration file.
-    #[arg(
-        long,
-        env = "LABPOOL_CONFIG",
-        default_value = "labpool.yaml",
-        global = true
-    )]
-    pub config: PathBuf,
-    /// The state store, overriding the configuration's `database`.
-    #[arg(
-        long,
-        env = "LABPOOL_DATABASE_URL",
-        hide_env_values = true,
-        global = true
-    )]
-    pub database: Option<String>,
-}
-
-/// `serve`'s try-it LMS (`crate::http::try_it`).
-#[derive(Debug, Clone, Copy, Default, clap::Args)]
-pub struct Dev {
-    /// Also serve the try-it LMS at <base_url>/dev/: a page acting as an LMS
-    /// registered with this labpool, where you launch any course as a
-    /// made-up student. Development only: whoever reaches it can launch
-    /// anything as anyone. Refused unless http.listen and lti.base_url are
-    /// loopback addresses.
-    #[arg(long, env = "LABPOOL_DEV", value_parser = clap::builder::BoolishValueParser::new())]
-    pub dev: bool,
-    /// With --dev: serve it even though http.listen or lti.base_url is
-    /// reachable from other machines.
-    #[arg(long, requires = "dev")]
-    pub dev_allow_remote: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Output {
-    Human,
-    Json,
-}
-
-/// How `serve` writes its logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 /// Blocking threads for libvirt calls. Calls queue at the hosts anyway
 /// (libvirtd serves a few requests per client at once), so more threads only
@@ -93,33 +45,33 @@ fn tune_allocator() {
     }
 }
 
-/// Runs an async command on a fresh runtime; errors print their causes and
-/// exit with status 1.
-pub fn run(command: impl Future<Output = anyhow::Result<u8>>) -> u8 {
-    let runtime = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("labpool: cannot start the runtime: {e}");
-            return exit::INVALID;
-        }
-    };
-    match runtime.block_on(command) {
-        Ok(status) => status,
-        Err(e) => {
-            eprintln!("labpool: {e:#}");
-            exit::INVALID
-        }
-    }
+/// Runs an async command on a fresh runtime.
+pub fn run(command: impl Future<Output = Outcome>) -> Outcome {
+    let runtime = runtime()
+        .context("cannot start the runtime")
+        .or_status(Status::Unavailable)?;
+    runtime.block_on(command)
 }
 
-fn load_config(common: &Common) -> anyhow::Result<Config> {
+/// `println!` that hands the write error back (a reader that went away ends
+/// the command quietly: `crate::cli::exit::finish`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*)
+    };
+}
+
+fn load_config(common: &Common) -> Result<Config, Failure> {
     let mut config = match Config::load(&common.config) {
         Ok(c) => c,
         Err(e) => {
             for d in &e.diagnostics {
                 eprintln!("{d}");
             }
-            anyhow::bail!("invalid configuration {}", common.config.display());
+            return Err(Failure::msg(
+                crate::cli::config_status(&e),
+                format!("invalid configuration {}", common.config.display()),
+            ));
         }
     };
     if let Some(url) = &common.database {
@@ -128,7 +80,7 @@ fn load_config(common: &Common) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-async fn open(common: &Common) -> anyhow::Result<(Config, Store)> {
+async fn open(common: &Common) -> Result<(Config, Store), Failure> {
     let config = load_config(common)?;
     let store = Store::open(config.database.expose())
         .await
@@ -141,7 +93,7 @@ async fn open(common: &Common) -> anyhow::Result<(Config, Store)> {
 /// open (the configuration, when it holds a secret, and the SQLite store's
 /// files), then opens the secrets with the secret key (`secret_key`), so a
 /// wrong key stops the command before anything runs.
-async fn open_secrets(common: &Common) -> anyhow::Result<(Config, Store)> {
+async fn open_secrets(common: &Common) -> Result<(Config, Store), Failure> {
     let held = match Config::load(&common.config) {
         Ok(file) => file.secrets_held(),
         Err(_) => Vec::new(), // `load_config` reports it below
@@ -249,8 +201,8 @@ fn init_logs(json: bool) {
     };
 }
 
-/// `labpool plan`: 0 nothing to do, 2 changes, 1 error.
-pub async fn plan(common: Common, format: Output) -> anyhow::Result<u8> {
+/// `labpool plan`: 0 nothing to do, 2 changes.
+pub async fn plan(common: Common, format: Output) -> Outcome {
     let (config, store) = open(&common).await?;
     if config.source.git.is_some() {
         eprintln!("labpool: Git source: planning on the revision applied last");
@@ -271,22 +223,21 @@ pub async fn plan(common: Common, format: Output) -> anyhow::Result<u8> {
     for (host, error) in &down {
         eprintln!("labpool: host `{host}` does not answer (nothing is planned on it): {error}");
     }
-    let mut out = std::io::stdout().lock();
-    match format {
-        Output::Json => {
-            serde_json::to_writer_pretty(&mut out, &plan)?;
-            writeln!(out)?;
-        }
-        Output::Human => write_plan(&mut out, &plan)?,
-    }
-    Ok(if plan.is_empty() {
-        exit::OK
+    let status = if plan.is_empty() {
+        Status::Ok
     } else {
-        exit::ERROR
+        Status::Changes
+    };
+    print(status, |out| match format {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut *out, &plan)?;
+            writeln!(out)
+        }
+        Output::Human => write_plan(out, &plan),
     })
 }
 
-fn write_plan(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
+fn write_plan(out: &mut dyn Write, plan: &Plan) -> std::io::Result<()> {
     for c in &plan.courses {
         let mut line = format!(
             "{:<20} target {:>3}  warm {:>3}  booting {:>3}  assigned {:>3}",
@@ -347,7 +298,7 @@ fn write_plan(out: &mut impl Write, plan: &Plan) -> std::io::Result<()> {
 }
 
 /// `labpool reconcile --once`.
-pub async fn reconcile_once(common: Common) -> anyhow::Result<u8> {
+pub async fn reconcile_once(common: Common) -> Outcome {
     init_logs(false);
     let (config, store) = open(&common).await?;
     let reconciler = Reconciler::new(config, store).await?;
@@ -355,33 +306,29 @@ pub async fn reconcile_once(common: Common) -> anyhow::Result<u8> {
         let until = chrono::DateTime::from_timestamp_millis(other.expires_at)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
-        anyhow::bail!(
-            "another labpool ({}) is reconciling this store (lease until {until}); stop it, or let `serve` do the work",
-            other.holder
-        );
+        return Err(Failure::msg(
+            Status::Unavailable,
+            format!(
+                "another labpool ({}) is reconciling this store (lease until {until}); stop it, or let `serve` do the work",
+                other.holder
+            ),
+        ));
     }
     reconciler.recover().await?;
     let report = reconciler.pass().await?;
     reconciler.settle().await;
     reconciler.release_lease().await?;
-    println!(
+    outln!(
         "revision {}: {} action(s) planned, {} started and finished",
         report.revision.as_deref().unwrap_or("(none)"),
         report.plan.actions.len(),
         report.started
-    );
-    Ok(exit::OK)
-}
-
-/// What `labpool keys` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum KeysAction {
-    List,
-    Rotate,
+    )?;
+    Ok(Status::Ok)
 }
 
 /// `labpool keys [list|rotate]`.
-pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
+pub async fn keys(common: Common, action: KeysAction) -> Outcome {
     let (config, store) = open_secrets(&common).await?;
     let now = crate::reconcile::now_ms();
     let grace = config.lti.key_grace.get().as_millis() as i64;
@@ -389,7 +336,7 @@ pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
         crate::lti::keys::ToolKeys::load_or_create(&store, now).await?;
         let kid = crate::lti::keys::ToolKeys::rotate(&store, now).await?;
         let dropped = store.drop_retired_tool_keys(now - grace).await?;
-        println!("new signing key {kid}; {dropped} key(s) past their grace period removed");
+        outln!("new signing key {kid}; {dropped} key(s) past their grace period removed")?;
     }
     let keys = crate::lti::keys::ToolKeys::load(&store).await?;
     for key in keys.all() {
@@ -401,46 +348,31 @@ pub async fn keys(common: Common, action: KeysAction) -> anyhow::Result<u8> {
             ),
             Some(_) => "retired, no longer published".to_owned(),
         };
-        println!(
+        outln!(
             "{}  created {}  {state}",
             key.kid,
             chrono::DateTime::from_timestamp_millis(key.created_at).unwrap_or_default()
-        );
+        )?;
     }
     if keys.all().is_empty() {
-        println!("no keys yet: `labpool serve` creates the first on start");
+        outln!("no keys yet: `labpool serve` creates the first on start")?;
     }
-    Ok(exit::OK)
-}
-
-/// What `labpool revision` does.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum RevisionAction {
-    /// Show the revision held back (what it removes and why), if one is.
-    Show,
-    /// Confirm the held revision ID (that exact id, as `status` prints it):
-    /// `serve` applies it at its next pass.
-    Confirm {
-        id: String,
-        /// Who confirms, for the event. Default `cli:$USER`.
-        #[arg(long)]
-        by: Option<String>,
-    },
+    Ok(Status::Ok)
 }
 
 /// `labpool revision show|confirm`.
-pub async fn revision(common: Common, action: RevisionAction) -> anyhow::Result<u8> {
+pub async fn revision(common: Common, action: RevisionAction) -> Outcome {
     let (_, store) = open(&common).await?;
     match action {
         RevisionAction::Show => match store.source_revision("held").await? {
             None => {
-                println!("no revision is held");
-                Ok(exit::OK)
+                outln!("no revision is held")?;
+                Ok(Status::Ok)
             }
             Some(row) => {
                 let held = crate::source::hold::Held::from_row(&row);
-                println!("{}", held_line(&held));
-                Ok(exit::OK)
+                outln!("{}", held_line(&held))?;
+                Ok(Status::Ok)
             }
         },
         RevisionAction::Confirm { id, by } => {
@@ -454,19 +386,19 @@ pub async fn revision(common: Common, action: RevisionAction) -> anyhow::Result<
             });
             match crate::admin::actions::confirm_revision(&store, &id, &by).await {
                 Ok(first) if first == by => {
-                    println!(
+                    outln!(
                         "revision {id} confirmed by {by}: labpool serve applies it at its next pass (within reconcile.resync)"
-                    );
-                    Ok(exit::OK)
+                    )?;
+                    Ok(Status::Ok)
                 }
                 Ok(first) => {
-                    println!("revision {id} was already confirmed by {first}");
-                    Ok(exit::OK)
+                    outln!("revision {id} was already confirmed by {first}")?;
+                    Ok(Status::Ok)
                 }
                 Err(crate::admin::ActionError::Store(e)) => Err(e.into()),
                 Err(e) => {
                     eprintln!("labpool: {e}");
-                    Ok(exit::ERROR)
+                    Ok(Status::Invalid)
                 }
             }
         }
@@ -501,31 +433,8 @@ fn held_line(held: &crate::source::hold::Held) -> String {
     )
 }
 
-/// What `labpool token` does.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum TokenAction {
-    /// Make a token and print it (once: only its hash is stored).
-    Create {
-        /// A name that says whose or what it is (`grafana`, `alice`).
-        #[arg(long)]
-        name: String,
-        /// `read`: look only; `admin`: also end and reset sessions, drain
-        /// hosts, resync.
-        #[arg(long, value_enum, default_value_t = crate::admin::Scope::Read)]
-        scope: crate::admin::Scope,
-        /// A read token that sees only this course (repeat for several):
-        /// an instructor's token. Default: every course.
-        #[arg(long = "course", value_name = "COURSE")]
-        courses: Vec<String>,
-    },
-    /// List tokens (never the tokens themselves).
-    List,
-    /// Revoke the token named NAME: it stops working at once.
-    Revoke { name: String },
-}
-
 /// `labpool token create|list|revoke`.
-pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
+pub async fn token(common: Common, action: TokenAction) -> Outcome {
     let (_, store) = open(&common).await?;
     let now = crate::reconcile::now_ms();
     let time = |ms: Option<i64>| {
@@ -541,20 +450,20 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
         } => {
             if name.trim().is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
                 eprintln!("labpool: a token name is 1 to 64 printable characters");
-                return Ok(exit::ERROR);
+                return Ok(Status::Usage);
             }
             if !courses.is_empty() && scope != crate::admin::Scope::Read {
                 eprintln!(
                     "labpool: --course makes a read token for some courses; admin tokens act on hosts and every course"
                 );
-                return Ok(exit::ERROR);
+                return Ok(Status::Usage);
             }
             if let Some(bad) = courses
                 .iter()
                 .find(|c| c.parse::<crate::course::values::CourseName>().is_err())
             {
                 eprintln!("labpool: `{bad}` is not a course name");
-                return Ok(exit::ERROR);
+                return Ok(Status::Usage);
             }
             let scoped = (!courses.is_empty()).then_some(courses.as_slice());
             match crate::admin::tokens::create_scoped(&store, &name, scope, scoped, now).await {
@@ -567,14 +476,14 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
                         "token `{name}` ({} scope{seen}) created; it is shown only now:",
                         scope.as_str()
                     );
-                    println!("{secret}");
-                    Ok(exit::OK)
+                    outln!("{secret}")?;
+                    Ok(Status::Ok)
                 }
                 Err(crate::store::StoreError::TokenNameTaken(_)) => {
                     eprintln!(
                         "labpool: a token named `{name}` exists; `labpool token revoke {name}` first, or choose another name"
                     );
-                    Ok(exit::ERROR)
+                    Ok(Status::Invalid)
                 }
                 Err(e) => Err(e.into()),
             }
@@ -582,7 +491,7 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
         TokenAction::List => {
             let tokens = store.api_tokens().await?;
             if tokens.is_empty() {
-                println!("no tokens: `labpool token create --name NAME` makes one");
+                outln!("no tokens: `labpool token create --name NAME` makes one")?;
             }
             for t in tokens {
                 let state = match t.revoked_at {
@@ -593,52 +502,30 @@ pub async fn token(common: Common, action: TokenAction) -> anyhow::Result<u8> {
                     Some(c) => format!("  courses {}", c.join(",")),
                     None => String::new(),
                 };
-                println!(
+                outln!(
                     "{:<20} {:<6} created {}  last used {}  {state}{courses}",
                     t.name,
                     t.scope,
                     time(Some(t.created_at)),
                     time(t.last_used_at)
-                );
+                )?;
             }
-            Ok(exit::OK)
+            Ok(Status::Ok)
         }
         TokenAction::Revoke { name } => {
             if store.revoke_api_token(&name, now).await? {
-                println!("token `{name}` revoked");
-                Ok(exit::OK)
+                outln!("token `{name}` revoked")?;
+                Ok(Status::Ok)
             } else {
                 eprintln!("labpool: no active token named `{name}`");
-                Ok(exit::ERROR)
+                Ok(Status::Invalid)
             }
         }
     }
 }
 
-/// What `labpool lti` does.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum LtiAction {
-    /// Print a one-time Dynamic Registration link for an LMS admin to paste
-    /// (it works once, for `lti.registration.link_ttl`; only its hash is kept).
-    RegistrationLink,
-    /// Dynamically registered platforms.
-    Platform {
-        #[command(subcommand)]
-        action: PlatformAction,
-    },
-}
-
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum PlatformAction {
-    /// List platforms registered through Dynamic Registration.
-    List,
-    /// Remove a dynamically registered platform: its launches stop at once;
-    /// the LMS may then register again (a registration never replaces one).
-    Remove { issuer: String, client_id: String },
-}
-
 /// `labpool lti registration-link | platform list | platform remove`.
-pub async fn lti(common: Common, action: LtiAction) -> anyhow::Result<u8> {
+pub async fn lti(common: Common, action: LtiAction) -> Outcome {
     let (config, store) = open(&common).await?;
     let now = crate::reconcile::now_ms();
     match action {
@@ -650,39 +537,39 @@ pub async fn lti(common: Common, action: LtiAction) -> anyhow::Result<u8> {
                 "one-time registration link, valid until {} (shown only now):",
                 chrono::DateTime::from_timestamp_millis(link.expires_at).unwrap_or_default()
             );
-            println!("{}", link.url);
-            Ok(exit::OK)
+            outln!("{}", link.url)?;
+            Ok(Status::Ok)
         }
         LtiAction::Platform {
             action: PlatformAction::List,
         } => {
             let platforms = store.platforms().await?;
             if platforms.is_empty() {
-                println!("no dynamically registered platforms");
+                outln!("no dynamically registered platforms")?;
             }
             for p in platforms {
-                println!(
+                outln!(
                     "{}  client id {}  keys {}  {}",
                     p.issuer,
                     p.client_id,
                     p.jwks_url,
                     p.product.as_deref().unwrap_or("")
-                );
+                )?;
             }
-            Ok(exit::OK)
+            Ok(Status::Ok)
         }
         LtiAction::Platform {
             action: PlatformAction::Remove { issuer, client_id },
         } => {
             if store.delete_platform(&issuer, &client_id).await? {
-                println!("platform {issuer} (client id {client_id}) removed");
-                Ok(exit::OK)
+                outln!("platform {issuer} (client id {client_id}) removed")?;
+                Ok(Status::Ok)
             } else {
                 eprintln!(
                     "labpool: no dynamically registered platform {issuer} with client id {client_id} \
                      (platforms in lti.platforms are removed from the configuration file)"
                 );
-                Ok(exit::ERROR)
+                Ok(Status::Invalid)
             }
         }
     }
@@ -720,8 +607,13 @@ fn without_userinfo(url: &str) -> String {
 }
 
 /// `labpool serve`: runs the reconciler until Ctrl-C or SIGTERM.
-pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u8> {
+pub async fn serve(common: Common, log_json: bool, dev: Dev) -> Outcome {
     init_logs(log_json);
+    // Ctrl-C and SIGTERM are caught from the start: one that comes while
+    // the store opens still stops labpool in order (with status 0).
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot catch SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot catch SIGINT")?;
     let (mut config, store) = open_secrets(&common).await?;
     let instance = store.instance_id().await?;
     tracing::info!(
@@ -734,7 +626,8 @@ pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u
     );
     let listener = tokio::net::TcpListener::bind(&config.http.listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+        .with_context(|| format!("cannot listen on {}", config.http.listen))
+        .or_status(Status::Unavailable)?;
     let address = listener.local_addr()?;
     tracing::info!(%address, "listening");
     // Without a configured base URL labpool is reached where it listens: with
@@ -754,10 +647,8 @@ pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u
     // One stop signal for both the reconciler and the HTTP server.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = term.recv() => {}
         }
         tracing::info!("stopping: VMs keep running and are picked up at the next start");
@@ -775,12 +666,12 @@ pub async fn serve(common: Common, log_json: bool, dev: Dev) -> anyhow::Result<u
     if let Ok(Err(e)) = http.await {
         tracing::error!(error = %e, "HTTP server failed");
     }
-    Ok(exit::OK)
+    Ok(Status::Ok)
 }
 
 /// `labpool status`: read from the store only, so it answers even while a
 /// host hangs.
-pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
+pub async fn status(common: Common, format: Output) -> Outcome {
     let (config, store) = open(&common).await?;
     let report =
         crate::admin::overview::overview(&config, &store, crate::reconcile::now_ms(), 10).await?;
@@ -872,17 +763,12 @@ pub async fn status(common: Common, format: Output) -> anyhow::Result<u8> {
             }
         }
     }
-    Ok(exit::OK)
+    Ok(Status::Ok)
 }
 
 /// `labpool adopt`: records (or forgets) that this labpool takes a lost
 /// instance's objects over; `--list` shows what is adopted.
-pub async fn adopt(
-    common: Common,
-    instance: Option<String>,
-    forget: bool,
-    list: bool,
-) -> anyhow::Result<u8> {
+pub async fn adopt(common: Common, instance: Option<String>, forget: bool, list: bool) -> Outcome {
     let (config, store) = open(&common).await?;
     let own = store.instance_id().await?;
     let mut out = std::io::stdout().lock();
@@ -897,16 +783,22 @@ pub async fn adopt(
                 .unwrap_or_default();
             writeln!(out, "adopted: {id} (labpool adopt, {at})")?;
         }
-        return Ok(exit::OK);
+        return Ok(Status::Ok);
     }
     let instance = instance.unwrap_or_default();
     if !crate::hosts::xml::is_instance_id(&instance) {
-        anyhow::bail!(
-            "`{instance}` is not an instance id (12 lowercase hex digits, as `labpool status` shows them)"
-        );
+        return Err(Failure::msg(
+            Status::Usage,
+            format!(
+                "`{instance}` is not an instance id (12 lowercase hex digits, as `labpool status` shows them)"
+            ),
+        ));
     }
     if instance == own {
-        anyhow::bail!("{instance} is this labpool's own instance");
+        return Err(Failure::msg(
+            Status::Invalid,
+            format!("{instance} is this labpool's own instance"),
+        ));
     }
     if forget {
         if store.forget_adoption(&instance).await? {
@@ -923,7 +815,7 @@ pub async fn adopt(
                 "note: reconcile.adopt_instances still names it; remove it there too"
             )?;
         }
-        return Ok(exit::OK);
+        return Ok(Status::Ok);
     }
     let new = store
         .adopt_instance(&instance, crate::reconcile::now_ms())
@@ -934,7 +826,7 @@ pub async fn adopt(
         if new { "adopted" } else { "already adopted:" },
         config.reconcile.orphan_grace
     )?;
-    Ok(exit::OK)
+    Ok(Status::Ok)
 }
 
 /// The source lines of `labpool status`.

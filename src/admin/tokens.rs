@@ -15,7 +15,7 @@ use crate::store::{ApiTokenRow, Store, StoreError};
 pub const PREFIX: &str = "lpt_";
 
 /// What a token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
     /// Look: every GET of the API and the dashboard.
     Read,

@@ -57,46 +57,244 @@ pub fn spec_hash(course: &Course, catalog: Option<&ImageConfig>) -> String {
     hex::encode(&digest[..8])
 }
 
-/// What the spec hash is taken over: a JSON object, its keys in this order.
+/// What the spec hash is taken over: a JSON object of the build fields, its
+/// keys in their order.
 fn build_inputs(course: &Course, catalog: Option<&ImageConfig>) -> String {
-    let probe = json_str(&probe_text(&course.probe()));
     let mut o = JsonObject::default();
+    // The container's block, written where its first field comes.
+    let mut block: Option<JsonObject> = None;
+    for field in build_fields(course, catalog) {
+        if let Place::Container(key) = field.place {
+            let block = block.get_or_insert_with(JsonObject::default);
+            if let Some(json) = field.json {
+                block.field(key, json);
+            }
+            continue;
+        }
+        if let Some(block) = block.take() {
+            o.field("container", block.finish());
+        }
+        if let (Place::Hashed(key), Some(json)) = (field.place, field.json) {
+            o.field(key, json);
+        }
+    }
+    if let Some(block) = block {
+        o.field("container", block.finish());
+    }
+    o.finish()
+}
+
+/// One field a course's labs are built from: what the spec hash takes in
+/// and how `labpool diff` shows it. [`build_fields`] is the one list of
+/// them: the hash is written from it and the diff's build changes are the
+/// fields of it that differ, so a new build field cannot be hashed and
+/// left out of the diff, or the other way round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildField {
+    /// As course files name it: `vcpus`, `ssh.port`, `readiness`.
+    pub name: &'static str,
+    /// Where the hash takes it.
+    place: Place,
+    /// Its JSON in the hash; `None`: left out (an unset container option,
+    /// a shown-only field).
+    json: Option<String>,
+    /// Its value as people read it: `256MiB`, `console marker "login:"`.
+    pub shown: String,
+}
+
+/// Where a build field goes in the hashed JSON object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Under this key.
+    Hashed(&'static str),
+    /// Under this key of the container's block (`container: {…}`).
+    Container(&'static str),
+    /// Nowhere: shown by the diff, decided by the other fields (a VM
+    /// course's runtime).
+    Shown,
+}
+
+impl BuildField {
+    fn new(name: &'static str, place: Place, json: Option<String>, shown: String) -> BuildField {
+        BuildField {
+            name,
+            place,
+            json,
+            shown,
+        }
+    }
+
+    /// The same build on both sides (`shown` only for shown-only fields).
+    pub fn same(&self, other: &BuildField) -> bool {
+        self.json == other.json && self.shown == other.shown
+    }
+}
+
+/// The build fields of `course` (with the image's catalog entry), in the
+/// order the spec hash writes them: for a VM `image`, `catalog`, `vcpus`,
+/// `memory`, `disk`, `console`, `ssh_port`, `probe`; for a container
+/// `runtime`, `container` (`image`, `cpus`, `memory`, and `command`,
+/// `user`, `shell` when set), `probe`.
+pub fn build_fields(course: &Course, catalog: Option<&ImageConfig>) -> Vec<BuildField> {
+    use Place::{Hashed, Shown};
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".to_string());
+    let probe = course.probe();
+    let mut fields = Vec::new();
     match (&course.image, &course.vm, &course.container) {
         (Some(image), Some(vm), _) => {
-            o.field("image", json_str(image.as_str()));
-            o.field("catalog", catalog.map_or_else(null, catalog_json));
-            o.field("vcpus", vm.vcpus.to_string());
-            o.field("memory", vm.memory.as_bytes().to_string());
-            o.field(
+            fields.push(BuildField::new(
+                "runtime",
+                Shown,
+                None,
+                course.runtime.as_str().into(),
+            ));
+            fields.push(BuildField::new(
+                "image",
+                Hashed("image"),
+                Some(json_str(image.as_str())),
+                image.to_string(),
+            ));
+            fields.push(BuildField::new(
+                "catalog",
+                Hashed("catalog"),
+                Some(catalog.map_or_else(null, catalog_json)),
+                or_none(catalog.map(catalog_shown)),
+            ));
+            fields.push(BuildField::new(
+                "vcpus",
+                Hashed("vcpus"),
+                Some(vm.vcpus.to_string()),
+                vm.vcpus.to_string(),
+            ));
+            fields.push(BuildField::new(
+                "memory",
+                Hashed("memory"),
+                Some(vm.memory.as_bytes().to_string()),
+                vm.memory.to_string(),
+            ));
+            fields.push(BuildField::new(
                 "disk",
-                vm.disk.map_or_else(null, |d| d.as_bytes().to_string()),
-            );
+                Hashed("disk"),
+                Some(vm.disk.map_or_else(null, |d| d.as_bytes().to_string())),
+                vm.disk
+                    .map_or_else(|| "default".to_string(), |d| d.to_string()),
+            ));
             let console = match course.session.console {
                 Console::Serial => "serial",
                 Console::Ssh => "ssh",
             };
-            o.field("console", json_str(console));
-            o.field(
-                "ssh_port",
-                course
-                    .session
-                    .ssh
-                    .as_ref()
-                    .map_or_else(null, |s| s.port.to_string()),
-            );
+            fields.push(BuildField::new(
+                "console",
+                Hashed("console"),
+                Some(json_str(console)),
+                console.to_string(),
+            ));
+            let port = course.session.ssh.as_ref().map(|s| s.port);
+            fields.push(BuildField::new(
+                "ssh.port",
+                Hashed("ssh_port"),
+                Some(port.map_or_else(null, |p| p.to_string())),
+                or_none(port.map(|p| p.to_string())),
+            ));
         }
         // A container is built from its whole block (image, limits,
         // command, user, shell) and its readiness probe.
         (_, _, container) => {
-            o.field("runtime", json_str("container"));
-            o.field(
-                "container",
-                container.as_ref().map_or_else(null, container_json),
-            );
+            fields.push(BuildField::new(
+                "runtime",
+                Hashed("runtime"),
+                Some(json_str("container")),
+                "container".to_string(),
+            ));
+            match container {
+                None => fields.push(BuildField::new(
+                    "container",
+                    Hashed("container"),
+                    Some(null()),
+                    "none".to_string(),
+                )),
+                Some(c) => container_fields(c, &mut fields),
+            }
         }
     }
-    o.field("probe", probe);
-    o.finish()
+    fields.push(BuildField::new(
+        "readiness",
+        Hashed("probe"),
+        Some(json_str(&probe_text(&probe))),
+        probe_shown(&probe),
+    ));
+    fields
+}
+
+/// The fields of a container's block.
+fn container_fields(c: &ContainerSpec, fields: &mut Vec<BuildField>) {
+    use Place::Container;
+    let list = |v: &Option<Vec<String>>| v.as_ref().map(|v| format!("{v:?}"));
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".to_string());
+    fields.push(BuildField::new(
+        "image",
+        Container("image"),
+        Some(json_str(&c.image)),
+        c.image.clone(),
+    ));
+    fields.push(BuildField::new(
+        "cpus",
+        Container("cpus"),
+        Some(serde_json::to_string(&c.cpus).expect("a limit is finite")),
+        c.cpus.to_string(),
+    ));
+    fields.push(BuildField::new(
+        "memory",
+        Container("memory"),
+        Some(json_str(&c.memory.to_string())),
+        c.memory.to_string(),
+    ));
+    // Unset ones are left out of the hash, not written as null.
+    fields.push(BuildField::new(
+        "command",
+        Container("command"),
+        c.command.as_deref().map(json_list),
+        or_none(list(&c.command)),
+    ));
+    fields.push(BuildField::new(
+        "user",
+        Container("user"),
+        c.user.as_deref().map(json_str),
+        or_none(c.user.clone()),
+    ));
+    fields.push(BuildField::new(
+        "shell",
+        Container("shell"),
+        c.shell.as_deref().map(json_list),
+        or_none(list(&c.shell)),
+    ));
+}
+
+/// A catalog entry as people read it: `volume rhel.qcow2, kernel /boot/vmlinuz`.
+fn catalog_shown(image: &ImageConfig) -> String {
+    let parts: Vec<String> = [
+        ("volume", &image.volume),
+        ("kernel", &image.kernel),
+        ("initrd", &image.initrd),
+        ("cmdline", &image.cmdline),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| value.as_ref().map(|v| format!("{key} {v}")))
+    .collect();
+    if parts.is_empty() {
+        "empty entry".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A readiness probe as people read it.
+fn probe_shown(probe: &Probe) -> String {
+    match probe {
+        Probe::ConsoleMarker(m) => format!("console marker \"{m}\""),
+        Probe::Port(port) => format!("port {port}"),
+        Probe::Command(cmd) => format!("command {cmd:?}"),
+    }
 }
 
 fn catalog_json(image: &ImageConfig) -> String {
@@ -108,27 +306,6 @@ fn catalog_json(image: &ImageConfig) -> String {
         ("cmdline", &image.cmdline),
     ] {
         o.field(key, value.as_deref().map_or_else(null, json_str));
-    }
-    o.finish()
-}
-
-fn container_json(c: &ContainerSpec) -> String {
-    let mut o = JsonObject::default();
-    o.field("image", json_str(&c.image));
-    o.field(
-        "cpus",
-        serde_json::to_string(&c.cpus).expect("a limit is finite"),
-    );
-    o.field("memory", json_str(&c.memory.to_string()));
-    // Unset ones are left out, not written as null.
-    if let Some(command) = &c.command {
-        o.field("command", json_list(command));
-    }
-    if let Some(user) = &c.user {
-        o.field("user", json_str(user));
-    }
-    if let Some(shell) = &c.shell {
-        o.field("shell", json_list(shell));
     }
     o.finish()
 }
@@ -519,34 +696,94 @@ mod pinned_hashes {
             initrd: Some("/var/lib/labpool/initrd \"x\".img".into()),
             cmdline: Some("console=ttyS0 quiet".into()),
         };
-        use serde_json::json;
-        // One course a line: what it is, the course, its catalog entry,
-        // the hash the previous version gave it.
-        #[rustfmt::skip]
         let cases: Vec<(&str, Course, Option<&ImageConfig>, &str)> = vec![
-            ("serial, default marker", vm(json!({})), None, "d4aa0a692edce59b"),
-            ("serial, volume image", vm(json!({})), Some(&volume), "7b8b1cefb308631f"),
-            ("serial, disk, direct boot", vm(json!({ "vm": { "vcpus": 2, "memory": "1GiB", "disk": "4GiB" } })), Some(&direct), "11c8a5c5bc81efc7"),
-            ("serial, own marker with quotes", vm(json!({ "readiness": { "console_marker": "ready \"now\" \\o/ \t é" } })), None, "df65c0bab423df63"),
-            ("serial, port readiness", vm(json!({ "readiness": { "port": 8080 } })), None, "132478dd52de3532"),
-            ("ssh console, default port", vm(json!({ "session": { "console": "ssh", "ssh": { "user": "student" } } })), Some(&volume), "717866045c372abb"),
-            ("ssh console, own port, disk", vm(json!({
-                "vm": { "vcpus": 1, "memory": "512MiB", "disk": "1536MiB" },
-                "session": { "console": "ssh", "ssh": { "user": "student", "port": 2222 } },
-            })), None, "47f84b09f934d6c4"),
-            ("ssh console, marker readiness", vm(json!({
-                "session": { "console": "ssh", "ssh": { "user": "student" } },
-                "readiness": { "console_marker": "sshd started" },
-            })), None, "c559874b17f6a83c"),
-            ("container, default probe", container(json!({})), None, "e16764a8b6d8ccfe"),
-            ("container, everything set", container(json!({
-                "container": {
-                    "image": "python:3.12-slim", "cpus": 1.0, "memory": "1GiB",
-                    "command": ["sleep", "infinity"], "user": "student", "shell": ["/bin/bash", "-l"],
-                },
-                "readiness": { "command": ["test", "-e", "/tmp/ready"] },
-            })), None, "5fa369c0b63e9ae6"),
-            ("container, marker readiness", container(json!({ "readiness": { "console_marker": "ready" } })), None, "be3cc92107177580"),
+            (
+                "serial, default marker",
+                vm(serde_json::json!({})),
+                None,
+                "d4aa0a692edce59b",
+            ),
+            (
+                "serial, volume image",
+                vm(serde_json::json!({})),
+                Some(&volume),
+                "7b8b1cefb308631f",
+            ),
+            (
+                "serial, disk, direct boot",
+                vm(serde_json::json!({
+                    "vm": { "vcpus": 2, "memory": "1GiB", "disk": "4GiB" },
+                })),
+                Some(&direct),
+                "11c8a5c5bc81efc7",
+            ),
+            (
+                "serial, own marker with quotes",
+                vm(serde_json::json!({
+                    "readiness": { "console_marker": "ready \"now\" \\o/ \t é" },
+                })),
+                None,
+                "df65c0bab423df63",
+            ),
+            (
+                "serial, port readiness",
+                vm(serde_json::json!({ "readiness": { "port": 8080 } })),
+                None,
+                "132478dd52de3532",
+            ),
+            (
+                "ssh console, default port",
+                vm(serde_json::json!({
+                    "session": { "console": "ssh", "ssh": { "user": "student" } },
+                })),
+                Some(&volume),
+                "717866045c372abb",
+            ),
+            (
+                "ssh console, own port, disk",
+                vm(serde_json::json!({
+                    "vm": { "vcpus": 1, "memory": "512MiB", "disk": "1536MiB" },
+                    "session": { "console": "ssh", "ssh": { "user": "student", "port": 2222 } },
+                })),
+                None,
+                "47f84b09f934d6c4",
+            ),
+            (
+                "ssh console, marker readiness",
+                vm(serde_json::json!({
+                    "session": { "console": "ssh", "ssh": { "user": "student" } },
+                    "readiness": { "console_marker": "sshd started" },
+                })),
+                None,
+                "c559874b17f6a83c",
+            ),
+            (
+                "container, default probe",
+                container(serde_json::json!({})),
+                None,
+                "e16764a8b6d8ccfe",
+            ),
+            (
+                "container, everything set",
+                container(serde_json::json!({
+                    "container": {
+                        "image": "python:3.12-slim", "cpus": 1.0, "memory": "1GiB",
+                        "command": ["sleep", "infinity"], "user": "student",
+                        "shell": ["/bin/bash", "-l"],
+                    },
+                    "readiness": { "command": ["test", "-e", "/tmp/ready"] },
+                })),
+                None,
+                "5fa369c0b63e9ae6",
+            ),
+            (
+                "container, marker readiness",
+                container(serde_json::json!({
+                    "readiness": { "console_marker": "ready" },
+                })),
+                None,
+                "be3cc92107177580",
+            ),
         ];
         let mut wrong = Vec::new();
         for (what, course, catalog, want) in &cases {

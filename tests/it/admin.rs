@@ -262,7 +262,7 @@ async fn tokens_are_stored_as_hashes_and_revocable_from_the_command_line() {
             "labpool.yaml",
         ],
     );
-    assert_eq!(again.status, 2, "{again:?}");
+    assert_eq!(again.status, 1, "{again:?}");
     assert!(
         again.stderr.contains("labpool token revoke ci"),
         "{}",

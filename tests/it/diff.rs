@@ -378,7 +378,7 @@ fn an_invalid_head_commit_is_rejected_with_file_and_line() {
 }
 
 #[test]
-fn an_unknown_revision_is_an_error() {
+fn an_unknown_revision_is_invalid_and_an_unreadable_repository_io() {
     let (dir, _repo) = repository();
     let run = diff_in(dir.path(), &["main-typo", "HEAD"]);
     assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
@@ -390,7 +390,7 @@ fn an_unknown_revision_is_an_error() {
     );
     let not_a_repo = tempfile::tempdir().unwrap();
     let run = diff_in(not_a_repo.path(), &["HEAD~1", "HEAD"]);
-    assert_eq!(run.status, 1);
+    assert_eq!(run.status, 74, "an unreadable repository is I/O");
     assert!(
         run.stderr.contains("cannot open the Git repository"),
         "{}",

@@ -69,3 +69,26 @@ fn readme_documents_every_admin_api_route() {
         "README.md does not document: {missing:?}"
     );
 }
+
+/// Issue 17 §4: README's "Exit statuses" table has a row for every status
+/// of `labpool::cli::exit::Status`, and no other.
+#[test]
+fn readme_documents_every_exit_status() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme
+        .split("\n## Exit statuses\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README has an Exit statuses section");
+    let rows: Vec<u8> = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("| **"))
+        .filter_map(|l| l.split("**").next())
+        .map(|code| code.parse().expect("a status code"))
+        .collect();
+    let codes: Vec<u8> = labpool::cli::exit::Status::ALL
+        .iter()
+        .map(|s| s.code())
+        .collect();
+    assert_eq!(rows, codes);
+}

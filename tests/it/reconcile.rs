@@ -514,7 +514,7 @@ fn plan_reconcile_and_status_commands() {
 
     let missing =
         crate::support::labpool_in(lab.path(), &["plan", "--config", "/nonexistent.yaml"]);
-    assert_eq!(missing.status, 1);
+    assert_eq!(missing.status, 74);
     assert!(missing.stderr.contains("io-error"), "{}", missing.stderr);
 }
 

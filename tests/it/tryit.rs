@@ -436,6 +436,6 @@ fn serve_dev_refuses_an_address_other_machines_reach() {
     }
     // The override means nothing without --dev.
     let (status, stderr) = serve_exposed(&["--dev-allow-remote"], &[]);
-    assert_eq!(status, 2, "{stderr}");
+    assert_eq!(status, 64, "{stderr}");
     assert!(stderr.contains("--dev"), "{stderr}");
 }
